@@ -1,0 +1,107 @@
+"""airflow-provider-clearout: Clearout email verification for Apache Airflow 3, with CleverTap list cleaning.
+
+Airflow discovers this package through the ``apache_airflow_provider`` entry point, which returns
+:func:`get_provider_info`. Connection forms are declared here the Airflow 3.2+ way (``conn-fields`` and
+``ui-field-behaviour``), not through deprecated hook methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+PACKAGE_NAME = "airflow-provider-clearout"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata read by Airflow's ProvidersManager (``airflow providers list`` and friends)."""
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "Clearout",
+        "description": "Clearout email verification and Email Finder, CleverTap list cleaning, Mail.so validation.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Clearout",
+                "external-doc-url": "https://docs.clearout.io/api-overview.html",
+                "tags": ["service"],
+            },
+            {
+                "integration-name": "CleverTap",
+                "external-doc-url": "https://developer.clevertap.com/docs/api-overview",
+                "tags": ["service"],
+            },
+        ],
+        "hooks": [
+            {"integration-name": "Clearout", "python-modules": ["clearout_provider.hooks.clearout"]},
+            {"integration-name": "CleverTap", "python-modules": ["clearout_provider.hooks.clevertap"]},
+        ],
+        "operators": [
+            {
+                "integration-name": "Clearout",
+                "python-modules": [
+                    "clearout_provider.operators.bulk_verify",
+                    "clearout_provider.operators.instant_verify",
+                    "clearout_provider.operators.email_finder",
+                ],
+            },
+        ],
+        "sensors": [
+            {"integration-name": "Clearout", "python-modules": ["clearout_provider.sensors.bulk_verify"]},
+        ],
+        "triggers": [
+            {"integration-name": "Clearout", "python-modules": ["clearout_provider.triggers.bulk_job"]},
+        ],
+        "extra-links": ["clearout_provider.operators.links.ClearoutListLink"],
+        "connection-types": [
+            {
+                "hook-class-name": "clearout_provider.hooks.clearout.ClearoutHook",
+                "connection-type": "clearout",
+                "hook-name": "Clearout",
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "description": "HTTP timeout of one API call; instant verifications may take up to 180 s.",
+                        "schema": {"type": ["number", "null"], "default": 190, "minimum": 1},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "API token"},
+                    "placeholders": {
+                        "host": "https://api.clearout.io/v2",
+                        "password": "32hex:64hex token from Clearout Apps",
+                    },
+                },
+            },
+            {
+                "hook-class-name": "clearout_provider.hooks.clevertap.CleverTapHook",
+                "connection-type": "clevertap",
+                "hook-name": "CleverTap",
+                "conn-fields": {
+                    "region": {
+                        "label": "Region",
+                        "description": "Sub-domain of your dashboard URL (eu1 for eu1.dashboard.clevertap.com).",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["eu1", "in1", "us1", "sg1", "aps3", "mec1"],
+                            "default": "eu1",
+                        },
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "login": "Account ID",
+                        "password": "Passcode",
+                        "host": "Host override (optional)",
+                    },
+                    "placeholders": {
+                        "login": "Settings → Project → Project ID, e.g. 948-4KK-444Z",
+                        "host": "empty = the region's API host; http://127.0.0.1:8765/clevertap for the sandbox",
+                    },
+                },
+            },
+        ],
+    }
