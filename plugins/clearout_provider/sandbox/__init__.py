@@ -1,0 +1,13 @@
+"""Local emulators of the Clearout, CleverTap and Mail.so APIs, served by one ASGI app.
+
+The sandbox is the embedded default of the demo and the target of every test: hooks talk to it over
+real loopback HTTP exactly as they talk to the vendors. Start it with ``clearout-sandbox`` or
+``python -m clearout_provider.sandbox``; from Python, :class:`SandboxProcess` runs it in a child
+process and waits until ``GET /healthz`` answers; the app itself is ``sandbox.app.create_app`` (imported
+only where it is served, so that starting a sandbox does not load FastAPI into the caller).
+"""
+
+from clearout_provider.sandbox.process import SandboxProcess
+from clearout_provider.sandbox.settings import SandboxSettings
+
+__all__ = ["SandboxProcess", "SandboxSettings"]

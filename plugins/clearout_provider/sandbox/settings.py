@@ -1,0 +1,70 @@
+"""Every knob of the sandbox in one dataclass, shared by the CLI, the app and :class:`SandboxProcess`.
+
+Each field maps one-to-one to a ``--kebab-case`` command-line option (see :mod:`.cli`), so a test can
+describe the server it wants as a ``SandboxSettings`` and get the same server a user gets from the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+#: Shape of a real Clearout token (32 hex, colon, 64 hex); the sandbox default is recognisably fake.
+DEFAULT_CLEAROUT_TOKEN = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d:" + "5a4db0c" * 9 + "5"
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Configuration of one sandbox server. Times are compressible so tests need not wait minutes."""
+
+    # --- Clearout ---------------------------------------------------------------------------------
+    clearout_token: str = DEFAULT_CLEAROUT_TOKEN
+    credits: int = 100_000
+    rpm: int = 300
+    """Instant-verify requests allowed per rate window (Clearout's plans: 10..400 per minute)."""
+    finder_rpm: int = 190
+    """Instant-finder requests allowed per rate window."""
+    rate_window: float = 60.0
+    """Length of the rate-limit window in seconds; shrink it to compress time in tests."""
+    daily_verify_limit: int = 0
+    """Addresses verifiable per day; 0 = unlimited (1017 when exceeded)."""
+    bulk_rate: float = 2_000.0
+    """Addresses a bulk verify/finder list processes per second."""
+    max_bulk_lists: int = 3
+    """Bulk lists that may run at once per kind (1001 for verify, 1083 for finder beyond it)."""
+    finder_search_ms: int = 2_000
+    """How long an instant finder search takes; a shorter request timeout answers 524 + queue_id."""
+    instant_verify_ms: int = 0
+    """How long an instant verification takes; a shorter request timeout answers 524."""
+    result_url_ttl: float = 300.0
+    """Seconds a presigned result URL stays valid."""
+    fault_rate_503: float = 0.0
+    """Fraction of API calls answered 503 with no body (deterministic given ``fault_seed``)."""
+    fault_rate_524: float = 0.0
+    """Fraction of instant calls answered 524 (timeout)."""
+    fault_seed: int = 0
+    time_scale: float = 1.0
+    """Multiplies every simulated duration (instant verify time, finder search, client timeouts), not the
+    rate window, which has its own knob."""
+    latency_ms: int = 0
+    """Added to every API response (not /healthz)."""
+
+    # --- CleverTap --------------------------------------------------------------------------------
+    clevertap_account_id: str = "TEST-SBX-000"
+    clevertap_passcode: str = "sandbox-passcode"
+    seed_contacts: int = 1000
+    """Synthetic CleverTap profiles (deterministic; generated lazily, so 1,000,000 cost no memory)."""
+    clevertap_max_concurrency: int = 15
+    """CleverTap requests allowed in flight at once; one more answers 429 "Too many concurrent requests"."""
+    clevertap_cursor_not_ready: int = 0
+    """Times each new export cursor answers "not ready" (code 2) before it serves its page."""
+    clevertap_throttle_every: int = 0
+    """Every N-th export page request answers "throttled" (code 1); 0 = never."""
+    clevertap_fault_rate_503: float = 0.0
+    """Fraction of CleverTap calls answered 503 (deterministic given ``fault_seed``)."""
+    state_dir: str | None = None
+    """Folder where the sandbox keeps its state across restarts (CleverTap profile changes); None = memory."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The ``--kebab-case`` option of every field, in declaration order."""
+        return ["--" + f.name.replace("_", "-") for f in fields(cls)]
