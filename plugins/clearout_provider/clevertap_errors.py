@@ -1,0 +1,103 @@
+"""Typed CleverTap failures, by meaning, so callers decide with ``except`` instead of parsing bodies.
+
+CleverTap reports request-level failures as an HTTP status plus ``{"status":"fail","error":...,
+"code":...}``; :func:`clearout_provider.hooks.clevertap.interpret_response` turns those into the classes
+below, in one place. Per-record rejections inside an upload are NOT exceptions: they are rows of the
+upload report, because one bad record must not fail the other 999.
+
+Messages are built from what CleverTap said plus fixed advice, never from request headers, so the
+passcode cannot end up in a message, a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class CleverTapError(Exception):
+    """Any failure reported by (or on the way to) the CleverTap API."""
+
+    #: Whether retrying the same request later may succeed; the hook's retry policy reads it.
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+
+    @property
+    def advice(self) -> str:
+        """What the user should do next (one sentence)."""
+        return ""
+
+    def __str__(self) -> str:
+        origin = ", ".join(
+            part
+            for part in (
+                f"CleverTap code {self.code}" if self.code is not None else "",
+                f"HTTP {self.http_status}" if self.http_status is not None else "",
+            )
+            if part
+        )
+        text = self.message.rstrip(". ") + (f" ({origin})" if origin else "")
+        return f"{text}. {self.advice}" if self.advice else text
+
+
+class CleverTapConfigError(CleverTapError):
+    """The connection itself is unusable (unknown region, missing Account ID or Passcode)."""
+
+    @property
+    def advice(self) -> str:
+        return "Fix the CleverTap connection (Account ID, Passcode, Region or host override)."
+
+
+class CleverTapAuthError(CleverTapError):
+    """HTTP 401/403: wrong Account ID or Passcode, or the right ones sent to the wrong region."""
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Check the Account ID and Passcode (CleverTap dashboard → Settings → Project) and the region: "
+            "a project in another region also answers 401 (the dashboard URL's sub-domain names it)."
+        )
+
+
+class CleverTapBadRequest(CleverTapError):
+    """HTTP 400 and other non-retryable answers: the request is wrong (query, batch size, payload)."""
+
+    @property
+    def advice(self) -> str:
+        return "Fix the request; sending it again unchanged will fail the same way."
+
+
+class CleverTapRateLimited(CleverTapError):
+    """HTTP 429 "Too many concurrent requests", or throttling (code 1) that outlasted the waits."""
+
+    transient = True
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Lower max_concurrency (CleverTap allows 15 concurrent uploads, about 3 exports) or retry later."
+        )
+
+
+class CleverTapServerError(CleverTapError):
+    """HTTP 5xx or a network failure: transient, retried by the hook."""
+
+    transient = True
+
+    @property
+    def advice(self) -> str:
+        return "CleverTap or the network failed temporarily; try again later if the retries did not help."
+
+
+class CleverTapCursorNotReady(CleverTapError):
+    """An export cursor kept answering "not ready" (code 2) for longer than the hook waits."""
+
+    transient = True
+
+    @property
+    def advice(self) -> str:
+        return "CleverTap is still preparing the export; rerun later or raise cursor_wait_timeout."

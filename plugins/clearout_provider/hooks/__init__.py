@@ -1,0 +1,1 @@
+"""Hooks: the only code that speaks HTTP to the vendors (transport, auth, retries, rate limits)."""

@@ -1,0 +1,598 @@
+"""CleverTapHook: export profiles by CQL query, upload profile properties, (un)subscribe addresses.
+
+Connection ``clevertap`` (default ``clevertap_default``): login = Account ID, password = Passcode,
+extra ``region`` (eu1, in1, us1, sg1, aps3, mec1; default eu1) and an optional host override (the
+sandbox, or a proxy) that wins over the region. A region typo fails at first use with the list of
+valid regions, instead of the 401 CleverTap would answer later.
+
+Why the hook looks the way it does:
+
+* Export pages are streamed into a file (:mod:`.clevertap_export`), never collected in a list; the
+  cursor is put into the URL exactly as CleverTap sent it (already percent-encoded) because
+  re-encoding it is the classic way to break the cursor API. "Not ready" (code 2) and throttled
+  (code 1) answers are waited out on the SAME cursor.
+* Uploads run ≤ 1000-record batches on up to ``max_concurrency`` threads (CleverTap allows 15
+  concurrent uploads per account). Every response's ``unprocessed[]`` is mapped back to input rows,
+  by "Skipped record number : k" or by the echoed record, so the report accounts for every row.
+* Transient failures (429, 5xx, network) are retried with exponential backoff by tenacity, decided
+  in one place (:func:`interpret_response` + :attr:`CleverTapError.transient`).
+* The passcode lives only in request headers: never in a message, a log line or ``repr``; emails in
+  log lines are masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, NamedTuple
+from urllib.parse import quote, urlsplit
+
+import requests
+from airflow.sdk import BaseHook
+from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from clearout_provider.clevertap_errors import (
+    CleverTapAuthError,
+    CleverTapBadRequest,
+    CleverTapConfigError,
+    CleverTapCursorNotReady,
+    CleverTapError,
+    CleverTapRateLimited,
+    CleverTapServerError,
+)
+from clearout_provider.clevertap_rules import (
+    MAX_EXPORT_BATCH_SIZE,
+    MAX_RECORDS_PER_CALL,
+    RecordCode,
+    identifier_of,
+    prepare_profile_record,
+)
+from clearout_provider.hooks.clevertap_export import ProfileFileWriter, export_columns, flatten
+from clearout_provider.hooks.clevertap_models import (
+    VERIFICATION_PROPERTIES,
+    ExportResult,
+    RecordRejection,
+    UploadReport,
+)
+from clearout_provider.masking import mask_email
+
+log = logging.getLogger(__name__)
+
+#: API host of each CleverTap region (the dashboard URL's sub-domain names the region).
+REGION_HOSTS: dict[str, str] = {
+    "eu1": "api.clevertap.com",
+    "in1": "in1.api.clevertap.com",
+    "us1": "us1.api.clevertap.com",
+    "sg1": "sg1.api.clevertap.com",
+    "aps3": "aps3.api.clevertap.com",
+    "mec1": "mec1.api.clevertap.com",
+}
+DEFAULT_REGION = "eu1"
+SUBSCRIBE_STATUSES = ("Unsubscribe", "Resubscribe")
+_SKIPPED_RE = re.compile(r"Skipped record number\s*:\s*(\d+)")
+
+
+def resolve_base_url(region: str | None, host: str | None = None, port: int | None = None) -> str:
+    """The API root (without ``/1``) for a region, or for a host override (scheme optional).
+
+    >>> resolve_base_url("in1")
+    'https://in1.api.clevertap.com'
+    >>> resolve_base_url("eu1", "http://127.0.0.1:8765/clevertap")
+    'http://127.0.0.1:8765/clevertap'
+    """
+    name = (region or DEFAULT_REGION).strip().lower()
+    if name not in REGION_HOSTS:
+        raise CleverTapConfigError(
+            f"Unknown CleverTap region {region!r}: choose one of {', '.join(REGION_HOSTS)} "
+            "(the sub-domain of your dashboard URL, e.g. in1 for in1.dashboard.clevertap.com)"
+        )
+    if not host or not host.strip():
+        return f"https://{REGION_HOSTS[name]}"
+    url = host.strip().rstrip("/")
+    if "://" not in url:
+        url = f"https://{url}"
+    parts = urlsplit(url)
+    if port and parts.port is None:
+        url = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    return url
+
+
+def interpret_response(http_status: int, body: Any) -> dict[str, Any]:
+    """CleverTap's answer → its JSON body, or the typed error it means. The ONE place that decides.
+
+    Export "not ready" (code 2) and "throttled" (code 1) answers are returned, whatever their HTTP
+    status, for the export loop to wait out on the same cursor. An HTTP 200 ``"status": "fail"`` is
+    returned when it carries per-record results (``unprocessed``) and raised otherwise: a request-level
+    failure must not pass for "zero records processed".
+    """
+    data = body if isinstance(body, dict) else {}
+    if data.get("status") == "fail" and data.get("code") in (1, 2):
+        return data
+    message = str(data.get("error") or f"HTTP {http_status} from CleverTap")
+    code = data.get("code") if isinstance(data.get("code"), int) else None
+    if http_status in (401, 403):
+        raise CleverTapAuthError(message, code=code, http_status=http_status)
+    if http_status == 429:
+        raise CleverTapRateLimited(message, code=code, http_status=http_status)
+    if http_status >= 500:
+        raise CleverTapServerError(message, code=code, http_status=http_status)
+    if http_status >= 400:
+        raise CleverTapBadRequest(message, code=code, http_status=http_status)
+    if not isinstance(body, dict):
+        raise CleverTapServerError(
+            "CleverTap answered with a body that is not a JSON object", http_status=http_status
+        )
+    if data.get("status") == "fail" and "unprocessed" not in data:
+        raise CleverTapBadRequest(message, code=code, http_status=http_status)
+    return data
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    base_url: str
+    account_id: str
+    passcode: str = field(repr=False)
+
+
+class _Item(NamedTuple):
+    """One input row on its way to CleverTap: its position, its wire form, and how to recognise it."""
+
+    row: int
+    payload: dict[str, Any]
+    key: str
+    value: str
+
+
+@dataclass
+class _BatchOutcome:
+    processed: int = 0
+    requests: int = 0
+    rejections: list[RecordRejection] = field(default_factory=list)
+
+
+def _masked(value: str | None) -> str:
+    """An identifier safe for a log line (identities are sometimes email addresses)."""
+    return mask_email(value) if value and "@" in value else str(value)
+
+
+class CleverTapHook(BaseHook):
+    """Talks to CleverTap's server API (``/1/...``) for one project (Account ID + Passcode + region).
+
+    :param clevertap_conn_id: Airflow connection of type ``clevertap``.
+    :param timeout: seconds for one HTTP call.
+    :param max_retries: retries of a transient failure (429, 5xx, network), with exponential backoff.
+    :param retry_wait: first backoff in seconds (doubles each retry, capped by ``retry_max_wait``).
+    :param not_ready_wait: seconds to wait before asking again for a cursor that is not ready (code 2).
+    :param throttle_wait: seconds to wait after a throttled export page (code 1).
+    :param cursor_wait_timeout: give up on one export page after waiting this long in total.
+    :param max_concurrency: concurrent upload/subscribe requests (CleverTap's limit is 15 per account).
+    """
+
+    conn_name_attr = "clevertap_conn_id"
+    default_conn_name = "clevertap_default"
+    conn_type = "clevertap"
+    hook_name = "CleverTap"
+
+    def __init__(
+        self,
+        clevertap_conn_id: str = default_conn_name,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        retry_wait: float = 1.0,
+        retry_max_wait: float = 60.0,
+        not_ready_wait: float = 5.0,
+        throttle_wait: float = 30.0,
+        cursor_wait_timeout: float = 1800.0,
+        max_concurrency: int = 15,
+    ) -> None:
+        super().__init__()
+        self.clevertap_conn_id = clevertap_conn_id
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_wait = retry_wait
+        self.retry_max_wait = retry_max_wait
+        self.not_ready_wait = not_ready_wait
+        self.throttle_wait = throttle_wait
+        self.cursor_wait_timeout = cursor_wait_timeout
+        self.max_concurrency = max_concurrency
+        self._credentials: _Credentials | None = None
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(clevertap_conn_id={self.clevertap_conn_id!r})"
+
+    # --- connection -----------------------------------------------------------------------------
+    @property
+    def credentials(self) -> _Credentials:
+        """Account ID, passcode and API root from the connection (read once; region checked here)."""
+        if self._credentials is None:
+            conn = self.get_connection(self.clevertap_conn_id)
+            if not conn.login or not conn.password:
+                raise CleverTapConfigError(
+                    f"Connection {self.clevertap_conn_id!r} needs the Account ID as login and the Passcode as password"
+                )
+            extra = conn.extra_dejson or {}
+            region = extra.get("region") or extra.get("extra__clevertap__region")  # older form UIs prefix it
+            self._credentials = _Credentials(
+                base_url=resolve_base_url(region, conn.host, conn.port),
+                account_id=conn.login.strip(),
+                passcode=conn.password,
+            )
+        return self._credentials
+
+    @property
+    def base_url(self) -> str:
+        """API root without ``/1`` (e.g. ``https://in1.api.clevertap.com``)."""
+        return self.credentials.base_url
+
+    def _session(self) -> requests.Session:
+        """One session per thread: requests sessions are not safe to share between threads."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            creds = self.credentials
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "X-CleverTap-Account-Id": creds.account_id,
+                    "X-CleverTap-Passcode": creds.passcode,
+                    "Content-Type": "application/json; charset=utf-8",
+                }
+            )
+            session.mount("http://", HTTPAdapter(pool_maxsize=2))
+            session.mount("https://", HTTPAdapter(pool_maxsize=2))
+            self._local.session = session
+        return session
+
+    # --- transport ------------------------------------------------------------------------------
+    def _call_once(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        url = self.base_url + path
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body, separators=(",", ":"))
+        try:
+            response = self._session().request(method, url, data=data, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise CleverTapServerError(
+                f"Network error talking to CleverTap at {self.base_url} ({type(exc).__name__})"
+            ) from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        return interpret_response(response.status_code, payload)
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[dict[str, Any], int]:
+        """One API call, retried while the failure is transient; returns (body, HTTP calls made).
+
+        ``body`` is a JSON-able object, or bytes already encoded (uploads encode ahead of sending).
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, CleverTapError) and exc.transient),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_exponential(multiplier=self.retry_wait, max=self.retry_max_wait),
+            reraise=True,
+            before_sleep=lambda state: log.info(
+                "CleverTap %s %s failed (%s); retry %d of %d",
+                method,
+                path.split("?")[0],
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+                self.max_retries,
+            ),
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._call_once(method, path, body), attempt.retry_state.attempt_number
+        raise AssertionError("unreachable")  # pragma: no cover  (tenacity reraises)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Cheap authenticated call: look up a profile that does not exist (401 = bad credentials)."""
+        try:
+            self.get_profile(identity="airflow-connection-test")
+        except CleverTapError as exc:
+            return False, str(exc)
+        return True, f"Connected to CleverTap account {self.credentials.account_id} at {self.base_url}"
+
+    # --- profiles -------------------------------------------------------------------------------
+    def get_profile(
+        self, *, email: str | None = None, identity: str | None = None, object_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """One profile (``GET /1/profile.json``) by exactly one of email, identity or objectId; None if absent."""
+        given = [(k, v) for k, v in (("email", email), ("identity", identity), ("objectId", object_id)) if v]
+        if len(given) != 1:
+            raise ValueError("get_profile takes exactly one of email, identity or object_id")
+        key, value = given[0]
+        try:
+            body, _ = self._call("GET", f"/1/profile.json?{key}={quote(str(value), safe='')}")
+        except CleverTapBadRequest as exc:
+            if 404 in (exc.http_status, exc.code):
+                return None
+            raise
+        return body.get("record") if body.get("status") == "success" else None
+
+    def export_profiles(
+        self,
+        query: Mapping[str, Any] | None,
+        dest_path: str | PathLike[str],
+        *,
+        batch_size: int = MAX_EXPORT_BATCH_SIZE,
+        properties: Sequence[str] = VERIFICATION_PROPERTIES,
+    ) -> ExportResult:
+        """Export the profiles matching a CQL ``query`` into a Parquet or CSV file, page by page.
+
+        Columns: identity, objectId, email (top-level, else ``profileData.Email``), name, then each of
+        ``properties`` (nullable strings; ``$D_`` dates as ISO-8601 UTC). Takes ceil(N / batch_size)
+        page requests plus one for the cursor (plus any waits on not-ready or throttled cursors).
+        """
+        if not 1 <= batch_size <= MAX_EXPORT_BATCH_SIZE:
+            raise ValueError(f"batch_size must be between 1 and {MAX_EXPORT_BATCH_SIZE}, got {batch_size}")
+        columns = export_columns(properties)
+        count = pages = 0
+        with (
+            ProfileFileWriter(dest_path, columns) as writer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="clevertap-export") as fetcher,
+        ):
+            body, requests_made = self._call(
+                "POST", f"/1/profiles.json?batch_size={batch_size}", dict(query or {})
+            )
+            cursor = body.get("cursor")
+            if not cursor:
+                raise CleverTapBadRequest(f"CleverTap returned no export cursor: {body.get('error') or body}")
+            upcoming: Future[tuple[dict[str, Any], int]] | None = fetcher.submit(self._page, cursor)
+            while upcoming is not None:
+                page, calls = upcoming.result()
+                requests_made += calls
+                cursor = page.get("next_cursor")
+                # Fetch the next page while this one is written: at most two pages are ever in memory.
+                upcoming = fetcher.submit(self._page, cursor) if cursor else None
+                records = page.get("records") or []
+                writer.write(flatten(r, properties) for r in records)
+                count += len(records)
+                pages += 1
+                log.debug("CleverTap export: page %d, %d profiles so far", pages, count)
+        log.info("CleverTap export: %d profiles in %d pages written to %s", count, pages, dest_path)
+        return ExportResult(str(dest_path), count, pages, requests_made, columns)
+
+    def _page(self, cursor: str) -> tuple[dict[str, Any], int]:
+        """One export page for ``cursor`` (sent exactly as received), waiting out codes 1 and 2."""
+        deadline = time.monotonic() + self.cursor_wait_timeout
+        calls = 0
+        while True:
+            body, made = self._call("GET", f"/1/profiles.json?cursor={cursor}")
+            calls += made
+            code = body.get("code") if body.get("status") == "fail" else None
+            if code is None:
+                return body, calls
+            if code == 2:
+                pause, error = self.not_ready_wait, CleverTapCursorNotReady
+            elif code == 1:
+                pause, error = self.throttle_wait, CleverTapRateLimited
+            else:  # interpret_response only lets codes 1 and 2 through
+                raise CleverTapBadRequest(str(body.get("error")), code=code)
+            if time.monotonic() + pause > deadline:
+                raise error(
+                    f"Export page still unavailable after {self.cursor_wait_timeout:.0f} s", code=code
+                )
+            log.info(
+                "CleverTap export cursor %s (code %s); asking again in %.1f s", body.get("error"), code, pause
+            )
+            time.sleep(pause)
+
+    # --- upload / subscribe ---------------------------------------------------------------------
+    def upload_profiles(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        dry_run: bool = False,
+        batch_size: int = MAX_RECORDS_PER_CALL,
+        max_concurrency: int | None = None,
+    ) -> UploadReport:
+        """Set profile properties: ``records`` are ``{"identity" | "objectId": ..., "profileData": {...}}``.
+
+        Each record is checked against CleverTap's property rules first (datetimes become ``$D_``);
+        a record that breaks one is reported (stage "local") and not sent. With ``dry_run`` CleverTap
+        validates without saving (``?dryRun=1``). A batch whose request failed transiently is sent
+        again: safe for plain values, not for ``$incr``/``$add`` operators, which may then apply twice.
+        """
+
+        def prepared() -> Iterator[RecordRejection | _Item]:
+            for row, record in enumerate(records):
+                entry, problem = prepare_profile_record(record)
+                if problem is None:
+                    key, value = identifier_of(entry)  # type: ignore[arg-type,misc]
+                    yield _Item(row, entry, key, value)  # type: ignore[arg-type]
+                else:
+                    yield RecordRejection(
+                        row=row,
+                        code=int(problem.code),
+                        error=problem.message,
+                        stage="local",
+                        identity=_text(record.get("identity")),
+                        object_id=_text(record.get("objectId")),
+                    )
+
+        path = "/1/upload?dryRun=1" if dry_run else "/1/upload"
+        return self._send(
+            path, prepared(), dry_run=dry_run, batch_size=batch_size, max_concurrency=max_concurrency
+        )
+
+    def subscribe(
+        self,
+        emails: Iterable[str],
+        status: str = "Unsubscribe",
+        *,
+        batch_size: int = MAX_RECORDS_PER_CALL,
+        max_concurrency: int | None = None,
+    ) -> UploadReport:
+        """Unsubscribe (or Resubscribe) email addresses for every profile that has them (``/1/subscribe``)."""
+        if status not in SUBSCRIBE_STATUSES:
+            raise ValueError(f"status must be one of {SUBSCRIBE_STATUSES}, got {status!r}")
+
+        def prepared() -> Iterator[RecordRejection | _Item]:
+            for row, email in enumerate(emails):
+                address = email.strip() if isinstance(email, str) else ""
+                if not address:
+                    yield RecordRejection(row, int(RecordCode.EMAIL_INVALID), "Email is empty.", "local")
+                    continue
+                yield _Item(row, {"type": "email", "value": address, "status": status}, "value", address)
+
+        return self._send(
+            "/1/subscribe", prepared(), dry_run=False, batch_size=batch_size, max_concurrency=max_concurrency
+        )
+
+    def _send(
+        self,
+        path: str,
+        items: Iterable[RecordRejection | _Item],
+        *,
+        dry_run: bool,
+        batch_size: int,
+        max_concurrency: int | None,
+    ) -> UploadReport:
+        """Batch ``items``, send the batches concurrently, and merge every outcome into one report."""
+        if not 1 <= batch_size <= MAX_RECORDS_PER_CALL:
+            raise ValueError(f"batch_size must be between 1 and {MAX_RECORDS_PER_CALL}, got {batch_size}")
+        workers = max_concurrency or self.max_concurrency
+        report = UploadReport(dry_run=dry_run)
+        self.credentials  # noqa: B018  -- resolve the connection (and a region typo) before starting threads
+
+        def merge(done: Iterable[Future[_BatchOutcome]]) -> None:
+            for future in done:
+                outcome = future.result()
+                report.processed += outcome.processed
+                report.requests += outcome.requests
+                report.rejections.extend(outcome.rejections)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clevertap") as pool:
+            pending: set[Future[_BatchOutcome]] = set()
+            try:
+                for batch in self._batches(items, batch_size, report):
+                    # Encode here, ahead of the senders, so a request leaves as soon as a slot frees up.
+                    body = json.dumps({"d": [item.payload for item in batch]}, separators=(",", ":")).encode()
+                    pending.add(pool.submit(self._send_batch, path, batch, body))
+                    report.batches += 1
+                    report.sent += len(batch)
+                    if len(pending) >= 3 * workers:  # a queue of encoded batches ready to go
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        merge(done)
+                done, pending = wait(pending)
+                merge(done)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        report.rejections.sort(key=lambda r: r.row)
+        log.info(
+            "CleverTap %s: %d rows, %d sent in %d batches (%d requests), %d processed, %d rejected, %d not sent%s",
+            path.split("?")[0],
+            report.received,
+            report.sent,
+            report.batches,
+            report.requests,
+            report.processed,
+            report.rejected,
+            report.invalid,
+            " (dry run)" if dry_run else "",
+        )
+        for rejection in report.rejections[:5]:
+            log.info(
+                "  row %d (%s): code %d %s",
+                rejection.row,
+                _masked(rejection.identity or rejection.object_id or rejection.email),
+                rejection.code,
+                rejection.error,
+            )
+        return report
+
+    @staticmethod
+    def _batches(
+        items: Iterable[RecordRejection | _Item], size: int, report: UploadReport
+    ) -> Iterator[list[_Item]]:
+        """Group items into batches; local rejections go straight into the report."""
+        batch: list[_Item] = []
+        for item in items:
+            report.received += 1
+            if isinstance(item, RecordRejection):
+                report.rejections.append(item)
+                continue
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _send_batch(self, path: str, batch: list[_Item], payload: bytes) -> _BatchOutcome:
+        """Send one encoded batch; map every ``unprocessed`` entry back to its input row."""
+        try:
+            body, calls = self._call("POST", path, payload)
+        except CleverTapAuthError:
+            raise
+        except CleverTapError as exc:
+            stage = "transport" if exc.transient else "api"
+            code = exc.http_status or exc.code or 0
+            attempts = self.max_retries + 1 if exc.transient else 1
+            return _BatchOutcome(0, attempts, [_rejection(item, code, str(exc), stage) for item in batch])
+        outcome = _BatchOutcome(requests=calls)
+        claimed: set[int] = set()
+        unexplained = 0
+        for entry in body.get("unprocessed") or []:
+            index = _index_of(entry, batch, claimed)
+            if index is None:
+                unexplained += 1
+                continue
+            claimed.add(index)
+            error = str(entry.get("error", ""))
+            outcome.rejections.append(
+                _rejection(
+                    batch[index], int(entry.get("code") or 0), _SKIPPED_RE.sub("", error).strip(), "api"
+                )
+            )
+        remaining = [item for n, item in enumerate(batch) if n not in claimed]
+        processed = int(body.get("processed") or 0)
+        if processed == len(remaining) and not unexplained:
+            outcome.processed = processed
+        else:  # CleverTap's counts do not say which rows were applied: report them all, never guess
+            message = (
+                f"CleverTap confirmed {processed} of {len(batch)} records in this batch without saying which; "
+                "this row may not have been applied"
+            )
+            outcome.rejections.extend(_rejection(item, 0, message, "api") for item in remaining)
+        return outcome
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _index_of(entry: Mapping[str, Any], batch: list[_Item], claimed: set[int]) -> int | None:
+    """Which batch position an ``unprocessed`` entry is about: its record number, else its echo."""
+    match = _SKIPPED_RE.search(str(entry.get("error", "")))
+    if match and 1 <= int(match.group(1)) <= len(batch) and int(match.group(1)) - 1 not in claimed:
+        return int(match.group(1)) - 1
+    echo = entry.get("record")
+    if isinstance(echo, Mapping):
+        for n, item in enumerate(batch):
+            if n not in claimed and str(echo.get(item.key)) == item.value:
+                return n
+    return None
+
+
+def _rejection(item: _Item, code: int, error: str, stage: str) -> RecordRejection:
+    payload = item.payload
+    return RecordRejection(
+        row=item.row,
+        code=code,
+        error=error,
+        stage=stage,  # type: ignore[arg-type]
+        identity=_text(payload.get("identity")),
+        object_id=_text(payload.get("objectId")),
+        email=payload.get("value") if item.key == "value" else None,
+    )

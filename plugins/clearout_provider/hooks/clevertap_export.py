@@ -1,0 +1,121 @@
+"""Profile export files: one flat row per CleverTap record, written page by page.
+
+A million-profile export must not sit in memory, so :class:`ProfileFileWriter` appends each page as it
+arrives (a Parquet row group, or CSV lines) to a temporary file that is renamed into place only when
+the export completed: a failed export never leaves a truncated file that looks finished. Every
+column is a nullable string and every column is present even when no record has it, so downstream
+code can rely on the schema.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clearout_provider.clevertap_rules import parse_date_value
+from clearout_provider.hooks.clevertap_models import EXPORT_BASE_COLUMNS
+
+SUFFIXES = (".parquet", ".csv")
+
+
+def as_text(value: Any) -> str | None:
+    """A property value as a nullable string: ``$D_`` dates as ISO-8601 UTC, lists/objects as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        epoch = parse_date_value(value)
+        return (
+            datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if epoch is not None else value
+        )
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def object_id_of(record: Mapping[str, Any]) -> str | None:
+    """The CleverTap ID of an export record (``platformInfo[].objectId``, else a top-level ``objectId``)."""
+    for info in record.get("platformInfo") or ():
+        if isinstance(info, Mapping) and info.get("objectId"):
+            return str(info["objectId"])
+    value = record.get("objectId")
+    return str(value) if value else None
+
+
+def flatten(record: Mapping[str, Any], properties: Sequence[str]) -> dict[str, str | None]:
+    """One export row: identity, objectId, email (top-level, else ``profileData.Email``), name, properties."""
+    data = record.get("profileData") or {}
+    email = record.get("email")
+    if email in (None, ""):
+        email = data.get("Email", email)
+    row = {
+        "identity": as_text(record.get("identity")),
+        "objectId": object_id_of(record),
+        "email": as_text(email),
+        "name": as_text(record.get("name") if record.get("name") is not None else data.get("Name")),
+    }
+    for prop in properties:
+        row[prop] = as_text(data.get(prop))
+    return row
+
+
+def export_columns(properties: Sequence[str]) -> tuple[str, ...]:
+    """The file's columns: the base columns, then the requested properties (duplicates dropped)."""
+    return tuple(dict.fromkeys((*EXPORT_BASE_COLUMNS, *properties)))
+
+
+class ProfileFileWriter:
+    """``with ProfileFileWriter(path, columns) as w: w.write(rows)`` — Parquet or CSV by suffix."""
+
+    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in SUFFIXES:
+            raise ValueError(
+                f"Cannot write an export to {self.path.name!r}: use a .parquet or .csv file name"
+            )
+        self.columns = tuple(columns)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._schema = pa.schema([(c, pa.string()) for c in self.columns])
+        self._parquet: pq.ParquetWriter | None = None
+        self._csv_file: Any = None
+        self._csv: Any = None
+
+    def __enter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.suffix.lower() == ".parquet":
+            self._parquet = pq.ParquetWriter(self._tmp, self._schema)
+        else:
+            self._csv_file = open(self._tmp, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._csv_file)
+            self._csv.writerow(self.columns)
+        return self
+
+    def write(self, rows: Iterable[Mapping[str, str | None]]) -> None:
+        """Append one page of rows."""
+        rows = list(rows)
+        if self._parquet is not None:
+            if rows:
+                arrays = [pa.array([r.get(c) for r in rows], pa.string()) for c in self.columns]
+                self._parquet.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        else:
+            self._csv.writerows([[r.get(c) for c in self.columns] for r in rows])
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
