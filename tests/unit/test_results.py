@@ -1,0 +1,332 @@
+"""Clearout answers → this provider's result columns, and the join back onto every input row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from clearout_provider.contacts import prepare_contacts
+from clearout_provider.results import (
+    RESULT_SCHEMA,
+    VERDICT_SCHEMA,
+    MalformedResultFile,
+    ResultAccountingError,
+    ResultsError,
+    ResultSummary,
+    join_results,
+    normalise_bulk_result,
+    normalise_instant_result,
+    verdict_table,
+)
+from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN, verdict_for
+from clearout_provider.verdicts import BULK_RESULT_COLUMNS, RESULT_COLUMNS
+
+VERIFIED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def bulk_csv(path: Path, rows: list[list[str]], header: list[str] | None = None) -> Path:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header or ["Email", *BULK_RESULT_COLUMNS])
+    writer.writerows(rows)
+    path.write_text(out.getvalue())
+    return path
+
+
+def clearout_row(email: str, status: str, reason: str, **overrides: str) -> list[str]:
+    """A bulk result row in Clearout's spelling; columns by their verdicts.BULK_RESULT_COLUMNS name."""
+    values = dict.fromkeys(BULK_RESULT_COLUMNS, "")
+    values.update(
+        {
+            "Clearout Safe to Send": "Yes",
+            "Clearout Verification Status": status,
+            "Clearout Reason": reason,
+            "Clearout Disposable Status": "No",
+            "Clearout Free Account Status": "No",
+            "Clearout Role Account Status": "No",
+            "Clearout Gibberish Status": "No",
+            "Clearout Verified At (UTC)": "2026-01-02T03:04:05.678Z",
+        }
+    )
+    for key, value in overrides.items():
+        name = f"Clearout {key.replace('_', ' ')}"
+        assert name in values, name
+        values[name] = value
+    return [email, *values.values()]
+
+
+# ------------------------------------------------------------------------------------ bulk result
+
+
+def test_bulk_result_written_by_the_sandbox_reads_back_exactly(tmp_path: Path) -> None:
+    addresses = [f"{local}@{TEST_DOMAIN}" for local in TEST_ADDRESSES] + ["someone@gmail.com", "x@gmial.com"]
+    rendered = [verdict_for(a) for a in addresses]
+    path = bulk_csv(tmp_path / "r.csv", [[v.email, *v.as_bulk_row(VERIFIED)] for v in rendered])
+    table = normalise_bulk_result(path)
+    assert table.schema == VERDICT_SCHEMA
+    for row, verdict in zip(table.to_pylist(), rendered, strict=True):
+        assert row["normalised_email"] == verdict.email.lower()
+        assert row["clearout_sub_status_code"] == verdict.sub.code
+        assert row["clearout_sub_status"] == verdict.sub.desc
+        assert row["clearout_status"] == verdict.status.value
+        assert row["clearout_bounce_type"] == verdict.sub.bounce.value
+        assert (
+            row["clearout_safe_to_send"]
+            == {"yes": True, "no": False, "risky": False, "unknown": None}[verdict.safe_to_send]
+        )
+        assert (
+            row["clearout_disposable"],
+            row["clearout_free"],
+            row["clearout_role"],
+            row["clearout_gibberish"],
+        ) == (
+            verdict.disposable,
+            verdict.free,
+            verdict.role,
+            verdict.gibberish,
+        )
+        assert row["clearout_suggested_email"] == (verdict.suggested or None)
+        assert row["clearout_verified_at"] == VERIFIED
+        assert row["decided_by"] == "clearout_bulk"
+
+
+def test_bulk_labels_flags_and_times_in_every_spelling(tmp_path: Path) -> None:
+    path = bulk_csv(
+        tmp_path / "r.csv",
+        [
+            clearout_row("A@Example.com", "Catch All", "Catch-All Server", Safe_to_Send="Risky"),
+            clearout_row("b@example.com", "catch-all", "catch-all server "),
+            clearout_row(
+                "c@example.com",
+                "Invalid",
+                "Mailbox Not Found",
+                Bounce_Type="Hard",
+                Safe_to_Send="No",
+                **{"Verified At (UTC)": "2026-01-02 03:04:05"},
+            ),
+            clearout_row(
+                "d@example.com",
+                "Unknown",
+                "Greylisted",
+                Safe_to_Send="Unknown",
+                **{"Verified At (UTC)": "not a time", "Role Account Status": "Yes"},
+            ),
+        ],
+    )
+    rows = normalise_bulk_result(path).to_pylist()
+    assert [r["clearout_status"] for r in rows] == ["catch_all", "catch_all", "invalid", "unknown"]
+    assert [r["clearout_sub_status_code"] for r in rows] == [411, 411, 406, 407]
+    assert [r["clearout_safe_to_send"] for r in rows] == [False, True, False, None]
+    assert [r["clearout_verified_at"] for r in rows] == [
+        VERIFIED,
+        VERIFIED,
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        None,
+    ]
+    assert rows[2]["clearout_bounce_type"] == "hard"
+    assert rows[3]["clearout_role"] is True
+    assert rows[0]["normalised_email"] == "a@example.com" and rows[0]["verified_email"] == "A@Example.com"
+
+
+def test_unrecognised_reason_keeps_its_text_and_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = bulk_csv(
+        tmp_path / "r.csv",
+        [
+            clearout_row("a@example.com", "Invalid", "Brand New Reason"),
+            clearout_row("b@example.com", "Strange Label", "Mailbox Not Found"),
+            clearout_row("c@example.com", "Strange Label", "Another New Reason"),
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="clearout_provider.results"):
+        rows = normalise_bulk_result(path).to_pylist()
+    assert (rows[0]["clearout_sub_status_code"], rows[0]["clearout_sub_status"]) == (None, "Brand New Reason")
+    assert rows[0]["clearout_status"] == "invalid"
+    assert rows[1]["clearout_status"] == "invalid"  # unreadable label: the sub-status decides
+    assert rows[2]["clearout_status"] == "unknown"  # neither readable: unknown
+    assert "Brand New Reason" in caplog.text and "Strange Label" in caplog.text
+    assert "a@example.com" not in caplog.text
+
+
+def test_bulk_result_without_clearout_columns_is_malformed(tmp_path: Path) -> None:
+    with pytest.raises(MalformedResultFile, match=r"columns \['Clearout Safe to Send'"):
+        normalise_bulk_result(bulk_csv(tmp_path / "a.csv", [["a@example.com"]], header=["Email"]))
+    with pytest.raises(MalformedResultFile, match="no email column"):
+        normalise_bulk_result(bulk_csv(tmp_path / "b.csv", [], header=["Address", *BULK_RESULT_COLUMNS]))
+
+
+def test_empty_bulk_result_is_an_empty_table(tmp_path: Path) -> None:
+    table = normalise_bulk_result(bulk_csv(tmp_path / "r.csv", []))
+    assert table.num_rows == 0 and table.schema == VERDICT_SCHEMA
+
+
+# ------------------------------------------------------------------------------------ instant result
+
+
+def test_instant_result_from_the_sandbox_shape() -> None:
+    verdict = verdict_for(f"catch_all@{TEST_DOMAIN}")
+    row = normalise_instant_result(verdict.as_instant(VERIFIED))
+    assert row == {
+        "normalised_email": "catch_all@example.com",
+        "verified_email": "catch_all@example.com",
+        "clearout_status": "catch_all",
+        "clearout_sub_status_code": 411,
+        "clearout_sub_status": "Catch-All Server",
+        "clearout_safe_to_send": False,
+        "clearout_bounce_type": "",
+        "clearout_disposable": False,
+        "clearout_free": False,
+        "clearout_role": False,
+        "clearout_gibberish": False,
+        "clearout_suggested_email": None,
+        "clearout_verified_at": VERIFIED,
+        "decided_by": "clearout_instant",
+    }
+    assert list(row) == ["normalised_email", *RESULT_COLUMNS]
+
+
+def test_instant_result_with_a_code_the_table_does_not_know_keeps_it() -> None:
+    row = normalise_instant_result(
+        {
+            "email_address": "X@Example.com",
+            "status": "catch-all",
+            "sub_status": {"code": 999, "desc": "New Thing"},
+        }
+    )
+    assert (row["clearout_sub_status_code"], row["clearout_sub_status"]) == (999, "New Thing")
+    assert row["clearout_status"] == "catch_all"
+    assert row["clearout_verified_at"] is None and row["clearout_safe_to_send"] is None
+
+
+# ------------------------------------------------------------------------------------------- join
+
+CONTACTS = """id,Email,phone
+1,Ann@Example.com,007
+2,bob@example.com,008
+3,ANN@example.com,009
+4,not-an-address,010
+5,,011
+6,carol@example.com,012
+7,CAROL@example.com,013
+"""
+
+
+@pytest.fixture
+def prepared(tmp_path: Path):
+    source = tmp_path / "contacts.csv"
+    source.write_text(CONTACTS)
+    return prepare_contacts(source, workdir=tmp_path / "work")
+
+
+@pytest.fixture
+def answers(tmp_path: Path) -> Path:
+    # carol@example.com is missing: a cancelled list came back short.
+    return bulk_csv(
+        tmp_path / "clearout.csv",
+        [
+            clearout_row("ann@example.com", "Valid", "Success", Free_Account_Status="Yes"),
+            clearout_row(
+                "bob@example.com", "Invalid", "Mailbox Not Found", Safe_to_Send="No", Bounce_Type="Hard"
+            ),
+        ],
+    )
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_join_keeps_every_row_in_order_with_its_input_columns(
+    prepared, answers: Path, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"result{suffix}"
+    summary = join_results(prepared.rows_path, normalise_bulk_result(answers), out)
+    if suffix == ".parquet":
+        table = pq.read_table(out)
+    else:
+        table = pacsv.read_csv(
+            out,
+            convert_options=pacsv.ConvertOptions(
+                column_types={"id": pa.string(), "phone": pa.string()}, strings_can_be_null=True
+            ),
+        )
+    assert table.column_names == ["id", "Email", "phone", *RESULT_COLUMNS]
+    rows = table.to_pylist()
+    assert [r["id"] for r in rows] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert [r["phone"] for r in rows] == ["007", "008", "009", "010", "011", "012", "013"]
+    assert [(r["clearout_status"], r["clearout_sub_status_code"], r["decided_by"]) for r in rows] == [
+        ("valid", 200, "clearout_bulk"),
+        ("invalid", 406, "clearout_bulk"),
+        ("valid", 200, "local_duplicate"),
+        ("invalid", 400, "local_syntax"),
+        ("invalid", 400, "local_syntax"),
+        ("unknown", None, "missing_from_result"),
+        ("unknown", None, "missing_from_result"),
+    ]
+    assert rows[2]["clearout_free"] is True  # the duplicate carries its first occurrence's whole verdict
+    assert rows[3]["clearout_sub_status"] == "Syntax Error" and rows[3]["clearout_bounce_type"] == "hard"
+    assert [r["verified_email"] for r in rows] == [
+        "ann@example.com",
+        "bob@example.com",
+        "ann@example.com",
+        "not-an-address",
+        None,
+        "carol@example.com",
+        "carol@example.com",
+    ]
+    assert summary == ResultSummary(
+        out_path=str(out),
+        rows=7,
+        by_status={"valid": 2, "invalid": 3, "unknown": 2},
+        by_sub_status_code={"200": 2, "406": 1, "400": 2, "none": 2},
+        by_decided_by={"clearout_bulk": 2, "local_duplicate": 1, "local_syntax": 2, "missing_from_result": 2},
+        unrecognised_reasons={},
+    )
+
+
+def test_parquet_result_has_typed_columns(prepared, answers: Path, tmp_path: Path) -> None:
+    join_results(prepared.rows_path, normalise_bulk_result(answers), tmp_path / "r.parquet")
+    schema = pq.read_schema(tmp_path / "r.parquet")
+    assert [schema.field(n).type for n in RESULT_COLUMNS] == list(RESULT_SCHEMA.types)
+
+
+def test_join_reads_a_saved_verdict_table_and_instant_rows(prepared, tmp_path: Path) -> None:
+    rows = [
+        normalise_instant_result(verdict_for(e).as_instant(VERIFIED)) for e in prepared.emails_to_verify()
+    ]
+    pq.write_table(verdict_table(rows), tmp_path / "verdicts.parquet")
+    summary = join_results(prepared.rows_path, tmp_path / "verdicts.parquet", tmp_path / "r.parquet")
+    assert summary.by_decided_by == {"clearout_instant": 3, "local_duplicate": 2, "local_syntax": 2}
+
+
+def test_join_with_no_answers_keeps_every_row_as_missing(prepared, tmp_path: Path) -> None:
+    summary = join_results(f"file://{prepared.rows_path}", verdict_table([]), f"file://{tmp_path}/r.csv")
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 7
+    assert summary.by_decided_by == {"missing_from_result": 5, "local_syntax": 2}
+    assert summary.rows == 7
+
+
+def test_unrecognised_reasons_are_counted_per_row(prepared, tmp_path: Path) -> None:
+    answers = bulk_csv(tmp_path / "a.csv", [clearout_row("ann@example.com", "Invalid", "Brand New Reason")])
+    summary = join_results(prepared.rows_path, normalise_bulk_result(answers), tmp_path / "r.parquet")
+    assert summary.unrecognised_reasons == {"Brand New Reason": 2}  # ann and her duplicate
+
+
+def test_join_refuses_unknown_suffixes_and_non_verdict_tables(prepared, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must end in one of"):
+        join_results(prepared.rows_path, verdict_table([]), tmp_path / "result.xlsx")
+    with pytest.raises(ResultsError, match="not a verdict table"):
+        join_results(prepared.rows_path, pa.table({"email": ["a"]}), tmp_path / "r.csv")
+
+
+def test_summary_check_catches_counts_that_do_not_add_up() -> None:
+    with pytest.raises(ResultAccountingError, match="by_status"):
+        ResultSummary(
+            "x", rows=3, by_status={"valid": 2}, by_sub_status_code={"200": 3}, by_decided_by={"a": 3}
+        ).check()
