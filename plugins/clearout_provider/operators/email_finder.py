@@ -1,0 +1,539 @@
+"""Email Finder operators: find addresses from name + domain (or company) rows, instantly or as a bulk list.
+
+Both read the same input (:func:`clearout_provider.finder_files.prepare_finder_queries`: rows without a
+name or without a domain/company are decided locally, repeated queries are sent once) and write the same
+result file (input columns, then :data:`~clearout_provider.finder_files.FINDER_COLUMNS`), so a pipeline
+can switch between them by size alone.
+
+* :class:`ClearoutEmailFinderOperator` — one instant call per distinct query, at the account's finder
+  rate (the hook's limiter), a bounded number in flight. A search that outlives ``timeout_ms`` answers
+  524 with a ``queue_id`` and the hook polls the queue until the answer is ready. Every answer is
+  checkpointed as it arrives, and so is the ``queue_id`` of a search still running when the wait ends:
+  a rerun collects that answer from the queue instead of searching (and paying) again.
+* :class:`ClearoutBulkEmailFinderOperator` — one bulk finder list, deferred to
+  :class:`~clearout_provider.triggers.bulk_job.ClearoutBulkJobTrigger` (kind ``"finder"``), with the bulk
+  verify operator's "never spend twice" rules: the list is remembered in the task folder's state file
+  before waiting, a retry resumes it, and Clearout's duplicate-file answer (2043) resumes the list it
+  names; a cancelled, removed or expired list is uploaded again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException
+
+from clearout_provider.contacts import DEFAULT_MAX_ROWS, StoragePath
+from clearout_provider.exceptions import (
+    ClearoutBadInput,
+    ClearoutBulkLimitReached,
+    ClearoutDuplicateFile,
+    ClearoutListUnavailable,
+    ClearoutTimeout,
+)
+from clearout_provider.finder_files import (
+    FinderQuery,
+    FinderSummary,
+    PreparedQueries,
+    answers_table,
+    failed_answer,
+    instant_answer,
+    prepare_finder_queries,
+    read_bulk_finder_result,
+    write_finder_result,
+)
+from clearout_provider.hooks.clearout import ClearoutHook
+from clearout_provider.hooks.clearout_models import FinderResult
+from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
+from clearout_provider.operators.bulk_verify import (
+    STATE_FILE,
+    ClearoutBulkSlotTimeout,
+    ListRecord,
+    _local_dir,
+    _sha256,
+    upload_file_name,
+)
+from clearout_provider.operators.instant_verify import TooManyForInstant
+from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
+from clearout_provider.run_files import task_folder
+from clearout_provider.triggers.bulk_job import (
+    CANCELLED,
+    ERROR,
+    ClearoutBulkJobTrigger,
+    progress_outcome,
+    raise_for_event,
+)
+
+log = logging.getLogger(__name__)
+
+#: Above this many distinct queries the instant finder is refused: use ClearoutBulkEmailFinderOperator.
+DEFAULT_MAX_QUERIES = 500
+CHECKPOINT_NAME = "instant-finder-checkpoint"
+RESULT_FORMATS = ("parquet", "csv")
+
+
+def _summary_dict(summary: FinderSummary, prepared: Mapping[str, int], **extra: Any) -> dict[str, Any]:
+    """The XCom return value shared by both finder operators (the bulk verify operator's shape)."""
+    return {
+        "result_path": summary.out_path,
+        "rows": summary.rows,
+        "counts": summary.by_status,
+        "by_decided_by": summary.by_decided_by,
+        "prepared": dict(prepared),
+        **extra,
+    }
+
+
+class _FinderFileOperator(BaseOperator):
+    """What both finder operators share: the input file, its columns, the task folder, the result file."""
+
+    template_fields: Sequence[str] = ("source", "workdir", "name_column", "domain_column", "company_column")
+
+    def __init__(
+        self,
+        *,
+        source: StoragePath,
+        name_column: str | Sequence[str] | None = None,
+        domain_column: str | None = None,
+        company_column: str | None = None,
+        clearout_conn_id: str = ClearoutHook.default_conn_name,
+        workdir: str | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        result_format: Literal["parquet", "csv"] = "parquet",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if result_format not in RESULT_FORMATS:
+            raise ValueError(f"result_format must be one of {RESULT_FORMATS}, not {result_format!r}")
+        self.source = source
+        self.name_column = name_column
+        self.domain_column = domain_column
+        self.company_column = company_column
+        self.clearout_conn_id = clearout_conn_id
+        self.workdir = workdir
+        self.max_rows = max_rows
+        self.result_format = result_format
+
+    def _prepare(self, context: Context) -> tuple[ObjectStoragePath, PreparedQueries]:
+        folder = task_folder(context, self.workdir)
+        prepared = prepare_finder_queries(
+            self.source,
+            workdir=folder,
+            name_column=self.name_column,
+            domain_column=self.domain_column,
+            company_column=self.company_column,
+            max_rows=self.max_rows,
+        )
+        return folder, prepared
+
+    def _result_path(self, folder: ObjectStoragePath) -> ObjectStoragePath:
+        return folder / f"clearout-finder-result.{self.result_format}"
+
+
+# ------------------------------------------------------------------------------------------- instant
+
+
+@dataclass(frozen=True)
+class FinderOutcome:
+    """What :func:`find_emails` got: JSON-safe answer rows by query key, and per-query failures."""
+
+    answers: dict[str, dict[str, Any]]
+    failures: dict[str, Exception]
+    resumed: int
+    """How many of ``answers`` an earlier try had already paid for (checkpoint)."""
+
+
+def collect_queued(hook: ClearoutHook, queue_id: str) -> FinderResult:
+    """Wait for a queued search an earlier try left running, as the hook waits after a 524.
+
+    Raises :class:`ClearoutTimeout` (with the ``queue_id``) after the hook's ``finder_max_wait``.
+    """
+    deadline = time.monotonic() + hook.finder_max_wait
+    while (result := hook.get_finder_queue_status(queue_id)).query_status != "completed":
+        if time.monotonic() + hook.finder_poll_interval > deadline:
+            raise ClearoutTimeout(f"The queued Email Finder search did not complete within "
+                                  f"{hook.finder_max_wait:.0f} s", queue_id=queue_id)  # fmt: skip
+        time.sleep(hook.finder_poll_interval)
+    return result
+
+
+def find_emails(
+    hook: ClearoutHook,
+    queries: Sequence[FinderQuery],
+    checkpoint: Checkpoint,
+    *,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    timeout_ms: int | None = None,
+) -> FinderOutcome:
+    """Search every query the checkpoint has no answer for; collect queued searches instead of repeating them."""
+    wanted = {q.key for q in queries}
+    earlier = {k: r for k, r in checkpoint.load().items() if k in wanted}
+    answers = {k: r["answer"] for k, r in earlier.items() if isinstance(r.get("answer"), dict)}
+    queued = {k: str(r["queue_id"]) for k, r in earlier.items() if k not in answers and r.get("queue_id")}
+    resumed = len(answers)
+    pending = [q for q in queries if q.key not in answers]
+    if resumed or queued:
+        log.info("Checkpoint of an earlier try: %d answers kept, %d searches to collect from Clearout's queue, "
+                 "%d left to search", resumed, len(queued), len(pending) - len(queued))  # fmt: skip
+
+    def search(query: FinderQuery) -> FinderResult:
+        if query.key in queued:
+            try:
+                return collect_queued(hook, queued[query.key])
+            except ClearoutBadInput:  # 1104: Clearout no longer knows the queue id: search afresh
+                log.warning(
+                    "A queued search of an earlier try is no longer known to Clearout; searching again"
+                )
+        try:
+            return hook.find_email(query.name, query.target, timeout_ms=timeout_ms)
+        except ClearoutTimeout as exc:
+            if exc.queue_id:  # still searching (and billable): a rerun must collect it, not search again
+                checkpoint.add(query.key, {"queue_id": exc.queue_id})
+            raise
+
+    def on_result(query: FinderQuery, result: FinderResult) -> None:
+        row = instant_answer(result)
+        checkpoint.add(query.key, {"answer": row})
+        answers[query.key] = row
+
+    failures = call_each(
+        pending,
+        search,
+        on_result=on_result,
+        max_concurrency=max_concurrency,
+        what="Clearout Email Finder searches",
+    )
+    return FinderOutcome(answers=answers, failures={q.key: e for q, e in failures.items()}, resumed=resumed)
+
+
+def _failure_reason(error: Exception) -> str:
+    if isinstance(error, ClearoutTimeout) and error.queue_id:
+        return (f"Clearout was still searching when the wait ended (queue id {error.queue_id}); a rerun of the "
+                "task collects the answer without searching again")  # fmt: skip
+    return f"Not searched: {error}"
+
+
+class ClearoutEmailFinderOperator(_FinderFileOperator):
+    """Find email addresses for a small file of people (name + domain or company), one instant call each.
+
+    :param source: CSV or Parquet file (local path or any fsspec URL). Templated.
+    :param name_column: the full-name column, or a (first name, last name) pair; detected when None.
+    :param domain_column: the domain column (``acme.com``); detected when neither it nor ``company_column``
+        is given.
+    :param company_column: the company-name column, searched when a row has no domain.
+    :param clearout_conn_id: connection of type ``clearout``.
+    :param workdir: base folder for task files (see :mod:`clearout_provider.run_files`). Templated.
+    :param max_concurrency: searches in flight at once (the account's finder rate sets the pace).
+    :param timeout_ms: how long one call waits for the search (10000-180000; Clearout's default 30000 if
+        None); a longer search continues in Clearout's queue.
+    :param queue_poll_interval: seconds between polls of a queued search.
+    :param queue_max_wait: how long to wait for one queued search before recording it as still running.
+    :param max_queries: refuse inputs with more distinct queries (use ClearoutBulkEmailFinderOperator).
+    :param max_rows: refuse inputs with more rows.
+    :param result_format: ``"parquet"`` or ``"csv"`` (``clearout-finder-result.<format>``).
+
+    Returns ``{"result_path", "rows", "counts" (rows per finder_status), "by_decided_by", "prepared",
+    "list_id" (None), "credits_spent", "mode": "instant", "searched", "resumed", "failed"}``;
+    ``credits_spent`` is the balance before minus after this try (other use of the account counts too).
+    """
+
+    ui_color = "#fdf2d0"
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        timeout_ms: int | None = None,
+        queue_poll_interval: float = 5.0,
+        queue_max_wait: float = 600.0,
+        max_queries: int = DEFAULT_MAX_QUERIES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+        if timeout_ms is not None and not 10_000 <= timeout_ms <= 180_000:
+            raise ValueError(
+                f"timeout_ms must be between 10000 and 180000 (Clearout's limits), not {timeout_ms}"
+            )
+        self.max_concurrency = max_concurrency
+        self.timeout_ms = timeout_ms
+        self.queue_poll_interval = queue_poll_interval
+        self.queue_max_wait = queue_max_wait
+        self.max_queries = max_queries
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        folder, prepared = self._prepare(context)
+        if prepared.counts.to_find > self.max_queries:
+            raise TooManyForInstant(
+                f"{self.source} has {prepared.counts.to_find:,} distinct name + domain queries, more than "
+                f"max_queries={self.max_queries:,} for the instant finder; use ClearoutBulkEmailFinderOperator "
+                "(one bulk list, no rate-limit waits) or raise max_queries"
+            )
+        hook = ClearoutHook(
+            self.clearout_conn_id,
+            finder_poll_interval=self.queue_poll_interval,
+            finder_max_wait=self.queue_max_wait,
+        )
+        try:
+            credits_before = hook.get_credits().available if prepared.counts.to_find else None
+            with Checkpoint(folder, CHECKPOINT_NAME) as checkpoint:
+                outcome = find_emails(
+                    hook,
+                    list(prepared.queries()),
+                    checkpoint,
+                    max_concurrency=self.max_concurrency,
+                    timeout_ms=self.timeout_ms,
+                )
+            credits_spent = credits_before - hook.get_credits().available if credits_before is not None else 0
+        finally:
+            hook.close()
+        answers = {
+            **outcome.answers,
+            **{k: failed_answer(_failure_reason(e)) for k, e in outcome.failures.items()},
+        }
+        summary = write_finder_result(prepared.rows_path, answers_table(answers), self._result_path(folder))
+        if outcome.failures:
+            log.warning(
+                "%d queries got no answer from Clearout (not_found, reason in finder_reason)",
+                len(outcome.failures),
+            )
+        return _summary_dict(
+            summary,
+            asdict(prepared.counts),
+            list_id=None,
+            credits_spent=credits_spent,
+            mode="instant",
+            searched=len(outcome.answers) - outcome.resumed,
+            resumed=outcome.resumed,
+            failed=len(outcome.failures),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- bulk
+
+
+class ClearoutBulkEmailFinderOperator(_FinderFileOperator):
+    """Find email addresses for a file of people with one Clearout bulk finder list (deferrable).
+
+    Column and file parameters are those of :class:`ClearoutEmailFinderOperator`; waiting parameters
+    those of :class:`~clearout_provider.operators.bulk_verify.ClearoutBulkVerifyOperator`:
+
+    :param deferrable: wait in the triggerer (default from ``[operators] default_deferrable``).
+    :param poll_interval: seconds between the first progress polls (backing off to ``max_poll_interval``).
+    :param timeout: how long one try may take from upload to completion (timedelta or seconds).
+    :param cancel_on_timeout: cancel the list when ``timeout`` passes (else a retry resumes it).
+    :param bulk_slot_wait: seconds between upload attempts while Clearout runs its maximum of finder
+        lists (1083).
+
+    Returns ``{"result_path", "list_id", "rows", "counts" (rows per finder_status), "by_decided_by",
+    "prepared", "credits_spent", "mode": "bulk"}``.
+    """
+
+    operator_extra_links = (ClearoutListLink(),)
+    clearout_kind = "finder"
+    ui_color = "#fde7b0"
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        timeout: timedelta | float = timedelta(hours=12),
+        cancel_on_timeout: bool = True,
+        bulk_slot_wait: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max(max_poll_interval, poll_interval)
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.cancel_on_timeout = cancel_on_timeout
+        self.bulk_slot_wait = bulk_slot_wait
+        self._waiting: ClearoutBulkJobTrigger | None = None
+
+    @cached_property
+    def hook(self) -> ClearoutHook:
+        return ClearoutHook(self.clearout_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        folder, prepared = self._prepare(context)
+        if prepared.counts.to_find == 0:
+            log.info("Nothing to send to Clearout (%s): writing the local decisions only", prepared.counts)
+            return self._finish(folder, str(prepared.rows_path), asdict(prepared.counts), None, None, 0)
+        upload = self._stage_upload(context, folder, prepared)
+        state_path = folder / STATE_FILE
+        record = ListRecord.for_upload(state_path, _sha256(upload), prepared)  # type: ignore[arg-type]
+        attempt = f"{context['ti'].id}/{context['ti'].try_number}"
+        if record.attempt != attempt:  # a new try (or a cleared task) gets a fresh deadline
+            record.attempt, record.deadline = attempt, time.time() + self.timeout
+        record.save(state_path)
+
+        while not self._resume(record) and not self._upload(record, upload, attempt):
+            wait = self._bulk_slot_wait(record)
+            record.save(state_path)
+            if self.deferrable:
+                from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload")
+            time.sleep(wait)
+        record.save(state_path)
+        assert record.list_id is not None
+        context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=record.list_id)
+
+        trigger = ClearoutBulkJobTrigger(
+            list_id=record.list_id,
+            kind="finder",
+            clearout_conn_id=self.clearout_conn_id,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            deadline=record.deadline,
+            cancel_on_deadline=self.cancel_on_timeout,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+        self._waiting = trigger
+        try:
+            event = trigger.run_sync()
+        finally:
+            self._waiting = None
+        return self.execute_complete(context, event)
+
+    def retry_upload(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Back from waiting for a free finder slot (1083): start over; preparation is deterministic."""
+        return self.execute(context)
+
+    def _stage_upload(self, context: Context, folder: ObjectStoragePath, prepared: PreparedQueries) -> Path:
+        """The upload file under its deterministic name (Clearout's 2043 check keys on name and size)."""
+        ti = context["ti"]
+        content = prepared.upload_path.name.removeprefix("clearout-finder-upload-").removesuffix(".csv")
+        name = upload_file_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), content)
+        target = _local_dir(folder) / name
+        with prepared.upload_path.open("rb") as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return target
+
+    def _usable(self, record: ListRecord, list_id: str) -> bool:
+        """Whether ``list_id`` can still give this task its result (running or completed, not cancelled)."""
+        if list_id in record.abandoned:
+            return False
+        try:
+            progress = self.hook.get_finder_bulk_progress(list_id)
+        except ClearoutListUnavailable as gone:
+            log.warning("Clearout finder list %s is no longer available (%s)", list_id, gone.message)
+            record.abandon(list_id)
+            return False
+        if progress_outcome(progress.status) in (CANCELLED, ERROR):
+            log.warning("Clearout finder list %s is %s: it will not be resumed", list_id, progress.status)
+            record.abandon(list_id)
+            return False
+        return True
+
+    def _resume(self, record: ListRecord) -> bool:
+        if record.list_id and self._usable(record, record.list_id):
+            log.info(
+                "Resuming Clearout finder list %s of an earlier try: no new upload, no new charge",
+                record.list_id,
+            )
+            return True
+        return False
+
+    def _upload(self, record: ListRecord, upload: Path, attempt: str) -> bool:
+        """Upload (or adopt the duplicate Clearout names); False while Clearout's finder slots are full.
+
+        No credit pre-check: a finder row costs 0, 2 or 4 credits depending on what is found, and Clearout
+        itself refuses an upload it cannot cover (1028, with ``required_credits``) before charging.
+        """
+        credits = self.hook.get_credits().available
+        try:
+            try:
+                list_id = self.hook.upload_bulk_finder(upload).list_id
+            except ClearoutDuplicateFile as duplicate:
+                if not duplicate.list_id:
+                    raise
+                if self._usable(record, duplicate.list_id):
+                    log.info("Clearout already has this file as finder list %s (2043): resuming it instead of "
+                             "paying twice", duplicate.list_id)  # fmt: skip
+                    record.list_id, record.uploaded_by, record.credits_before = duplicate.list_id, None, None
+                    return True
+                list_id = self.hook.upload_bulk_finder(upload, ignore_duplicate_file=True).list_id
+        except ClearoutBulkLimitReached:
+            log.info("Clearout is running its maximum of finder lists (1083); trying again later")
+            return False
+        log.info("Uploaded a finder list as Clearout list %s", list_id)
+        record.list_id, record.uploaded_by, record.credits_before, record.completed = (
+            list_id,
+            attempt,
+            credits,
+            False,
+        )
+        return True
+
+    def _bulk_slot_wait(self, record: ListRecord) -> float:
+        remaining = (record.deadline or 0.0) - time.time()
+        if remaining <= 0:
+            raise ClearoutBulkSlotTimeout(
+                "Clearout kept answering that the maximum number of finder lists is running (1083) until this "
+                "task's deadline; nothing was uploaded or charged. Let running lists finish (or cancel one), "
+                "raise `timeout`, or schedule fewer finder tasks at once (a pool)"
+            )
+        return min(self.bulk_slot_wait, remaining)
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Back from the trigger: fail with a clear error, or download, join and write the result."""
+        raise_for_event(event)
+        folder = task_folder(context, self.workdir)
+        state_path = folder / STATE_FILE
+        record = ListRecord.load(state_path)
+        if record is None:
+            raise AirflowException(f"{state_path} is missing: the task folder must be shared by the workers "
+                                   "of one task (set CLEAROUT_PROVIDER_DATA_DIR to shared storage)")  # fmt: skip
+        list_id = str(event["list_id"])  # type: ignore[index]
+        raw = _local_dir(folder) / f"clearout-finder-result-{list_id}.csv"
+        try:
+            self.hook.download_finder_result(list_id, raw)
+        except ClearoutListUnavailable as gone:
+            if record.uploaded_by == record.attempt:
+                raise  # uploaded by this very try: uploading again could loop and spend again
+            log.warning(
+                "The result of resumed finder list %s is gone (%s): uploading the list again", list_id, gone
+            )
+            record.abandon(list_id)
+            record.save(state_path)
+            return self.execute(context)
+        record.completed = True
+        record.save(state_path)
+        credits_spent = None
+        if record.credits_before is not None:
+            credits_spent = record.credits_before - self.hook.get_credits().available
+        return self._finish(folder, record.rows_path, record.prepared, list_id, raw, credits_spent)
+
+    def _finish(
+        self,
+        folder: ObjectStoragePath,
+        rows_path: str,
+        prepared: Mapping[str, int],
+        list_id: str | None,
+        result_csv: Path | None,
+        credits_spent: int | None,
+    ) -> dict[str, Any]:
+        answers = read_bulk_finder_result(result_csv) if result_csv is not None else answers_table({})
+        summary = write_finder_result(rows_path, answers, self._result_path(folder))
+        return _summary_dict(summary, prepared, list_id=list_id, credits_spent=credits_spent, mode="bulk")
+
+    def on_kill(self) -> None:
+        """Killed while waiting on the worker (non-deferrable): cancel the list, best effort."""
+        if self._waiting is not None:
+            self._waiting.cancel_sync(self.hook, "its task was killed")

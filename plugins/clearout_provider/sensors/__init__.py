@@ -1,0 +1,1 @@
+"""Sensors that wait on Clearout work started elsewhere, reusing the triggers."""

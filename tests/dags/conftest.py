@@ -1,0 +1,56 @@
+"""Fixtures for running DAGs in-process with ``dag.test()`` against live sandboxes.
+
+``airflow_db`` migrates the throwaway SQLite metadata DB (AIRFLOW_HOME is set by tests/conftest.py)
+once per session. DAGs under test live in ``dagfiles/`` (a bundle of their own, see tests/conftest.py):
+``dag.test()`` only runs DAGs it can find in a bundle. ``clearout_connection(server)`` points ``clearout_default`` at a sandbox through the
+``AIRFLOW_CONN_*`` variable, the way users configure it and the way the triggerer resolves it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearout_provider.sandbox import SandboxProcess
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    done = subprocess.run([airflow, "db", "migrate"], check=False, capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+DAG_FILES = Path(__file__).parent / "dagfiles"
+
+
+def load_dag(file_stem: str, dag_id: str | None = None) -> Any:
+    """Import ``tests/dags/dagfiles/<file_stem>.py`` and return its DAG (the only one, or ``dag_id``)."""
+    from airflow.sdk import DAG
+
+    spec = importlib.util.spec_from_file_location(f"dagfiles_{file_stem}", DAG_FILES / f"{file_stem}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dags = {d.dag_id: d for d in vars(module).values() if isinstance(d, DAG)}
+    return dags[dag_id] if dag_id else next(iter(dags.values()))
+
+
+@pytest.fixture
+def clearout_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxProcess], str]:
+    """Point ``clearout_default`` at ``server``; returns the conn id."""
+
+    def point(server: SandboxProcess, conn_id: str = "clearout_default") -> str:
+        conn = {"conn_type": "clearout", "host": server.clearout_url, "password": server.settings.clearout_token}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return point

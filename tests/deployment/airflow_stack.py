@@ -1,0 +1,206 @@
+"""Run a real Airflow deployment as separate processes on 127.0.0.1 for deployment tests.
+
+Each component (api-server, dag-processor, scheduler, triggerer and, with CeleryExecutor, a celery worker)
+is its own process sharing one environment, exactly as in the docker-compose stack, but without Docker.
+The stack talks to its REST API (``SIMPLE_AUTH_MANAGER_ALL_ADMINS`` lets tests call it without a token).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from clearout_provider.sandbox.process import free_port
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+@dataclass
+class AirflowStack:
+    """A throwaway Airflow home plus the processes that serve it."""
+
+    home: Path
+    dags_folder: Path
+    executor: str = "LocalExecutor"
+    sql_alchemy_conn: str | None = None
+    celery_broker_url: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    api_port: int = field(default_factory=free_port)
+    _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list, init=False)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every component shares (one JWT secret, one fernet key, one DB)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(
+            AIRFLOW_HOME=str(self.home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(self.dags_folder),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__EXECUTOR=self.executor,
+            AIRFLOW__CORE__FERNET_KEY=self._fernet_key,
+            AIRFLOW__API__SECRET_KEY=self._secret,
+            AIRFLOW__API_AUTH__JWT_SECRET=self._secret,
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(self.api_port),
+            AIRFLOW__API__BASE_URL=self.api_url,
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.api_url}/execution/",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__CORE__HOSTNAME_CALLABLE="airflow.utils.net.get_host_ip_address",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(self.home / "logs"),
+        )
+        if self.sql_alchemy_conn:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.sql_alchemy_conn
+        if self.celery_broker_url:
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.celery_broker_url
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + (self.sql_alchemy_conn or "")
+        env.update(self.extra_env)
+        return env
+
+    def __post_init__(self) -> None:
+        from cryptography.fernet import Fernet
+
+        self._fernet_key = Fernet.generate_key().decode()
+        self._secret = secrets.token_urlsafe(48)
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ processes
+    def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run one ``airflow`` CLI command in the stack's environment and fail loudly on error."""
+        done = subprocess.run(
+            [AIRFLOW, *args], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
+        return done
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        proc = subprocess.Popen(
+            [AIRFLOW, *args], env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._procs.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.home / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _wait(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited ({proc.returncode}) while waiting for {what}:\n"
+                        f"{self.log(name)[-4000:]}"
+                    )
+            try:
+                if ready():
+                    return
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+    def start(self, *, expect_dags: tuple[str, ...] = ()) -> AirflowStack:
+        """Migrate the DB and start every component, each after the previous one is ready."""
+        self.airflow("db", "migrate", timeout=300)
+        self._spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
+        self._wait(
+            "api-server health",
+            lambda: requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).ok,
+            120,
+        )
+        self._spawn("dag-processor", "dag-processor")
+        for dag_id in expect_dags:
+            self._wait(
+                f"DAG {dag_id} parsed", lambda d=dag_id: self.get(f"/dags/{d}").get("dag_id") == d, 120
+            )
+        self._spawn("scheduler", "scheduler", "--skip-serve-logs")
+        self._spawn("triggerer", "triggerer", "--skip-serve-logs")
+        if self.executor == "CeleryExecutor":
+            self._spawn("celery-worker", "celery", "worker", "--concurrency", "2", "--skip-serve-logs")
+            self._wait("celery worker ready", lambda: "ready" in self.log("celery-worker"), 120)
+        self._wait("scheduler and triggerer heartbeats", self._components_healthy, 120)
+        return self
+
+    def _components_healthy(self) -> bool:
+        health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).json()
+        return all(health.get(c, {}).get("status") == "healthy" for c in ("scheduler", "triggerer"))
+
+    def stop(self) -> None:
+        """SIGTERM every component in reverse start order, then SIGKILL stragglers."""
+        for _name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(self._procs):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._procs.clear()
+
+    # ------------------------------------------------------------------ REST API
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        resp = requests.get(f"{self.api_url}/api/v2{path}", params=params, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any] | None = None) -> None:
+        """Unpause the DAG and start a manual run."""
+        requests.patch(
+            f"{self.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=10
+        ).raise_for_status()
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        requests.post(
+            f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10
+        ).raise_for_status()
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {
+            ti["task_id"] + ("" if ti["map_index"] < 0 else f"[{ti['map_index']}]"): ti["state"] for ti in tis
+        }
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def wait_for_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float,
+        on_poll: Callable[[dict[str, str | None]], None] | None = None,
+    ) -> str:
+        """Poll until the run finishes; ``on_poll`` sees every snapshot of task states (to catch 'deferred')."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if on_poll:
+                on_poll(self.task_states(dag_id, run_id))
+            state = self.run_state(dag_id, run_id)
+            if state in TERMINAL_RUN_STATES:
+                return state
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"{dag_id}/{run_id} still running after {timeout}s: {self.task_states(dag_id, run_id)}"
+        )
