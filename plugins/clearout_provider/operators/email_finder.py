@@ -20,25 +20,17 @@ can switch between them by size alone.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
-from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowException
 
 from clearout_provider.contacts import DEFAULT_MAX_ROWS, StoragePath
 from clearout_provider.exceptions import (
     ClearoutBadInput,
-    ClearoutBulkLimitReached,
-    ClearoutDuplicateFile,
-    ClearoutListUnavailable,
     ClearoutTimeout,
 )
 from clearout_provider.finder_files import (
@@ -53,26 +45,11 @@ from clearout_provider.finder_files import (
     write_finder_result,
 )
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import FinderResult
+from clearout_provider.hooks.clearout_models import BulkProgress, FinderResult
 from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
-from clearout_provider.operators.bulk_verify import (
-    STATE_FILE,
-    ClearoutBulkSlotTimeout,
-    ListRecord,
-    _local_dir,
-    _sha256,
-    upload_file_name,
-)
+from clearout_provider.operators.bulk_list import BulkListOperator
 from clearout_provider.operators.instant_verify import TooManyForInstant
-from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
 from clearout_provider.run_files import task_folder
-from clearout_provider.triggers.bulk_job import (
-    CANCELLED,
-    ERROR,
-    ClearoutBulkJobTrigger,
-    progress_outcome,
-    raise_for_event,
-)
 
 log = logging.getLogger(__name__)
 
@@ -323,204 +300,45 @@ class ClearoutEmailFinderOperator(_FinderFileOperator):
 # ---------------------------------------------------------------------------------------------- bulk
 
 
-class ClearoutBulkEmailFinderOperator(_FinderFileOperator):
+class ClearoutBulkEmailFinderOperator(_FinderFileOperator, BulkListOperator):
     """Find email addresses for a file of people with one Clearout bulk finder list (deferrable).
 
     Column and file parameters are those of :class:`ClearoutEmailFinderOperator`; waiting parameters
-    those of :class:`~clearout_provider.operators.bulk_verify.ClearoutBulkVerifyOperator`:
-
-    :param deferrable: wait in the triggerer (default from ``[operators] default_deferrable``).
-    :param poll_interval: seconds between the first progress polls (backing off to ``max_poll_interval``).
-    :param timeout: how long one try may take from upload to completion (timedelta or seconds).
-    :param cancel_on_timeout: cancel the list when ``timeout`` passes (else a retry resumes it).
-    :param bulk_slot_wait: seconds between upload attempts while Clearout runs its maximum of finder
-        lists (1083).
+    (``deferrable``, ``poll_interval``, ``max_poll_interval``, ``timeout``, ``cancel_on_timeout``,
+    ``bulk_slot_wait``) and the "never spend twice" rules those of
+    :class:`~clearout_provider.operators.bulk_list.BulkListOperator`.
 
     Returns ``{"result_path", "list_id", "rows", "counts" (rows per finder_status), "by_decided_by",
     "prepared", "credits_spent", "mode": "bulk"}``.
     """
 
-    operator_extra_links = (ClearoutListLink(),)
     clearout_kind = "finder"
+    list_noun = "finder list"
+    limit_code = 1083
     ui_color = "#fde7b0"
-
-    def __init__(
-        self,
-        *,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 30.0,
-        max_poll_interval: float = 300.0,
-        timeout: timedelta | float = timedelta(hours=12),
-        cancel_on_timeout: bool = True,
-        bulk_slot_wait: float = 60.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max(max_poll_interval, poll_interval)
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        self.cancel_on_timeout = cancel_on_timeout
-        self.bulk_slot_wait = bulk_slot_wait
-        self._waiting: ClearoutBulkJobTrigger | None = None
-
-    @cached_property
-    def hook(self) -> ClearoutHook:
-        return ClearoutHook(self.clearout_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         folder, prepared = self._prepare(context)
         if prepared.counts.to_find == 0:
             log.info("Nothing to send to Clearout (%s): writing the local decisions only", prepared.counts)
-            return self._finish(folder, str(prepared.rows_path), asdict(prepared.counts), None, None, 0)
-        upload = self._stage_upload(context, folder, prepared)
-        state_path = folder / STATE_FILE
-        record = ListRecord.for_upload(state_path, _sha256(upload), prepared)  # type: ignore[arg-type]
-        attempt = f"{context['ti'].id}/{context['ti'].try_number}"
-        if record.attempt != attempt:  # a new try (or a cleared task) gets a fresh deadline
-            record.attempt, record.deadline = attempt, time.time() + self.timeout
-        record.save(state_path)
+            return self._finish_list(folder, str(prepared.rows_path), asdict(prepared.counts), None, None, 0)
+        return self._run_list(context, folder, prepared, prepared.counts.to_find)
 
-        while not self._resume(record) and not self._upload(record, upload, attempt):
-            wait = self._bulk_slot_wait(record)
-            record.save(state_path)
-            if self.deferrable:
-                from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+    def _send_upload(self, upload: Path, *, ignore_duplicate_file: bool) -> str:
+        return self.hook.upload_bulk_finder(upload, ignore_duplicate_file=ignore_duplicate_file).list_id
 
-                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload")
-            time.sleep(wait)
-        record.save(state_path)
-        assert record.list_id is not None
-        context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=record.list_id)
+    def _list_progress(self, list_id: str) -> BulkProgress:
+        return self.hook.get_finder_bulk_progress(list_id)
 
-        trigger = ClearoutBulkJobTrigger(
-            list_id=record.list_id,
-            kind="finder",
-            clearout_conn_id=self.clearout_conn_id,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            deadline=record.deadline,
-            cancel_on_deadline=self.cancel_on_timeout,
-        )
-        if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete")
-        self._waiting = trigger
-        try:
-            event = trigger.run_sync()
-        finally:
-            self._waiting = None
-        return self.execute_complete(context, event)
+    def _download_result(self, list_id: str, dest: Path) -> None:
+        self.hook.download_finder_result(list_id, dest)
 
-    def retry_upload(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """Back from waiting for a free finder slot (1083): start over; preparation is deterministic."""
-        return self.execute(context)
+    def _check_credits(self, to_send: int) -> int:
+        """No pre-check: a finder row costs 0, 2 or 4 credits depending on what is found, and Clearout
+        itself refuses an upload it cannot cover (1028, with ``required_credits``) before charging."""
+        return self.hook.get_credits().available
 
-    def _stage_upload(self, context: Context, folder: ObjectStoragePath, prepared: PreparedQueries) -> Path:
-        """The upload file under its deterministic name (Clearout's 2043 check keys on name and size)."""
-        ti = context["ti"]
-        content = prepared.upload_path.name.removeprefix("clearout-finder-upload-").removesuffix(".csv")
-        name = upload_file_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), content)
-        target = _local_dir(folder) / name
-        with prepared.upload_path.open("rb") as src, target.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        return target
-
-    def _usable(self, record: ListRecord, list_id: str) -> bool:
-        """Whether ``list_id`` can still give this task its result (running or completed, not cancelled)."""
-        if list_id in record.abandoned:
-            return False
-        try:
-            progress = self.hook.get_finder_bulk_progress(list_id)
-        except ClearoutListUnavailable as gone:
-            log.warning("Clearout finder list %s is no longer available (%s)", list_id, gone.message)
-            record.abandon(list_id)
-            return False
-        if progress_outcome(progress.status) in (CANCELLED, ERROR):
-            log.warning("Clearout finder list %s is %s: it will not be resumed", list_id, progress.status)
-            record.abandon(list_id)
-            return False
-        return True
-
-    def _resume(self, record: ListRecord) -> bool:
-        if record.list_id and self._usable(record, record.list_id):
-            log.info(
-                "Resuming Clearout finder list %s of an earlier try: no new upload, no new charge",
-                record.list_id,
-            )
-            return True
-        return False
-
-    def _upload(self, record: ListRecord, upload: Path, attempt: str) -> bool:
-        """Upload (or adopt the duplicate Clearout names); False while Clearout's finder slots are full.
-
-        No credit pre-check: a finder row costs 0, 2 or 4 credits depending on what is found, and Clearout
-        itself refuses an upload it cannot cover (1028, with ``required_credits``) before charging.
-        """
-        credits = self.hook.get_credits().available
-        try:
-            try:
-                list_id = self.hook.upload_bulk_finder(upload).list_id
-            except ClearoutDuplicateFile as duplicate:
-                if not duplicate.list_id:
-                    raise
-                if self._usable(record, duplicate.list_id):
-                    log.info("Clearout already has this file as finder list %s (2043): resuming it instead of "
-                             "paying twice", duplicate.list_id)  # fmt: skip
-                    record.list_id, record.uploaded_by, record.credits_before = duplicate.list_id, None, None
-                    return True
-                list_id = self.hook.upload_bulk_finder(upload, ignore_duplicate_file=True).list_id
-        except ClearoutBulkLimitReached:
-            log.info("Clearout is running its maximum of finder lists (1083); trying again later")
-            return False
-        log.info("Uploaded a finder list as Clearout list %s", list_id)
-        record.list_id, record.uploaded_by, record.credits_before, record.completed = (
-            list_id,
-            attempt,
-            credits,
-            False,
-        )
-        return True
-
-    def _bulk_slot_wait(self, record: ListRecord) -> float:
-        remaining = (record.deadline or 0.0) - time.time()
-        if remaining <= 0:
-            raise ClearoutBulkSlotTimeout(
-                "Clearout kept answering that the maximum number of finder lists is running (1083) until this "
-                "task's deadline; nothing was uploaded or charged. Let running lists finish (or cancel one), "
-                "raise `timeout`, or schedule fewer finder tasks at once (a pool)"
-            )
-        return min(self.bulk_slot_wait, remaining)
-
-    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Back from the trigger: fail with a clear error, or download, join and write the result."""
-        raise_for_event(event)
-        folder = task_folder(context, self.workdir)
-        state_path = folder / STATE_FILE
-        record = ListRecord.load(state_path)
-        if record is None:
-            raise AirflowException(f"{state_path} is missing: the task folder must be shared by the workers "
-                                   "of one task (set CLEAROUT_PROVIDER_DATA_DIR to shared storage)")  # fmt: skip
-        list_id = str(event["list_id"])  # type: ignore[index]
-        raw = _local_dir(folder) / f"clearout-finder-result-{list_id}.csv"
-        try:
-            self.hook.download_finder_result(list_id, raw)
-        except ClearoutListUnavailable as gone:
-            if record.uploaded_by == record.attempt:
-                raise  # uploaded by this very try: uploading again could loop and spend again
-            log.warning(
-                "The result of resumed finder list %s is gone (%s): uploading the list again", list_id, gone
-            )
-            record.abandon(list_id)
-            record.save(state_path)
-            return self.execute(context)
-        record.completed = True
-        record.save(state_path)
-        credits_spent = None
-        if record.credits_before is not None:
-            credits_spent = record.credits_before - self.hook.get_credits().available
-        return self._finish(folder, record.rows_path, record.prepared, list_id, raw, credits_spent)
-
-    def _finish(
+    def _finish_list(
         self,
         folder: ObjectStoragePath,
         rows_path: str,
@@ -532,8 +350,3 @@ class ClearoutBulkEmailFinderOperator(_FinderFileOperator):
         answers = read_bulk_finder_result(result_csv) if result_csv is not None else answers_table({})
         summary = write_finder_result(rows_path, answers, self._result_path(folder))
         return _summary_dict(summary, prepared, list_id=list_id, credits_spent=credits_spent, mode="bulk")
-
-    def on_kill(self) -> None:
-        """Killed while waiting on the worker (non-deferrable): cancel the list, best effort."""
-        if self._waiting is not None:
-            self._waiting.cancel_sync(self.hook, "its task was killed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clearout_provider.operators import choose_verification_mode
-from clearout_provider.operators.bulk_verify import upload_file_name
+from clearout_provider.operators.bulk_list import upload_file_name
 
 
 @pytest.mark.parametrize(("n", "mode"), [(0, "instant"), (199, "instant"), (200, "bulk"), (500_000, "bulk")])

@@ -1,0 +1,423 @@
+"""One Clearout bulk list per task instance, paid for once: what the bulk verify and bulk finder operators share.
+
+:class:`BulkListOperator` owns the life of the list; the operators only say how to upload, poll, download
+and finish (``_send_upload``, ``_list_progress``, ``_download_result``, ``_check_credits``,
+``_finish_list``):
+
+1. **find or upload** the list: resume the list an earlier try of this task instance started, else check
+   the credits and upload (a duplicate-file answer, 2043, resumes the list it names); a full bulk queue
+   (1001 / 1083) waits and tries again until the deadline — deferred to a timer, not holding a worker;
+2. record the list in the state file and in XCom (``list_id``, which also feeds the "Clearout list"
+   link) BEFORE waiting;
+3. **wait** with :class:`~clearout_provider.triggers.bulk_job.ClearoutBulkJobTrigger`: deferred to the
+   triggerer, or the same loop on the worker when ``deferrable=False``;
+4. **collect** (``execute_complete``): stream the result CSV down and hand it to ``_finish_list``.
+
+**Never spend twice.** Airflow 3 clears a task's XComs when a new try starts, so the memory of an
+uploaded list is the state file ``clearout_list.json`` in the task instance's folder (stable across
+retries and clears of the same run). It names the list and a hash of the uploaded content; a later try
+with the same content resumes that list unless Clearout says it was cancelled or is gone (then it
+uploads again). If the state file is lost, Clearout's own duplicate-file check catches the re-upload:
+the upload file's NAME is deterministic per task instance and content (dag, run, task, map index and a
+content hash), and Clearout answers 2043 with the earlier list's id for the same name and size.
+
+**Deadline.** ``timeout`` bounds one try, from its first upload attempt to the list's completion; the
+trigger enforces it and, with ``cancel_on_timeout``, cancels the list (its unprocessed rows then cost
+nothing). Without cancelling, a retry resumes the still-running list with a fresh deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException
+
+from clearout_provider.contacts import resolve_path
+from clearout_provider.exceptions import (
+    ClearoutBulkLimitReached,
+    ClearoutDuplicateFile,
+    ClearoutListUnavailable,
+)
+from clearout_provider.hooks.clearout import ClearoutHook
+from clearout_provider.hooks.clearout_models import BulkProgress
+from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
+from clearout_provider.run_files import read_json, task_folder, write_json
+from clearout_provider.triggers.bulk_job import (
+    CANCELLED,
+    ERROR,
+    ClearoutBulkJobTrigger,
+    progress_outcome,
+    raise_for_event,
+)
+
+#: The task folder's memory of its bulk list (see the module docstring).
+STATE_FILE = "clearout_list.json"
+
+log = logging.getLogger(__name__)
+
+
+class ClearoutBulkSlotTimeout(AirflowException):
+    """Clearout's limit of concurrent bulk lists (1001 / 1083) stayed reached until the deadline."""
+
+
+class PreparedUpload(Protocol):
+    """What a preparation step hands over (``PreparedContacts`` or ``PreparedQueries``)."""
+
+    @property
+    def upload_path(self) -> Path | ObjectStoragePath: ...
+    @property
+    def rows_path(self) -> Path | ObjectStoragePath: ...
+    @property
+    def counts(self) -> Any: ...
+
+
+@dataclass
+class ListRecord:
+    """What ``clearout_list.json`` remembers for one task instance, across its tries."""
+
+    upload_sha256: str
+    """Hash of the upload file's content: a record for other content is not resumed."""
+    rows_path: str
+    """The ROWS file of the preparation step, joined with the result."""
+    prepared: dict[str, int]
+    """The preparation's counts."""
+    list_id: str | None = None
+    uploaded_by: str | None = None
+    """Id of the try that uploaded ``list_id`` (a resumed list has another try's id)."""
+    credits_before: int | None = None
+    """The balance just before ``list_id`` was uploaded, for ``credits_spent``."""
+    completed: bool = False
+    abandoned: list[str] = field(default_factory=list)
+    """Lists of this content that are cancelled, removed or expired: never resumed."""
+    attempt: str | None = None
+    deadline: float | None = None
+    """Unix time the current try (``attempt``) gives up at."""
+
+    @classmethod
+    def load(cls, path: ObjectStoragePath) -> ListRecord | None:
+        saved = read_json(path)
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__}) if saved else None
+
+    @classmethod
+    def for_upload(cls, path: ObjectStoragePath, upload_sha256: str, prepared: PreparedUpload) -> ListRecord:
+        """The saved record if it is about this content, else a fresh one (the input changed)."""
+        saved = cls.load(path)
+        if saved is not None and saved.upload_sha256 == upload_sha256:
+            return saved
+        if saved is not None and saved.list_id:
+            log.warning(
+                "The input changed since Clearout list %s was uploaded: it is not resumed", saved.list_id
+            )
+        return cls(upload_sha256, str(prepared.rows_path), asdict(prepared.counts))
+
+    def save(self, path: ObjectStoragePath) -> None:
+        write_json(path, asdict(self))
+
+    def adopt(
+        self, list_id: str | None, *, uploaded_by: str | None = None, credits_before: int | None = None
+    ) -> None:
+        """Make ``list_id`` this task's list (None: no list); what was known about the previous one goes."""
+        self.list_id, self.uploaded_by, self.credits_before = list_id, uploaded_by, credits_before
+        self.completed = False
+
+    def abandon(self, list_id: str) -> None:
+        if list_id not in self.abandoned:
+            self.abandoned.append(list_id)
+        if self.list_id == list_id:
+            self.adopt(None)
+
+
+def upload_file_name(dag_id: str, run_id: str, task_id: str, map_index: int, content_sha256: str) -> str:
+    """The upload's file name: readable, and unique per task instance and content (see the module docstring)."""
+    key = "\n".join((dag_id, run_id, task_id, str(map_index), content_sha256))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    readable = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', readable)[:80]}.{digest}.csv"
+
+
+def local_dir(folder: ObjectStoragePath) -> Path:
+    """Where files the hook reads or writes live: the task folder itself when local, else a temp folder
+    (the hook streams to and from local files)."""
+    local = resolve_path(folder)
+    if isinstance(local, Path):
+        return local
+    scratch = (
+        Path(tempfile.gettempdir())
+        / "clearout_provider"
+        / hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    )
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
+def file_sha256(path: Path | ObjectStoragePath) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class BulkListOperator(BaseOperator):
+    """Base of the bulk operators: the list's life (see the module docstring); subclasses say what to send.
+
+    :param deferrable: wait in the triggerer (default from ``[operators] default_deferrable``).
+    :param poll_interval: seconds before the second progress poll; each pause is 1.5 times the previous one.
+    :param max_poll_interval: longest pause between two polls.
+    :param timeout: how long one try may take from upload to completion (timedelta or seconds).
+    :param cancel_on_timeout: cancel the list when ``timeout`` passes (else a retry resumes it).
+    :param bulk_slot_wait: seconds between upload attempts while Clearout runs its maximum of bulk lists.
+    """
+
+    clearout_kind: ClassVar[Literal["verify", "finder"]]
+    #: How logs and errors name this kind of list, and the error code of a full queue.
+    list_noun: ClassVar[str]
+    limit_code: ClassVar[int]
+    operator_extra_links = (ClearoutListLink(),)
+
+    clearout_conn_id: str
+    workdir: str | None
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        timeout: timedelta | float = timedelta(hours=12),
+        cancel_on_timeout: bool = True,
+        bulk_slot_wait: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max(max_poll_interval, poll_interval)
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.cancel_on_timeout = cancel_on_timeout
+        self.bulk_slot_wait = bulk_slot_wait
+        self._waiting: ClearoutBulkJobTrigger | None = None
+
+    @cached_property
+    def hook(self) -> ClearoutHook:
+        return ClearoutHook(self.clearout_conn_id)
+
+    # ------------------------------------------------------------------ what each kind says
+
+    def _send_upload(self, upload: Path, *, ignore_duplicate_file: bool) -> str:
+        """Upload the file; return the new list's id."""
+        raise NotImplementedError
+
+    def _list_progress(self, list_id: str) -> BulkProgress:
+        raise NotImplementedError
+
+    def _download_result(self, list_id: str, dest: Path) -> None:
+        raise NotImplementedError
+
+    def _check_credits(self, to_send: int) -> int:
+        """Fail before uploading when the account cannot cover ``to_send`` rows; return the balance."""
+        raise NotImplementedError
+
+    def _finish_list(
+        self,
+        folder: ObjectStoragePath,
+        rows_path: str,
+        prepared: Mapping[str, int],
+        list_id: str | None,
+        result_csv: Path | None,
+        credits_spent: int | None,
+    ) -> dict[str, Any]:
+        """Join the result (None: nothing was sent) onto every input row; the XCom return value."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ steps 1-3
+
+    def _run_list(
+        self, context: Mapping[str, Any], folder: ObjectStoragePath, prepared: PreparedUpload, to_send: int
+    ) -> dict[str, Any]:
+        """Upload (or resume) the prepared list, wait for it, and finish: the operator's whole ``execute``."""
+        upload, content_sha256 = self._stage_upload(context, folder, prepared.upload_path)
+        state_path = folder / STATE_FILE
+        record = ListRecord.for_upload(state_path, content_sha256, prepared)
+        attempt = f"{context['ti'].id}/{context['ti'].try_number}"  # new per try and per clear
+        if record.attempt != attempt:  # a new try (or a cleared task) gets a fresh deadline
+            record.attempt, record.deadline = attempt, time.time() + self.timeout
+        record.save(state_path)
+
+        while not self._resume(record) and not self._upload(record, upload, to_send, attempt):
+            wait = self._bulk_slot_wait(record)
+            record.save(state_path)
+            if self.deferrable:
+                from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload")
+            time.sleep(wait)
+        record.save(state_path)
+        assert record.list_id is not None
+        context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=record.list_id)
+        if record.completed:  # a cleared task whose list finished before: fetch the result again, no wait
+            self.log.info("Clearout %s %s completed in an earlier run: downloading its result again",
+                          self.list_noun, record.list_id)  # fmt: skip
+            return self._collect(context, folder, record)
+
+        trigger = ClearoutBulkJobTrigger(
+            list_id=record.list_id,
+            kind=self.clearout_kind,
+            clearout_conn_id=self.clearout_conn_id,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            deadline=record.deadline,
+            cancel_on_deadline=self.cancel_on_timeout,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+        self._waiting = trigger
+        try:
+            event = trigger.run_sync()
+        finally:
+            self._waiting = None
+        return self.execute_complete(context, event)
+
+    def retry_upload(self, context: Mapping[str, Any], event: Any = None) -> dict[str, Any]:
+        """Back from waiting for a free bulk slot: start over; preparation is deterministic."""
+        return self.execute(context)
+
+    def _stage_upload(
+        self, context: Mapping[str, Any], folder: ObjectStoragePath, source: Path | ObjectStoragePath
+    ) -> tuple[Path, str]:
+        """The upload file under its deterministic name, on local disk for the hook to stream; its sha256."""
+        ti = context["ti"]
+        content = file_sha256(source)
+        name = upload_file_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), content)
+        target = local_dir(folder) / name
+        if isinstance(source, Path):
+            os.replace(source, target)
+        else:
+            with source.open("rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        return target, content
+
+    def _usable(self, record: ListRecord, list_id: str) -> bool:
+        """Whether ``list_id`` can still give this task its result (running or completed, not cancelled)."""
+        if list_id in record.abandoned:
+            return False
+        try:
+            progress = self._list_progress(list_id)
+        except ClearoutListUnavailable as gone:
+            self.log.warning(
+                "Clearout %s %s is no longer available (%s)", self.list_noun, list_id, gone.message
+            )
+            record.abandon(list_id)
+            return False
+        if progress_outcome(progress.status) in (CANCELLED, ERROR):
+            self.log.warning(
+                "Clearout %s %s is %s: it will not be resumed", self.list_noun, list_id, progress.status
+            )
+            record.abandon(list_id)
+            return False
+        return True
+
+    def _resume(self, record: ListRecord) -> bool:
+        """Resume the list an earlier try started, if it can still deliver."""
+        if record.list_id and self._usable(record, record.list_id):
+            self.log.info("Resuming Clearout %s %s uploaded by an earlier try: no new upload, no new charge",
+                          self.list_noun, record.list_id)  # fmt: skip
+            return True
+        return False
+
+    def _upload(self, record: ListRecord, upload: Path, to_send: int, attempt: str) -> bool:
+        """Upload the list (or adopt the duplicate Clearout names); False when Clearout's bulk slots are full."""
+        credits = self._check_credits(to_send)
+        try:
+            try:
+                list_id = self._send_upload(upload, ignore_duplicate_file=False)
+            except ClearoutDuplicateFile as duplicate:
+                if not duplicate.list_id:
+                    raise
+                if self._usable(record, duplicate.list_id):
+                    self.log.info("Clearout already has this file as %s %s (2043): resuming it instead of "
+                                  "paying twice", self.list_noun, duplicate.list_id)  # fmt: skip
+                    record.adopt(duplicate.list_id)
+                    return True
+                # The duplicate is cancelled or gone: only now is a second list (and its cost) justified.
+                list_id = self._send_upload(upload, ignore_duplicate_file=True)
+        except ClearoutBulkLimitReached:
+            self.log.info("Clearout is running its maximum of %ss (%d); trying again later",
+                          self.list_noun, self.limit_code)  # fmt: skip
+            return False
+        self.log.info("Uploaded %d rows as Clearout %s %s", to_send, self.list_noun, list_id)
+        record.adopt(list_id, uploaded_by=attempt, credits_before=credits)
+        return True
+
+    def _bulk_slot_wait(self, record: ListRecord) -> float:
+        """Seconds to wait before the next upload attempt; raise when the deadline leaves no time."""
+        remaining = (record.deadline or 0.0) - time.time()
+        if remaining <= 0:
+            raise ClearoutBulkSlotTimeout(
+                f"Clearout kept answering that the maximum number of {self.list_noun}s is running "
+                f"({self.limit_code}) until this task's deadline; nothing was uploaded or charged. Let running "
+                "lists finish (or cancel one), raise `timeout`, or schedule fewer bulk tasks at once (a pool)"
+            )
+        return min(self.bulk_slot_wait, remaining)
+
+    # ------------------------------------------------------------------ step 4
+
+    def execute_complete(
+        self, context: Mapping[str, Any], event: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Back from the trigger: fail with a clear error, or download the result and finish."""
+        raise_for_event(event)
+        folder = task_folder(context, self.workdir)
+        record = ListRecord.load(folder / STATE_FILE)
+        if record is None or record.list_id != event["list_id"]:  # type: ignore[index]
+            raise AirflowException(
+                f"{folder / STATE_FILE} does not name list {event['list_id']}: the task folder must be "  # type: ignore[index]
+                "shared by the workers and tries of one task (set CLEAROUT_PROVIDER_DATA_DIR to shared storage)"
+            )
+        return self._collect(context, folder, record)
+
+    def _collect(
+        self, context: Mapping[str, Any], folder: ObjectStoragePath, record: ListRecord
+    ) -> dict[str, Any]:
+        """Download the completed list's result and finish; a resumed list whose result is gone is redone."""
+        state_path = folder / STATE_FILE
+        list_id = str(record.list_id)
+        raw = local_dir(folder) / f"clearout-{self.clearout_kind}-result-{list_id}.csv"
+        try:
+            self._download_result(list_id, raw)
+        except ClearoutListUnavailable as gone:
+            if record.uploaded_by == record.attempt:
+                raise  # uploaded by this very try: uploading again could loop and spend again
+            self.log.warning("The result of resumed %s %s is gone (%s): uploading it again",
+                             self.list_noun, list_id, gone)  # fmt: skip
+            record.abandon(list_id)
+            record.save(state_path)
+            return self.execute(context)
+        record.completed = True
+        record.save(state_path)
+        credits_spent = None
+        if record.credits_before is not None:
+            credits_spent = record.credits_before - self.hook.get_credits().available
+        return self._finish_list(folder, record.rows_path, record.prepared, list_id, raw, credits_spent)
+
+    def on_kill(self) -> None:
+        """Killed while waiting on the worker (non-deferrable): cancel the list, best effort.
+
+        While deferred this never runs; the trigger's ``on_kill`` cancels instead.
+        """
+        if self._waiting is not None:
+            self._waiting.cancel_sync(self.hook, "its task was killed")
