@@ -11,37 +11,13 @@ passcode cannot end up in a message, a log line or a traceback.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from clearout_provider.exceptions import ServiceError
 
 
-class CleverTapError(Exception):
+class CleverTapError(ServiceError):
     """Any failure reported by (or on the way to) the CleverTap API."""
 
-    #: Whether retrying the same request later may succeed; the hook's retry policy reads it.
-    transient: ClassVar[bool] = False
-
-    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.http_status = http_status
-
-    @property
-    def advice(self) -> str:
-        """What the user should do next (one sentence)."""
-        return ""
-
-    def __str__(self) -> str:
-        origin = ", ".join(
-            part
-            for part in (
-                f"CleverTap code {self.code}" if self.code is not None else "",
-                f"HTTP {self.http_status}" if self.http_status is not None else "",
-            )
-            if part
-        )
-        text = self.message.rstrip(". ") + (f" ({origin})" if origin else "")
-        return f"{text}. {self.advice}" if self.advice else text
+    service = "CleverTap"
 
 
 class CleverTapConfigError(CleverTapError):

@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 
-class ClearoutError(Exception):
-    """Any failure reported by (or on the way to) the Clearout API."""
+class ServiceError(Exception):
+    """Any failure reported by (or on the way to) a vendor API; subclasses name the service.
 
-    #: Whether retrying the same request later may succeed; the hook's retry policy reads it.
+    Shared by the Clearout and CleverTap error families so both read the same way: the message, the
+    vendor's code and HTTP status in brackets, then one sentence of advice.
+    """
+
+    #: The vendor's name as it appears in messages ("Clearout code 1002").
+    service: ClassVar[str] = "API"
+    #: Whether retrying the same request later may succeed; the hooks' retry policies read it.
     transient: ClassVar[bool] = False
 
     def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None) -> None:
@@ -38,13 +44,19 @@ class ClearoutError(Exception):
         origin = ", ".join(
             part
             for part in (
-                f"Clearout code {self.code}" if self.code is not None else "",
+                f"{self.service} code {self.code}" if self.code is not None else "",
                 f"HTTP {self.http_status}" if self.http_status is not None else "",
             )
             if part
         )
         text = self.message.rstrip(". ") + (f" ({origin})" if origin else "")
         return f"{text}. {self.advice}" if self.advice else text
+
+
+class ClearoutError(ServiceError):
+    """Any failure reported by (or on the way to) the Clearout API."""
+
+    service = "Clearout"
 
 
 class ClearoutAuthError(ClearoutError):
