@@ -46,6 +46,7 @@ def get_provider_info() -> dict[str, Any]:
                     "clearout_provider.operators.email_finder",
                 ],
             },
+            {"integration-name": "CleverTap", "python-modules": ["clearout_provider.operators.clevertap"]},
         ],
         "sensors": [
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.sensors.bulk_verify"]},

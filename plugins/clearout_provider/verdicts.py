@@ -287,7 +287,11 @@ class PropertyMapping:
         cls, columns: Sequence[str] | None = None, renames: Mapping[str, str] | None = None
     ) -> PropertyMapping:
         """From DAG params: names may be result columns or default property names; None = all columns."""
-        chosen = tuple(dict.fromkeys(_resolve_column(c) for c in columns)) if columns else tuple(CLEVERTAP_PROPERTIES)
+        chosen = (
+            tuple(dict.fromkeys(_resolve_column(c) for c in columns))
+            if columns
+            else tuple(CLEVERTAP_PROPERTIES)
+        )
         return cls(
             columns=chosen,
             renames={_resolve_column(k): str(v).strip() for k, v in (renames or {}).items()},

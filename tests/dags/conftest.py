@@ -2,8 +2,9 @@
 
 ``airflow_db`` migrates the throwaway SQLite metadata DB (AIRFLOW_HOME is set by tests/conftest.py)
 once per session. DAGs under test live in ``dagfiles/`` (a bundle of their own, see tests/conftest.py):
-``dag.test()`` only runs DAGs it can find in a bundle. ``clearout_connection(server)`` points ``clearout_default`` at a sandbox through the
-``AIRFLOW_CONN_*`` variable, the way users configure it and the way the triggerer resolves it.
+``dag.test()`` only runs DAGs it can find in a bundle. ``clearout_connection(server)`` and
+``clevertap_connection(server)`` point ``clearout_default`` / ``clevertap_default`` at a sandbox through
+the ``AIRFLOW_CONN_*`` variable, the way users configure it and the way the triggerer resolves it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,23 @@ def clearout_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxPro
 
     def point(server: SandboxProcess, conn_id: str = "clearout_default") -> str:
         conn = {"conn_type": "clearout", "host": server.clearout_url, "password": server.settings.clearout_token}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return point
+
+
+@pytest.fixture
+def clevertap_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxProcess], str]:
+    """Point ``clevertap_default`` at ``server``'s CleverTap emulator; returns the conn id."""
+
+    def point(server: SandboxProcess, conn_id: str = "clevertap_default") -> str:
+        conn = {
+            "conn_type": "clevertap",
+            "host": f"{server.url}/clevertap",
+            "login": server.settings.clevertap_account_id,
+            "password": server.settings.clevertap_passcode,
+        }
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
         return conn_id
 

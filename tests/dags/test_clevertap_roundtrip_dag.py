@@ -1,0 +1,233 @@
+"""CleverTap → Clearout → CleverTap in ``dag.test()`` runs against one live sandbox serving both APIs.
+
+The witnesses are the CleverTap sandbox's own profiles (``CleverTapHook.get_profile``: properties,
+``MSG-email``, the address-level subscription) and its request counters, not the operators' word.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from conftest import load_dag
+
+from clearout_provider.hooks.clevertap import CleverTapHook
+from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN
+from clearout_provider.verdicts import (
+    UNSUBSCRIBE_PROPERTY,
+    VERIFICATION_PROPERTIES,
+    UnsubscribePolicy,
+    sub_status,
+)
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+SEED = 300
+#: Seeded malformed addresses (clevertap_seed.EDGE_CASES): Clearout is never asked, the Subscribe API
+#: refuses them (515), the profile still gets its verdict and ``MSG-email: false``.
+MALFORMED = ("not-an-email", "john@@example.com", "jane.doe@example", "two words@example.com")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "clearout_data"
+    folder.mkdir()
+    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def server(
+    sandbox_factory: Callable[[SandboxSettings], SandboxProcess],
+    clearout_connection: Callable[[SandboxProcess], str],
+    clevertap_connection: Callable[[SandboxProcess], str],
+) -> SandboxProcess:
+    started = sandbox_factory(SandboxSettings(seed_contacts=SEED))
+    clearout_connection(started)
+    clevertap_connection(started)
+    return started
+
+
+def run(dag_id: str, **conf: Any) -> Any:
+    return load_dag("dag_clevertap_roundtrip", dag_id).test(run_conf=conf or None)
+
+
+def xcom(dr: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key="return_value")
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
+def assert_succeeded(dr: Any, data_dir: Path) -> None:
+    failures = data_dir / "failures.jsonl"
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert set(states.values()) == {"success"}, (states, failures.exists() and failures.read_text())
+
+
+def clevertap_stats(server: SandboxProcess) -> Counter[str]:
+    headers = {
+        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
+        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
+    }
+    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=10).json()
+    return Counter(body["stats"])
+
+
+def read(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path.removeprefix("file://"))
+
+
+def assert_counts_add_up(extract: dict[str, Any], verify: dict[str, Any], load: dict[str, Any]) -> None:
+    assert extract["exported"] == extract["no_email"] + extract["fresh"] + extract["to_verify"]
+    assert verify["rows"] == extract["to_verify"] == load["input"]
+    parts = ("updated", "unsubscribed_only", "unchanged", "rejected")
+    assert load["input"] == sum(load[p] for p in parts)
+    assert sum(load["by_rejection_code"].values()) == load["rejected"]
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_dry_run_shows_what_would_change_and_changes_nothing(server: SandboxProcess, data_dir: Path) -> None:
+    hook = CleverTapHook()
+    before = {e: hook.get_profile(email=e) for e in ("valid@example.com", "invalid@example.com")}
+
+    dr = run("clevertap_roundtrip_dry_run")
+
+    assert_succeeded(dr, data_dir)
+    extract, verify, load = xcom(dr, "extract"), xcom(dr, "verify"), xcom(dr, "load")
+    assert_counts_add_up(extract, verify, load)
+    assert load["dry_run"] is True and load["updated"] > 0 and load["unsubscribed"] > 0
+    assert load["rejected"] == 0  # the Subscribe API is not called, so nothing refuses an address
+    stats = clevertap_stats(server)
+    assert stats["dry_run_calls"] > 0
+    assert stats["saving_upload_calls"] == 0 and stats["subscribe_calls"] == 0
+    assert {e: hook.get_profile(email=e) for e in before} == before
+
+    outcome = read(load["outcome_path"])
+    invalid = outcome[outcome["email"] == "invalid@example.com"].iloc[0]
+    assert (invalid["outcome"], invalid["unsubscribe_reason"]) == ("updated", "hard_bounce:406")
+    assert (invalid["profile_update"], invalid["subscribe"]) == ("validated", "not_sent_dry_run")
+    changes = json.loads(invalid["changes"])
+    assert changes["Clearout Verification Status"]["to"] == "invalid"
+    assert changes[UNSUBSCRIBE_PROPERTY] == {"from": None, "to": "False"}
+    assert outcome["dry_run"].all()
+
+
+def test_roundtrip_writes_verdicts_unsubscribes_and_leaves_nothing_to_verify(
+    server: SandboxProcess, data_dir: Path, tmp_path: Path
+) -> None:
+    dr = run("clevertap_roundtrip")
+
+    assert_succeeded(dr, data_dir)
+    extract, verify, load = xcom(dr, "extract"), xcom(dr, "verify"), xcom(dr, "load")
+    assert_counts_add_up(extract, verify, load)
+    assert extract["exported"] == SEED and extract["fresh"] == 0
+    assert extract["no_email"] >= 2  # the seed's empty and missing emails
+    assert (
+        extract["by_reason"]["never_verified"] > 0 and extract["by_reason"]["stale"] > 0
+    )  # old verifications
+    assert load["dry_run"] is False and load["unchanged"] == 0
+
+    # Every Clearout test address: the profile carries the verdict, and is unsubscribed iff the policy says so.
+    hook, policy = CleverTapHook(), UnsubscribePolicy()
+    for local, expected in TEST_ADDRESSES.items():
+        address = f"{local}@{TEST_DOMAIN}"
+        record = hook.get_profile(email=address)
+        assert record is not None, address
+        data = record["profileData"]
+        sub = sub_status(expected.code)
+        assert data["Clearout Verification Status"] == sub.status.value, address
+        assert data["Clearout Sub Status Code"] == expected.code, address
+        assert data["Clearout Sub Status"] == sub.desc, address
+        assert data["Clearout Verified Email"] == address, address
+        assert data["Clearout Verified At"].startswith("$D_"), address
+        flags = (
+            "Clearout Disposable",
+            "Clearout Role Account",
+            "Clearout Free Account",
+            "Clearout Gibberish",
+        )
+        assert [data[f] for f in flags] == [
+            expected.disposable,
+            expected.role,
+            expected.free,
+            expected.gibberish,
+        ]
+        safe = {"yes": True, "no": False, "risky": False, "unknown": None}[expected.safe_to_send]
+        assert data.get("Clearout Safe To Send") is safe, address
+        assert data.get("Clearout Suggested Email") == (expected.suggested or None), address
+        should_leave = policy.reason(
+            {
+                "clearout_sub_status_code": expected.code,
+                "clearout_bounce_type": sub.bounce.value,
+                "clearout_disposable": expected.disposable,
+            }
+        )
+        if should_leave:
+            assert data.get(UNSUBSCRIBE_PROPERTY) is False, address
+            assert record.get("subscription") == {"email": "Unsubscribed"}, address
+        else:
+            assert UNSUBSCRIBE_PROPERTY not in data and "subscription" not in record, address
+
+    # Malformed addresses: the verdict lands on the profile, the Subscribe API refuses the address (515).
+    outcome = read(load["outcome_path"])
+    rejected = outcome[outcome["outcome"] == "rejected"]
+    assert load["by_rejection_code"].get("515", 0) == len(rejected) >= len(MALFORMED)
+    for address in MALFORMED:
+        row = rejected[rejected["email"] == address].iloc[0]
+        assert (row["rejection_code"], row["rejection_stage"]) == (515, "subscribe"), address
+        assert "Email is not valid" in row["rejection_message"], address
+        assert row["profile_update"] == "applied", address
+        profile = hook.get_profile(identity=row["identity"])["profileData"]
+        assert profile["Clearout Sub Status Code"] == 400 and profile[UNSUBSCRIBE_PROPERTY] is False
+    assert load["unsubscribed"] == outcome["unsubscribed"].sum() > 0
+    assert clevertap_stats(server)["subscribe_calls"] == 1  # every address once, in one batch
+
+    # Right after, nothing is due: the written properties read back as fresh.
+    again = run("clevertap_roundtrip")
+    assert_succeeded(again, data_dir)
+    extract2, load2 = xcom(again, "extract"), xcom(again, "load")
+    assert extract2["to_verify"] == 0 and extract2["fresh"] == SEED - extract2["no_email"]
+    assert load2["input"] == 0
+
+    # A profile whose email changed since its verification is due again, and only that one.
+    moved = hook.get_profile(email="valid@example.com")
+    hook.upload_profiles([{"identity": moved["identity"], "profileData": {"Email": "moved@company9.org"}}])
+    third = run("clevertap_roundtrip")
+    assert_succeeded(third, data_dir)
+    extract3 = xcom(third, "extract")
+    assert extract3["to_verify"] == 1 and extract3["by_reason"]["email_changed"] == 1
+    moved_now = hook.get_profile(identity=moved["identity"])["profileData"]
+    assert moved_now["Clearout Verified Email"] == "moved@company9.org"
+
+    # Loading the same verdicts onto the profiles as they are now: nothing left to write.
+    current = tmp_path / "current.parquet"
+    hook.export_profiles({}, current, properties=(*VERIFICATION_PROPERTIES, UNSUBSCRIBE_PROPERTY))
+    now = read(str(current)).set_index("objectId")
+    result = read(verify["result_path"])
+    for prop in (*VERIFICATION_PROPERTIES, UNSUBSCRIBE_PROPERTY):
+        result[prop] = result["objectId"].map(now[prop])
+    reload_path = tmp_path / "reload.parquet"
+    result.to_parquet(reload_path)
+    reload = run("clevertap_load_only", result_path=str(reload_path))
+    assert_succeeded(reload, data_dir)
+    again_load = xcom(reload, "load")
+    assert again_load["input"] == load["input"]
+    # Only the moved profile differs from its old verdict; the malformed addresses are refused again,
+    # the undeliverable ones re-sent to the Subscribe API (their profiles unchanged), the rest unchanged.
+    assert again_load["updated"] == 1 and again_load["rejected"] == load["rejected"]
+    assert again_load["unsubscribed_only"] == load["unsubscribed"]
+    assert again_load["unchanged"] == load["input"] - load["rejected"] - load["unsubscribed"] - 1
