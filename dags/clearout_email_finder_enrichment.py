@@ -1,0 +1,270 @@
+"""
+### Email Finder enrichment: CleverTap leads without an email → Clearout Email Finder → CleverTap
+
+B2B sign-ups often leave a name and a company but no email address. Every day this DAG looks those
+leads up with Clearout's Email Finder and writes what it found back onto the profiles.
+
+1. **export_leads** exports the profiles of `segment` that have a name and a `domain_property` (e.g.
+   "Company Domain") but no email, and were never looked up before (no "Clearout Finder Status"):
+   each lead is paid for once, not every day.
+2. **find_emails** sends them to Clearout as one bulk Email Finder list (deferred in the triggerer).
+   Repeated name + domain pairs are asked once; leads without a usable name or domain are decided
+   locally and cost nothing.
+3. **found_addresses** keeps the found addresses; **choose_verification** sends them to
+   **verify_found** (one bulk verify list) when `verify_found` is on, else straight to the write-back.
+4. **write_back** sets on each lead: "Clearout Finder Status" (found / not_found), "Clearout Finder
+   Reason", "Clearout Finder Email Address", "Clearout Finder Confidence Score" (0-100), "Clearout
+   Finder Business Account" and "Clearout Finder Processed At (UTC)"; with verification also the
+   verification properties of the found address (`append_columns`, as the list-cleaning DAGs write
+   them, and "Clearout Verified Email" = the found address, "Clearout Verified At").
+   With `set_email`, found addresses with a confidence of at least `min_confidence` (and safe to
+   send, when verified) become the profile's Email, so campaigns can reach the lead. Leads Clearout
+   could not answer (a failed or missing answer) are left untouched and tried again next run.
+
+Credits: Clearout charges up to 4 credits per found address (2 for a role address, 0 when not
+found) and 1 per verified address. Connections: `clevertap_default` and `clearout_default`.
+Polling: `[clearout] bulk_poll_interval` seconds (default 30), backing off to 10 times that.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.configuration import conf
+
+from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
+from clearout_provider.operators.email_finder import ClearoutBulkEmailFinderOperator
+from clearout_provider.verdicts import PropertyMapping
+
+POLL_INTERVAL = conf.getfloat("clearout", "bulk_poll_interval", fallback=30.0)
+
+#: Finder result column → the CleverTap property it is written to (the names of Clearout's own export).
+FINDER_PROPERTIES = {
+    "finder_status": "Clearout Finder Status",
+    "finder_reason": "Clearout Finder Reason",
+    "finder_email": "Clearout Finder Email Address",
+    "finder_confidence_score": "Clearout Finder Confidence Score",
+    "finder_business": "Clearout Finder Business Account",
+    "finder_found_at": "Clearout Finder Processed At (UTC)",
+}
+#: The verification properties the nightly list-cleaning DAG appends by default (plus the verified address
+#: and date, always written): found addresses get the same set as every other profile.
+RECOMMENDED_COLUMNS = ["Clearout Safe To Send", "Clearout Verification Status"]
+#: Finder answers that are not answers: the lead is left as it was and looked up again next run.
+NO_ANSWER = frozenset({"clearout_failed", "missing_from_result"})
+#: Columns of the found-addresses file (what the verification reads and returns, row for row).
+FOUND_COLUMNS = ("identity", "objectId", "finder_email", "finder_confidence_score")
+
+
+def lead_query(segment: dict[str, Any], domain_property: str) -> dict[str, Any]:
+    """``segment`` narrowed to leads: a name and a domain, no email, and never looked up before."""
+    query = dict(segment)
+    common = dict(query.get("common_profile_properties") or {})
+    common["profile_fields"] = [
+        *(common.get("profile_fields") or []),
+        {"name": "Name", "operator": "exists"},
+        {"name": domain_property, "operator": "exists"},
+        {"name": "Email", "operator": "does_not_exist"},
+        {"name": FINDER_PROPERTIES["finder_status"], "operator": "does_not_exist"},
+    ]
+    query["common_profile_properties"] = common
+    return query
+
+
+def profile_update(
+    finder_row: dict[str, Any],
+    verdict_row: dict[str, Any] | None,
+    mapping: PropertyMapping,
+    *,
+    set_email: bool,
+    min_confidence: int,
+) -> dict[str, Any]:
+    """The ``profileData`` for one looked-up lead (None values are left out: the property stays absent)."""
+    data = {prop: finder_row.get(column) for column, prop in FINDER_PROPERTIES.items()}
+    if verdict_row is not None:
+        data.update(mapping.properties(verdict_row))
+    found = finder_row.get("finder_status") == "found" and finder_row.get("finder_email")
+    confident = (finder_row.get("finder_confidence_score") or 0) >= min_confidence
+    deliverable = verdict_row is None or verdict_row.get("clearout_safe_to_send") is True
+    if set_email and found and confident and deliverable:
+        data["Email"] = finder_row["finder_email"]
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@dag(
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["clearout", "clevertap", "email-finder"],
+    params={
+        "segment": Param(
+            {},
+            type="object",
+            description="Optional CleverTap CQL query to narrow the leads (POST /1/profiles.json body); the "
+            "lead conditions (name, domain, no email, not looked up yet) are added to it.",
+        ),
+        "domain_property": Param(
+            "Company Domain",
+            type="string",
+            minLength=1,
+            description="Profile property holding the lead's company domain or website.",
+        ),
+        "company_property": Param(
+            "Company",
+            type="string",
+            minLength=1,
+            description="Profile property holding the company name (helps Clearout when the domain is vague).",
+        ),
+        "verify_found": Param(
+            True, type="boolean", description="Verify the found addresses with Clearout (1 credit each)."
+        ),
+        "append_columns": Param(
+            RECOMMENDED_COLUMNS,
+            type="array",
+            description="With verification: the Clearout properties to write for the found address (keep "
+            "them the same as the list-cleaning DAGs'). The verified address and date are always written.",
+        ),
+        "set_email": Param(
+            False,
+            type="boolean",
+            description="Also make a found address the profile's Email (when confident enough and, if "
+            "verified, safe to send).",
+        ),
+        "min_confidence": Param(
+            80,
+            type="integer",
+            minimum=0,
+            maximum=100,
+            description="Lowest Clearout confidence score for `set_email`.",
+        ),
+    },
+)
+def clearout_email_finder_enrichment() -> None:
+    @task
+    def export_leads(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Export the leads to a Parquet file (name, domain and company columns)."""
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from clearout_provider.hooks.clevertap import CleverTapHook
+        from clearout_provider.run_files import task_folder
+
+        out = task_folder(get_current_context()) / "clevertap-leads.parquet"
+        properties = [params["domain_property"], params["company_property"]]
+        with tempfile.TemporaryDirectory() as scratch:  # the hook writes local files; the folder may not be
+            local = Path(scratch) / out.name
+            exported = CleverTapHook().export_profiles(
+                lead_query(params["segment"], params["domain_property"]), local, properties=properties
+            )
+            with local.open("rb") as src, out.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return {"path": str(out), "leads": exported.count}
+
+    leads = export_leads()
+    find = ClearoutBulkEmailFinderOperator(
+        task_id="find_emails",
+        source=leads["path"],
+        name_column="name",
+        domain_column="{{ params.domain_property }}",
+        company_column="{{ params.company_property }}",
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+        max_poll_interval=10 * POLL_INTERVAL,
+    )
+
+    @task
+    def found_addresses(finder: dict[str, Any]) -> dict[str, Any]:
+        """The found addresses, one row per lead, with only what the verification needs (the finder's own
+        ``decided_by`` would clash with the verification's)."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from clearout_provider.contacts import resolve_path
+        from clearout_provider.run_files import task_folder
+
+        with resolve_path(finder["result_path"]).open("rb") as stream:
+            result = pq.read_table(stream, columns=["finder_status", *FOUND_COLUMNS])
+        found = result.filter(pc.equal(result.column("finder_status"), "found")).select(FOUND_COLUMNS)
+        out = task_folder(get_current_context()) / "found-addresses.parquet"
+        with out.open("wb") as stream:
+            pq.write_table(found, stream)
+        return {"path": str(out), "found": found.num_rows}
+
+    found = found_addresses(find.output)
+
+    @task.branch
+    def choose_verification(found: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+        """Verify only when asked to and something was found."""
+        return "verify_found" if params["verify_found"] and found["found"] else "write_back"
+
+    verify = ClearoutBulkVerifyOperator(
+        task_id="verify_found",
+        source=found["path"],
+        email_column="finder_email",
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+        max_poll_interval=10 * POLL_INTERVAL,
+    )
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def write_back(finder: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write each answered lead's finder (and verification) properties; count every lead."""
+        from collections import Counter
+
+        import pyarrow.parquet as pq
+
+        from clearout_provider.contacts import resolve_path
+        from clearout_provider.hooks.clevertap import CleverTapHook
+
+        verification = get_current_context()["ti"].xcom_pull(task_ids="verify_found")  # None: skipped
+        with resolve_path(finder["result_path"]).open("rb") as stream:
+            rows = pq.read_table(stream).to_pylist()
+        verdicts: dict[tuple[Any, Any], dict[str, Any]] = {}
+        if verification:
+            with resolve_path(verification["result_path"]).open("rb") as stream:
+                for row in pq.read_table(stream).to_pylist():
+                    verdicts[row["identity"], row["objectId"]] = row
+        answered = [r for r in rows if r["decided_by"] not in NO_ANSWER]
+        mapping = PropertyMapping.from_params(params["append_columns"])
+        records = [
+            {
+                "identity": r["identity"],
+                "objectId": r["objectId"],
+                "profileData": profile_update(
+                    r,
+                    verdicts.get((r["identity"], r["objectId"])),
+                    mapping,
+                    set_email=params["set_email"],
+                    min_confidence=params["min_confidence"],
+                ),
+            }
+            for r in answered
+        ]
+        report = CleverTapHook().upload_profiles(records)
+        summary = {
+            "leads": len(rows),
+            "unanswered": len(rows) - len(answered),
+            "written": report.processed,
+            "rejected": len(report.rejections),
+            "by_rejection_code": dict(Counter(str(r.code) for r in report.rejections)),
+            "found": sum(1 for r in answered if r["finder_status"] == "found"),
+            "verified": len(verdicts),
+            "emails_set": sum(1 for rec in records if "Email" in rec["profileData"]),
+        }
+        if summary["leads"] != summary["unanswered"] + summary["written"] + summary["rejected"]:
+            raise RuntimeError(f"finder write-back counts do not add up: {summary}")
+        print(f"Email Finder enrichment: {summary}")
+        return summary
+
+    choice = choose_verification(found)
+    written = write_back(find.output)
+    choice >> [verify, written]
+    verify >> written
+
+
+clearout_email_finder_enrichment()

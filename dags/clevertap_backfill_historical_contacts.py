@@ -1,0 +1,238 @@
+"""
+### Historical backfill: verify the whole CleverTap base in chunks
+
+The nightly DAG keeps new and changed contacts clean; this one catches up on everything already in
+CleverTap, a slice at a time, within what a Clearout account can run at once.
+
+1. **segment_query** builds the CQL query: `segment`, narrowed to the profiles whose
+   `created_property` (a date property such as "Signup Date") falls in this run's data interval, or
+   the whole segment when `full_history` is on.
+2. **extract** exports those profiles and keeps only the ones that need verifying (never verified,
+   stale, or verified for another address), so anything done before costs nothing.
+3. **split** cuts them into chunk files of at most `chunk_rows` rows (Clearout recommends at most
+   500,000 per list). Every copy of an address lands in the same chunk, so it is paid for once.
+4. **verify_chunk** runs once per chunk (dynamic task mapping): **verify** sends the chunk to Clearout
+   as one bulk list and waits for it deferred in the triggerer; **load** writes the verdicts back to
+   those profiles as soon as that chunk is done (`append_columns`, as the nightly DAG writes them)
+   and unsubscribes undeliverable addresses as `unsubscribe` says.
+5. **report** writes `report.md` / `report.html` next to the run's files and fails the run if any
+   contact is unaccounted for.
+
+#### Never more bulk lists than the account allows
+Clearout runs at most 3 bulk verify lists at once per account. The verify tasks use the pool
+**`clearout_bulk_lists`**; create it once, counting deferred tasks (a waiting list is deferred, not
+running, yet it holds one of Clearout's slots):
+
+```bash
+airflow pools set clearout_bulk_lists 3 "Clearout bulk lists" --include-deferred
+```
+
+Until the pool exists the scheduler leaves the verify tasks waiting with a "non-existent pool"
+warning. The pool also covers the nightly DAG's bulk lists if you give them the same pool. Each run
+additionally caps itself at 3 verify tasks (`max_active_tis_per_dagrun`).
+
+#### Two ways to run it
+* **Date ranges of profile creation** with a backfill, one run per month of sign-ups:
+  ```bash
+  airflow backfill create --dag-id clevertap_backfill_historical_contacts \\
+      --from-date 2022-01-01 --to-date 2024-12-31
+  ```
+* **Everything in one run**: trigger it with `full_history` = true (no date filter).
+
+CleverTap has no queryable "created at" field: the date filter reads a date property your app
+sets when a profile is created (`created_property`, "Signup Date" by default; change it to yours).
+A query without an event covers the profiles active in the last 365 days; to reach older ones put
+an event with a `from`/`to` range (e.g. "App Launched") in `segment`.
+
+#### Resuming after a failure (credits ran out, a list was cancelled, ...)
+Finished chunks are written back to CleverTap as soon as they finish, so nothing they did is lost:
+* **Clear the failed tasks** of the run (UI: *Clear → Only failed*): only the unfinished chunks run
+  again, and a chunk whose Clearout list was already uploaded resumes that list instead of paying
+  for it twice.
+* **Or trigger a new run**: the extract skips every profile a finished chunk verified (they are now
+  fresh), so only what is left is chunked and verified.
+
+Connections: `clevertap_default` (Account ID, Passcode, Region) and `clearout_default` (API token).
+Polling: the wait for a list asks Clearout after `[clearout] bulk_poll_interval` seconds (default
+30), backing off to 10 times that.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk.configuration import conf
+
+from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
+from clearout_provider.operators.clevertap import (
+    CleverTapExtractProfilesOperator,
+    CleverTapLoadVerificationOperator,
+)
+
+#: The pool every bulk verify task of this DAG runs in (see the docs above for creating it).
+BULK_LIST_POOL = "clearout_bulk_lists"
+#: Clearout's limit of bulk verify lists running at once per account.
+MAX_CONCURRENT_BULK_LISTS = 3
+POLL_INTERVAL = conf.getfloat("clearout", "bulk_poll_interval", fallback=30.0)
+
+#: What the nightly DAG appends by default (Clearout's recommendation), plus the always-written two.
+RECOMMENDED_COLUMNS = ["Clearout Safe To Send", "Clearout Verification Status"]
+DEFAULT_SEGMENT = {"common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}}
+
+
+def created_between(
+    segment: dict[str, Any], created_property: str, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """``segment`` narrowed to profiles whose ``created_property`` date is in ``[start, end)``.
+
+    Dates go out as CleverTap writes them (``$D_<epoch seconds>``), so any interval, not only whole
+    days, selects exactly its profiles and consecutive intervals never overlap.
+    """
+    query = dict(segment)
+    common = dict(query.get("common_profile_properties") or {})
+    common["profile_fields"] = [
+        *(common.get("profile_fields") or []),
+        {
+            "name": created_property,
+            "operator": "greater_than_equals",
+            "value": f"$D_{int(start.timestamp())}",
+        },
+        {"name": created_property, "operator": "less_than", "value": f"$D_{int(end.timestamp())}"},
+    ]
+    query["common_profile_properties"] = common
+    return query
+
+
+def per_chunk_results(value: Any) -> list[dict[str, Any]]:
+    """A mapped task's results as a list: Airflow hands over None for no map index and the bare value
+    for exactly one."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else list(value)
+
+
+@dag(
+    # Data intervals (not Airflow 3's default trigger timetable): each run, and each run a backfill
+    # creates, covers one calendar month of sign-ups, [data_interval_start, data_interval_end).
+    schedule=CronDataIntervalTimetable("@monthly", timezone="UTC"),
+    start_date=datetime(2010, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["clearout", "clevertap", "backfill"],
+    render_template_as_native_obj=True,  # the mapping and unsubscribe params reach the operators as objects
+    params={
+        "segment": Param(
+            DEFAULT_SEGMENT,
+            type="object",
+            description="CleverTap CQL query selecting the profiles to verify (POST /1/profiles.json body). "
+            "The creation-date filter is added to it.",
+        ),
+        "created_property": Param(
+            "Signup Date",
+            type="string",
+            minLength=1,
+            description="Date property holding when a profile was created; each run verifies the profiles "
+            "created in its data interval.",
+        ),
+        "full_history": Param(
+            False,
+            type="boolean",
+            description="Verify the whole segment in this one run, ignoring the data interval.",
+        ),
+        "chunk_rows": Param(
+            500_000,
+            type="integer",
+            minimum=1,
+            maximum=500_000,
+            description="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
+        ),
+        "append_columns": Param(
+            RECOMMENDED_COLUMNS,
+            type="array",
+            description="Clearout properties to append to each profile; keep them the same as the nightly "
+            "DAG's so every profile carries the same set. The verified address and date are always written.",
+        ),
+        "renames": Param({}, type="object", description="Optional new names for appended properties."),
+        "unsubscribe": Param(
+            {"hard_bounce": True, "disposable": True, "spam_trap": True, "method": "both"},
+            type="object",
+            description="Which outcomes unsubscribe, and how: `profile` (MSG-email false), "
+            "`subscribe_api`, or `both`. Set `enabled` to false to never unsubscribe.",
+        ),
+    },
+)
+def clevertap_backfill_historical_contacts() -> None:
+    @task
+    def segment_query(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run's CQL: the segment, limited to this data interval's sign-ups unless full_history."""
+        context = get_current_context()
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if params["full_history"] or start is None or end is None:
+            return dict(params["segment"])
+        return created_between(params["segment"], params["created_property"], start, end)
+
+    # The extract reads back the properties the load writes (renamed ones too): one mapping for both.
+    mapping = {"columns": "{{ params.append_columns }}", "renames": "{{ params.renames }}"}
+    extract = CleverTapExtractProfilesOperator(
+        task_id="extract", query=segment_query(), only_delta=True, mapping=mapping
+    )
+
+    @task
+    def split(extracted: dict[str, Any], params: dict[str, Any] | None = None) -> list[str]:
+        """Chunk files of the profiles to verify, each address's rows in one chunk (deterministic)."""
+        from clearout_provider.contacts import split_into_chunks
+        from clearout_provider.run_files import task_folder
+
+        return split_into_chunks(extracted["path"], task_folder(get_current_context()), params["chunk_rows"])
+
+    @task_group
+    def verify_chunk(chunk: str) -> None:
+        verify = ClearoutBulkVerifyOperator(
+            task_id="verify",
+            source=chunk,
+            deferrable=True,
+            poll_interval=POLL_INTERVAL,
+            max_poll_interval=10 * POLL_INTERVAL,
+            pool=BULK_LIST_POOL,
+            max_active_tis_per_dagrun=MAX_CONCURRENT_BULK_LISTS,
+        )
+        load = CleverTapLoadVerificationOperator(
+            task_id="load",
+            # The same chunk's verify result (the operator takes a path; XCom carries the whole dict).
+            result_path="{{ ti.xcom_pull(task_ids='verify_chunk.verify', map_indexes=ti.map_index)"
+            "['result_path'] }}",
+            mapping=mapping,
+            unsubscribe="{{ params.unsubscribe }}",
+        )
+        verify >> load
+
+    per_chunk = verify_chunk.expand(chunk=split(extract.output))
+
+    # none_failed: the report also runs when there was nothing to verify (no chunk: mapped tasks skipped).
+    @task(trigger_rule="none_failed")
+    def report(extracted: dict[str, Any], verified: Any, loaded: Any) -> dict[str, Any]:
+        """Sum the chunks into one report (report.md + report.html); fail if any contact is unaccounted."""
+        from clearout_provider.report import RunFacts, check_accounting, write_report
+        from clearout_provider.run_files import task_folder
+
+        context = get_current_context()
+        ti = context["ti"]
+        chunks, loads = per_chunk_results(verified), per_chunk_results(loaded)
+        facts = RunFacts.from_xcom(extracted, chunks, loads, dag_id=ti.dag_id, run_id=ti.run_id, mode="bulk")
+        files = write_report(facts, task_folder(context))
+        print(files.summary)
+        check_accounting(facts)
+        return {"report_markdown": files.markdown, "report_html": files.html, "chunks": len(chunks)}
+
+    # Every chunk's verify and load result, in chunk order (mapped XCom, read lazily).
+    report(
+        extract.output,
+        per_chunk.children["verify_chunk.verify"].output,
+        per_chunk.children["verify_chunk.load"].output,
+    )
+
+
+clevertap_backfill_historical_contacts()

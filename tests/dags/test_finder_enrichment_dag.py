@@ -1,0 +1,166 @@
+"""The shipped Email Finder enrichment DAG (dags/clearout_email_finder_enrichment.py) under ``dag.test()``.
+
+One sandbox serves both services (connections through ``AIRFLOW_CONN_*``). Its CleverTap seed holds B2B
+leads (name + "Company" + "Company Domain", no email); the witnesses are the profiles as
+``GET /1/profile.json`` returns them afterwards and Clearout's own counters (``/_sandbox/stats``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from clearout_provider.demo import sandbox_connections
+from clearout_provider.hooks.clevertap import CleverTapHook
+from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+from clearout_provider.sandbox.clevertap_seed import SeedProfiles
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "clearout_email_finder_enrichment"
+SEED = 3000
+
+
+def finder_dag() -> Any:
+    spec = importlib.util.spec_from_file_location("finder_dag_under_test", REPO / "dags" / f"{DAG_ID}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.clearout_email_finder_enrichment()
+
+
+@pytest.fixture
+def server(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxProcess]:
+    sandbox = sandbox_factory(SandboxSettings(seed_contacts=SEED, bulk_rate=20_000))
+    for name, value in sandbox_connections(sandbox).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(tmp_path / "clearout_data"))
+    monkeypatch.setenv("AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL", "0.2")
+    yield sandbox
+
+
+def clearout_stats(server: SandboxProcess) -> dict[str, Any]:
+    auth = {"Authorization": server.settings.clearout_token}
+    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
+
+
+def states(dr: Any) -> dict[str, str | None]:
+    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def xcom(dr: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key="return_value")
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
+def seeded_leads() -> list[Any]:
+    """The seed's leads as the DAG's default query selects them: a name, a company domain, no email."""
+    seed = SeedProfiles(SEED)
+    profiles = (seed.profile(i) for i in range(SEED))
+    return [
+        p
+        for p in profiles
+        if p.name and "Company Domain" in p.profile_data and p.email is None and not p.email_in_profile_data
+    ]
+
+
+def profile_data(lead: Any) -> dict[str, Any]:
+    """The lead's properties now, with its Email (CleverTap returns it as the top-level ``email``)."""
+    hook = CleverTapHook()
+    record = (
+        hook.get_profile(identity=lead.identity)
+        if lead.identity
+        else hook.get_profile(object_id=lead.object_id)
+    )
+    assert record is not None, lead.index
+    return {**record["profileData"], **({"Email": record["email"]} if record.get("email") else {})}
+
+
+def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
+    server: SandboxProcess,
+) -> None:
+    dag = finder_dag()
+    leads = seeded_leads()
+    assert len(leads) >= 15  # the seed really holds leads for this DAG
+
+    first = dag.test()
+
+    assert states(first) == {
+        "export_leads": "success",
+        "find_emails": "success",
+        "found_addresses": "success",
+        "choose_verification": "success",
+        "verify_found": "success",
+        "write_back": "success",
+    }
+    summary = xcom(first, "write_back")
+    assert summary["leads"] == len(leads) and summary["rejected"] == 0 and summary["unanswered"] == 0
+    assert summary["written"] == len(leads) and summary["emails_set"] == 0
+    assert 0 < summary["found"] < len(leads) and summary["verified"] == summary["found"]
+    stats = clearout_stats(server)
+    assert stats["finder_uploads"] == 1 and stats["bulk_uploads"] == 1
+
+    found = 0
+    for lead in leads:
+        data = profile_data(lead)
+        domain = lead.profile_data["Company Domain"]
+        assert data["Clearout Finder Status"] in ("found", "not_found"), lead.index
+        assert "Email" not in data  # set_email is off by default
+        if data["Clearout Finder Status"] == "found":
+            found += 1
+            address = data["Clearout Finder Email Address"]
+            assert address.endswith(f"@{domain}"), (address, domain)
+            assert 0 < data["Clearout Finder Confidence Score"] <= 100
+            assert "Clearout Finder Processed At (UTC)" in data
+            assert data["Clearout Verified Email"] == address.lower()
+            assert data["Clearout Verification Status"] in ("valid", "invalid", "catch_all", "unknown")
+            assert "Clearout Disposable" not in data  # only the default append_columns
+        else:
+            assert "Clearout Finder Email Address" not in data and "Clearout Verification Status" not in data
+    assert found == summary["found"]
+
+    # Every lead was looked up once: the next run finds no lead to ask about and spends nothing.
+    credits = clearout_stats(server)["credits_available"]
+    second = dag.test()
+
+    assert xcom(second, "export_leads")["leads"] == 0
+    assert states(second)["verify_found"] == "skipped" and states(second)["write_back"] == "success"
+    after = clearout_stats(server)
+    assert (after["finder_uploads"], after["bulk_uploads"], after["credits_available"]) == (1, 1, credits)
+
+
+def test_set_email_without_verification_makes_confident_found_addresses_the_profile_email(
+    server: SandboxProcess,
+) -> None:
+    dr = finder_dag().test(run_conf={"verify_found": False, "set_email": True, "min_confidence": 75})
+
+    assert states(dr)["verify_found"] == "skipped" and states(dr)["write_back"] == "success"
+    summary = xcom(dr, "write_back")
+    assert summary["verified"] == 0 and 0 < summary["emails_set"] <= summary["found"]
+    assert clearout_stats(server)["bulk_uploads"] == 0  # nothing was verified
+
+    emails_set = 0
+    for lead in seeded_leads():
+        data = profile_data(lead)
+        assert "Clearout Verification Status" not in data
+        confident = (
+            data["Clearout Finder Status"] == "found" and data["Clearout Finder Confidence Score"] >= 75
+        )
+        if confident:
+            emails_set += 1
+            assert data["Email"] == data["Clearout Finder Email Address"], lead.index
+        else:
+            assert "Email" not in data, lead.index
+    assert emails_set == summary["emails_set"]
