@@ -1,0 +1,193 @@
+"""
+### Nightly list cleaning: CleverTap → Clearout → CleverTap
+
+Every night, for one CleverTap segment:
+
+1. **extract_delta** pulls the segment's profiles and keeps only those that need verifying: never
+   verified, verified longer ago than the freshness TTL (`ttl_days`; `unknown` and `catch_all`
+   verdicts after `uncertain_ttl_days`), or whose email changed since it was verified. The rest cost
+   nothing tonight.
+2. **choose_mode** sends a small delta to Clearout's instant API (below `instant_threshold`
+   addresses) and anything larger to bulk lists that wait in the triggerer, not on a worker.
+   **split_for_bulk** cuts a large delta into files of at most 500,000 rows (Clearout's recommended
+   list size), keeping every copy of an address in one file so it is paid for once.
+3. **verify_instant** / **verify_bulk** (one mapped task per file, at most 3 lists at once: Clearout's
+   limit) deduplicate and syntax-check the addresses first (those are decided locally and never
+   billed), then verify the rest. A retried task resumes its bulk list instead of paying twice.
+4. **load_back** writes the chosen "Clearout ..." properties to each profile (only where a value
+   changed) and unsubscribes undeliverable addresses according to the unsubscribe policy. Records
+   CleverTap rejects are listed per row with CleverTap's code and message.
+5. **report** writes `report.md` and `report.html` next to the run's files, fails the run if any
+   contact is unaccounted for, and updates the `clevertap_verified_profiles` asset, which downstream
+   DAGs can schedule on.
+
+A second run right after a successful one finds nothing to verify and spends no credit: every profile
+it wrote carries its verification date and the address it verified.
+
+Set `dry_run` to see what would change without writing to CleverTap. Connections:
+`clevertap_default` (Account ID, Passcode, Region) and `clearout_default` (API token).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from clearout_provider.contacts import DEFAULT_MAX_ROWS
+from clearout_provider.operators import INSTANT_THRESHOLD, choose_verification_mode
+from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
+from clearout_provider.operators.clevertap import (
+    CleverTapExtractProfilesOperator,
+    CleverTapLoadVerificationOperator,
+)
+from clearout_provider.operators.instant_verify import ClearoutInstantVerifyOperator
+
+VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://clevertap_default/verified")
+"""Updated by every successful run; its event extra carries the counts and the report's path."""
+
+RECOMMENDED_COLUMNS = ["Clearout Safe To Send", "Clearout Verification Status"]
+EVERY_PROFILE_WITH_AN_EMAIL = {
+    "common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}
+}
+#: Clearout runs at most this many bulk lists at once per account (more answer 1001 and wait).
+CONCURRENT_BULK_LISTS = 3
+
+
+@dag(
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["clearout", "clevertap", "list-cleaning"],
+    render_template_as_native_obj=True,
+    params={
+        "segment": Param(
+            EVERY_PROFILE_WITH_AN_EMAIL,
+            type="object",
+            description="CleverTap CQL query selecting the profiles to keep clean (POST /1/profiles.json "
+            'body), e.g. {"event_name": "App Launched", "from": 20260101, "to": 20260131}. The default '
+            "selects every profile with an email (CleverTap: those active in the last 365 days).",
+        ),
+        "ttl_days": Param(
+            30, type="number", minimum=0, description="Re-verify an address after this many days."
+        ),
+        "uncertain_ttl_days": Param(
+            1, type="number", minimum=0, description="Re-verify `unknown` and `catch_all` verdicts sooner."
+        ),
+        "append_columns": Param(
+            RECOMMENDED_COLUMNS,
+            type="array",
+            description="Clearout properties to append to each profile (Clearout's recommendation: Safe To "
+            "Send + Verification Status). The verified address and date are always written.",
+        ),
+        "renames": Param({}, type="object", description="Optional new names for appended properties."),
+        "unsubscribe": Param(
+            {"hard_bounce": True, "disposable": True, "spam_trap": True, "method": "both"},
+            type="object",
+            description="Which outcomes unsubscribe, and how: `profile` (MSG-email false), "
+            "`subscribe_api`, or `both`. Set `enabled` to false to never unsubscribe.",
+        ),
+        "instant_threshold": Param(
+            INSTANT_THRESHOLD,
+            type="integer",
+            minimum=1,
+            description="Fewer addresses than this go to the instant API; more go to bulk lists.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", description="Show what would change; write nothing to CleverTap."
+        ),
+    },
+)
+def clevertap_nightly_list_cleaning() -> None:
+    # The extract reads back the properties the load writes (renamed ones too): one mapping for both.
+    mapping = {"columns": "{{ params.append_columns }}", "renames": "{{ params.renames }}"}
+    extract = CleverTapExtractProfilesOperator(
+        task_id="extract_delta",
+        query="{{ params.segment }}",
+        freshness={
+            "ttl_days": "{{ params.ttl_days }}",
+            "uncertain_ttl_days": "{{ params.uncertain_ttl_days }}",
+        },
+        mapping=mapping,
+    )
+
+    @task.branch
+    def choose_mode(extracted: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+        """Instant calls finish a small delta sooner than a bulk list's queue; see choose_verification_mode."""
+        mode = choose_verification_mode(extracted["to_verify"], threshold=params["instant_threshold"])
+        return "verify_instant" if mode == "instant" else "split_for_bulk"
+
+    @task
+    def split_for_bulk(extracted: dict[str, Any]) -> list[str]:
+        """One file per bulk list; duplicates of an address stay in one file (see split_into_chunks)."""
+        from clearout_provider.contacts import split_into_chunks
+        from clearout_provider.run_files import task_folder
+
+        return split_into_chunks(extracted["path"], task_folder(get_current_context()), DEFAULT_MAX_ROWS)
+
+    chunks = split_for_bulk(extract.output)
+    verify_instant = ClearoutInstantVerifyOperator(
+        task_id="verify_instant", source="{{ ti.xcom_pull(task_ids='extract_delta')['path'] }}"
+    )
+    verify_bulk = ClearoutBulkVerifyOperator.partial(
+        task_id="verify_bulk",
+        deferrable=True,
+        poll_interval=10,
+        max_active_tis_per_dagrun=CONCURRENT_BULK_LISTS,
+    ).expand(source=chunks)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def verified() -> list[dict[str, Any]]:
+        """The outcomes of whichever verify path ran (the other was skipped by choose_mode), one per file."""
+        ti = get_current_context()["ti"]
+        for mode in ("instant", "bulk"):
+            pulled = ti.xcom_pull(task_ids=f"verify_{mode}")  # every map index
+            outcomes = [o for o in (pulled if isinstance(pulled, list) else [pulled]) if o]
+            if outcomes:
+                return [{**outcome, "mode": mode} for outcome in outcomes]
+        raise RuntimeError("neither verify_instant nor verify_bulk left a result")
+
+    verification = verified()
+    load = CleverTapLoadVerificationOperator.partial(
+        task_id="load_back",
+        mapping=mapping,
+        unsubscribe="{{ params.unsubscribe }}",
+        dry_run="{{ params.dry_run }}",
+    ).expand(result_path=verification.map(lambda outcome: outcome["result_path"]))
+
+    @task(outlets=[VERIFIED_PROFILES])
+    def report(
+        extracted: dict[str, Any], verification: list[dict[str, Any]], loaded: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Write report.md + report.html, fail on any unaccounted contact, and announce the asset."""
+        from clearout_provider.report import RunFacts, check_accounting, write_report
+        from clearout_provider.run_files import task_folder
+
+        context = get_current_context()
+        ti = context["ti"]
+        loaded = loaded[:]  # the mapped loads' results in one request (iterating would probe past the end)
+        facts = RunFacts.from_xcom(
+            extracted, verification, loaded, dag_id=ti.dag_id, run_id=ti.run_id, mode=verification[0]["mode"]
+        )
+        folder = task_folder(context)
+        files = write_report(facts, folder)
+        (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
+        print(files.summary)
+        check_accounting(facts)
+        context["outlet_events"][VERIFIED_PROFILES].extra = {
+            "report": files.markdown,
+            "verified": facts.rows,
+            "updated": facts.updated,
+            "unsubscribed": facts.unsubscribed,
+        }
+        return {"report_markdown": files.markdown, "report_html": files.html, "summary": files.summary}
+
+    choose_mode(extract.output) >> [verify_instant, chunks]
+    [verify_instant, verify_bulk] >> verification
+    report(extract.output, verification, load.output)
+
+
+clevertap_nightly_list_cleaning()

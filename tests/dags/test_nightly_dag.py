@@ -1,0 +1,240 @@
+"""The shipped nightly list-cleaning DAG (dags/clevertap_nightly_list_cleaning.py) under ``dag.test()``.
+
+One sandbox process serves both services; ``clearout_default`` and ``clevertap_default`` point at it
+through ``AIRFLOW_CONN_*``, the way users configure them. The DAG runs with its DEFAULT params (the
+default segment must select the seeded contacts). Witnesses are the sandbox's own: Clearout's credit
+balance, uploads and instant calls (``/_sandbox/stats``), CleverTap's upload/subscribe counters and the
+profiles as ``GET /1/profile.json`` returns them afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+
+from clearout_provider.demo import sandbox_connections
+from clearout_provider.hooks.clevertap import CleverTapHook
+from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+from clearout_provider.sandbox.clevertap_seed import object_id_of
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "clevertap_nightly_list_cleaning"
+SEED = 3000
+INSTANT_THRESHOLD = 200  # the DAG's default
+Factory = Callable[[SandboxSettings], SandboxProcess]
+
+
+def nightly_dag() -> Any:
+    spec = importlib.util.spec_from_file_location("nightly_dag_under_test", REPO / "dags" / f"{DAG_ID}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.clevertap_nightly_list_cleaning()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "clearout_data"
+    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def server(sandbox_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxProcess]:
+    """A sandbox with SEED CleverTap profiles; both connections point at it."""
+    sandbox = sandbox_factory(SandboxSettings(seed_contacts=SEED, bulk_rate=20_000))
+    for name, value in sandbox_connections(sandbox).items():
+        monkeypatch.setenv(name, value)
+    yield sandbox
+
+
+# ------------------------------------------------------------------------------------------- witnesses
+
+
+def clearout_stats(server: SandboxProcess) -> dict[str, Any]:
+    auth = {"Authorization": server.settings.clearout_token}
+    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
+
+
+def clevertap_stats(server: SandboxProcess) -> dict[str, int]:
+    headers = {
+        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
+        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
+    }
+    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=10).json()
+    return body["stats"]
+
+
+def states(dr: Any) -> dict[str, str | None]:
+    return {
+        ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]"): ti.state
+        for ti in dr.get_task_instances()
+    }
+
+
+def xcom(dr: Any, task_id: str, map_index: int = -1) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=dr.run_id,
+                dag_ids=dr.dag_id,
+                task_ids=task_id,
+                map_indexes=map_index,
+                key="return_value",
+            )
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
+def report_folder(data_dir: Path, dr: Any) -> Path:
+    return data_dir / DAG_ID / re.sub(r"[^A-Za-z0-9._=-]+", "_", dr.run_id) / "report"
+
+
+def check_report(data_dir: Path, dr: Any) -> str:
+    """The report files exist and the run's counts add up (recomputed here from the XComs)."""
+    from clearout_provider.report import RunFacts, check_accounting
+
+    folder = report_folder(data_dir, dr)
+    assert (folder / "report.md").stat().st_size > 0 and (folder / "report.html").stat().st_size > 0
+    summary = (folder / "summary.txt").read_text()
+    assert "Accounting: ✓ all" in summary and "checks add up" in summary, summary
+    extract, verified = xcom(dr, "extract_delta"), xcom(dr, "verified")
+    loaded = [xcom(dr, "load_back", i) for i in range(len(verified))]
+    facts = RunFacts.from_xcom(
+        extract, verified, loaded, dag_id=dr.dag_id, run_id=dr.run_id, mode=verified[0]["mode"]
+    )
+    check_accounting(facts)
+    assert extract["to_verify"] == sum(v["rows"] for v in verified) == sum(lo["input"] for lo in loaded)
+    return summary
+
+
+def profile(object_id: str) -> dict[str, Any]:
+    """A profile as CleverTap returns it now (by objectId: anonymous profiles have no identity)."""
+    record = CleverTapHook().get_profile(object_id=object_id)
+    assert record is not None
+    return record
+
+
+def read_result(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path.removeprefix("file://"))
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_go_instant(
+    server: SandboxProcess, data_dir: Path
+) -> None:
+    dag = nightly_dag()
+    credits = clearout_stats(server)["credits_available"]
+
+    # ---- 1. first night: the whole segment is new → bulk path
+    first = dag.test()
+
+    assert states(first) == {
+        "extract_delta": "success",
+        "choose_mode": "success",
+        "split_for_bulk": "success",
+        "verify_instant": "skipped",
+        "verify_bulk[0]": "success",
+        "verified": "success",
+        "load_back[0]": "success",
+        "report": "success",
+    }
+    extract = xcom(first, "extract_delta")
+    assert extract["exported"] > 0.9 * SEED  # the default segment selects the seeded profiles with an email
+    assert extract["to_verify"] >= INSTANT_THRESHOLD and extract["by_reason"]["never_verified"] > 0
+    assert extract["by_reason"]["stale"] > 0  # the seed's old verifications are long past the 30-day TTL
+    check_report(data_dir, first)
+    [verify] = xcom(first, "verified")
+    after_first = clearout_stats(server)
+    assert after_first["bulk_uploads"] == 1
+    assert 0 < verify["credits_spent"] == credits - after_first["credits_available"]
+    load = xcom(first, "load_back", 0)
+    assert load["updated"] > 0.9 * extract["to_verify"] and load["unsubscribed"] > 0 and not load["dry_run"]
+    ct = clevertap_stats(server)
+    assert ct["saving_upload_calls"] > 0 and ct["subscriptions_processed"] > 0
+
+    # Profiles carry the properties now: the test addresses head the seed (index 0 = valid@example.com).
+    result = read_result(verify["result_path"]).set_index("objectId")
+    valid = profile(object_id_of(0))["profileData"]
+    assert valid["Clearout Verification Status"] == "valid" and valid["Clearout Safe To Send"] is True
+    assert valid["Clearout Verified Email"] == "valid@example.com" and "Clearout Verified At" in valid
+    for object_id, row in result[result["decided_by"] == "clearout_bulk"].head(50).iterrows():
+        data = profile(object_id)["profileData"]
+        assert data["Clearout Verification Status"] == row["clearout_status"], object_id
+    hard = result[result["clearout_bounce_type"] == "hard"].head(10)
+    assert len(hard)
+    for object_id in hard.index:  # the default policy unsubscribes hard bounces on the profile
+        assert profile(object_id)["profileData"]["MSG-email"] is False, object_id
+
+    # ---- 2. right after: everything is fresh → nothing verified, no credit, no upload
+    second = dag.test()
+
+    assert {k: v for k, v in states(second).items() if k.startswith(("split", "verify", "report"))} == {
+        "split_for_bulk": "skipped",
+        "verify_bulk": "skipped",
+        "verify_instant": "success",
+        "report": "success",
+    }
+    extract2 = xcom(second, "extract_delta")
+    assert extract2["to_verify"] == 0 and extract2["fresh"] == extract["exported"] - extract["no_email"]
+    check_report(data_dir, second)
+    after_second = clearout_stats(server)
+    assert after_second["credits_available"] == after_first["credits_available"]
+    assert (
+        after_second["bulk_uploads"] == 1
+        and after_second["instant_calls"] == after_first["instant_calls"] == 0
+    )
+    assert clevertap_stats(server)["saving_upload_calls"] == ct["saving_upload_calls"]
+
+    # ---- 3. a few users change their email → only those are verified, instantly
+    changed = {
+        object_id: f"new.address{n}@acme-rockets.com"
+        for n, object_id in enumerate(result[result["decided_by"] == "clearout_bulk"].index[:5])
+    }
+    moved = CleverTapHook().upload_profiles(
+        [{"objectId": object_id, "profileData": {"Email": email}} for object_id, email in changed.items()]
+    )
+    assert moved.ok
+
+    third = dag.test()
+
+    assert states(third)["verify_instant"] == "success" and states(third)["report"] == "success"
+    extract3 = xcom(third, "extract_delta")
+    assert extract3["to_verify"] == 5 and extract3["by_reason"]["email_changed"] == 5
+    check_report(data_dir, third)
+    after_third = clearout_stats(server)
+    assert after_third["bulk_uploads"] == 1 and after_third["instant_calls"] == 5
+    assert 0 < after_first["credits_available"] - after_third["credits_available"] <= 5
+    for object_id, email in changed.items():
+        assert profile(object_id)["profileData"]["Clearout Verified Email"] == email
+
+
+def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: Path) -> None:
+    dag = nightly_dag()
+    before = [profile(object_id_of(i)) for i in range(0, SEED, 97)]
+
+    dr = dag.test(run_conf={"dry_run": True})
+
+    assert states(dr)["report"] == "success", states(dr)
+    summary = check_report(data_dir, dr)
+    assert "dry run" in summary
+    load = xcom(dr, "load_back", 0)
+    assert load["dry_run"] is True and load["updated"] > 0  # what WOULD change
+    ct = clevertap_stats(server)
+    assert ct["dry_run_calls"] > 0
+    assert ct.get("saving_upload_calls", 0) == 0 and ct.get("subscribe_calls", 0) == 0
+    assert [profile(object_id_of(i)) for i in range(0, SEED, 97)] == before
