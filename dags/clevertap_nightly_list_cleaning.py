@@ -35,7 +35,6 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from clearout_provider.contacts import DEFAULT_MAX_ROWS
 from clearout_provider.operators import INSTANT_THRESHOLD, choose_verification_mode
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import (
@@ -123,7 +122,7 @@ def clevertap_nightly_list_cleaning() -> None:
     @task
     def split_for_bulk(extracted: dict[str, Any]) -> list[str]:
         """One file per bulk list; duplicates of an address stay in one file (see split_into_chunks)."""
-        from clearout_provider.contacts import split_into_chunks
+        from clearout_provider.contacts import DEFAULT_MAX_ROWS, split_into_chunks
         from clearout_provider.run_files import task_folder
 
         return split_into_chunks(extracted["path"], task_folder(get_current_context()), DEFAULT_MAX_ROWS)

@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 from email_validator import EmailNotValidError, validate_email
 
+from clearout_provider.exceptions import ContactsError
 from clearout_provider.verdicts import EMAIL_COLUMN_NAMES, RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,6 @@ class LocalDecision(StrEnum):
 
 
 # --------------------------------------------------------------------------------------------- errors
-
-
-class ContactsError(Exception):
-    """A contacts file this module cannot prepare; the message says what to fix."""
 
 
 class EmailColumnNotFound(ContactsError):

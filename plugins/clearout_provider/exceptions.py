@@ -218,3 +218,11 @@ class ClearoutServerError(ClearoutError):
     @property
     def advice(self) -> str:
         return "Clearout or the network failed temporarily; try again later if retries did not help."
+
+
+class ContactsError(Exception):
+    """A contacts file this provider cannot prepare; the message says what to fix.
+
+    Defined here rather than in :mod:`clearout_provider.contacts` (which re-exports it) so that an
+    operator can subclass it without importing pyarrow when a DAG file is parsed.
+    """

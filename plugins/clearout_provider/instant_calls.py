@@ -26,12 +26,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Self, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TextIO, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 
-from clearout_provider.contacts import StoragePath, resolve_path
 from clearout_provider.exceptions import ClearoutBadInput, ClearoutTimeout
+
+if TYPE_CHECKING:
+    from clearout_provider.contacts import StoragePath
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class Checkpoint:
     """
 
     def __init__(self, folder: StoragePath, name: str, *, flush_every: int = 25) -> None:
+        from clearout_provider.contacts import resolve_path  # contacts loads pyarrow: not at DAG parse time
+
         self.folder: Path | ObjectStoragePath = resolve_path(folder)
         self.name = name
         self.flush_every = flush_every

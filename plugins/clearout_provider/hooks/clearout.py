@@ -18,6 +18,9 @@ because Clearout may not have received it — but it may have. With ``ignore_dup
 that list instead of uploading again. With ``ignore_duplicate_file=True`` Clearout would start (and
 charge) a second list, so such an upload is only resent when it provably never arrived (429 or a
 connection that never opened).
+
+requests and aiohttp are imported by the methods that use them, not at the top: every DAG file that uses
+an operator imports this module, and the HTTP clients would double the time it takes to parse.
 """
 
 from __future__ import annotations
@@ -32,15 +35,11 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
-import requests
 from airflow.sdk import BaseHook
-from requests.adapters import HTTPAdapter
 from tenacity import AsyncRetrying, Retrying
-from urllib3.exceptions import NewConnectionError
 
 from clearout_provider import __version__
 from clearout_provider.exceptions import (
@@ -65,6 +64,10 @@ from clearout_provider.hooks.clearout_protocol import interpret_response, parse_
 from clearout_provider.hooks.multipart import MultipartFileBody, content_type_for
 from clearout_provider.hooks.rate_limit import RateLimitBucket
 from clearout_provider.masking import mask_email
+
+if TYPE_CHECKING:
+    import aiohttp
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,9 @@ class ClearoutHook(BaseHook):
 
     def get_conn(self) -> requests.Session:
         """The hook's HTTP session (one per hook, so calls reuse connections)."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
         if self._session is None:
             self._session = requests.Session()
             self._session.headers["User-Agent"] = _USER_AGENT
@@ -246,6 +252,8 @@ class ClearoutHook(BaseHook):
         return Retrying(**self._retrying_kwargs(req))(self._send_once, conn, req)
 
     def _send_once(self, conn: _ConnSettings, req: _Request) -> dict[str, Any]:
+        import requests
+
         bucket = self._buckets[req.bucket] if req.bucket else None
         if bucket:
             bucket.acquire()
@@ -282,6 +290,8 @@ class ClearoutHook(BaseHook):
     @asynccontextmanager
     async def _aclient(self) -> AsyncIterator[aiohttp.ClientSession]:
         """An aiohttp session for one public async call (sessions are bound to their event loop)."""
+        import aiohttp
+
         async with aiohttp.ClientSession(headers={"User-Agent": _USER_AGENT}) as s:
             yield s
 
@@ -296,6 +306,8 @@ class ClearoutHook(BaseHook):
     async def _asend_once(
         self, session: aiohttp.ClientSession, conn: _ConnSettings, req: _Request
     ) -> dict[str, Any]:
+        import aiohttp
+
         bucket = self._buckets[req.bucket] if req.bucket else None
         if bucket:
             await bucket.aacquire()
@@ -541,6 +553,8 @@ class ClearoutHook(BaseHook):
         return retrying(lambda: self._stream_to(self._send_once(conn, request)["url"], dest))
 
     def _stream_to(self, url: str, dest: Path) -> DownloadedFile:
+        import requests
+
         conn = self._settings()
         part = _partial_path(dest)
         written = 0
@@ -571,6 +585,8 @@ class ClearoutHook(BaseHook):
             return await AsyncRetrying(**self._retrying_kwargs(request))(attempt)
 
     async def _astream_to(self, session: aiohttp.ClientSession, url: str, dest: Path) -> DownloadedFile:
+        import aiohttp
+
         conn = await self._asettings()
         part = _partial_path(dest)
         written = 0
@@ -727,6 +743,10 @@ def _check_file_answer(status: int, headers: Mapping[str, str]) -> None:
 
 def _transport_error(where: str, exc: BaseException) -> ClearoutServerError | ClearoutTimeout:
     """Describe a network failure; query strings (a presigned URL's signature) are cut from its text."""
+    import aiohttp
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
     kind = f"{type(exc).__name__}: {_QUERY.sub('?…', str(exc))}" if str(exc) else type(exc).__name__
     if isinstance(exc, requests.ConnectTimeout | aiohttp.ConnectionTimeoutError):
         return ClearoutServerError(f"Could not connect to {where} ({kind})", maybe_processed=False)

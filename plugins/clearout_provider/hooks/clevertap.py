@@ -18,6 +18,9 @@ Why the hook looks the way it does:
   in one place (:func:`interpret_response` + :attr:`CleverTapError.transient`).
 * The passcode lives only in request headers: never in a message, a log line or ``repr``; emails in
   log lines are masked.
+
+requests and the export file writer (pyarrow) are imported by the methods that use them, not at the top:
+a DAG file that names this hook then parses without loading them.
 """
 
 from __future__ import annotations
@@ -31,12 +34,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-import requests
 from airflow.sdk import BaseHook
-from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from clearout_provider.clevertap_errors import (
@@ -55,7 +56,6 @@ from clearout_provider.clevertap_rules import (
     identifier_of,
     prepare_profile_record,
 )
-from clearout_provider.hooks.clevertap_export import ProfileFileWriter, export_columns, flatten
 from clearout_provider.hooks.clevertap_models import (
     VERIFICATION_PROPERTIES,
     ExportResult,
@@ -63,6 +63,9 @@ from clearout_provider.hooks.clevertap_models import (
     UploadReport,
 )
 from clearout_provider.masking import mask_email
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +239,9 @@ class CleverTapHook(BaseHook):
 
     def _session(self) -> requests.Session:
         """One session per thread: requests sessions are not safe to share between threads."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
         session = getattr(self._local, "session", None)
         if session is None:
             creds = self.credentials
@@ -254,6 +260,8 @@ class CleverTapHook(BaseHook):
 
     # --- transport ------------------------------------------------------------------------------
     def _call_once(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        import requests
+
         url = self.base_url + path
         data = body if isinstance(body, bytes) or body is None else json.dumps(body, separators=(",", ":"))
         try:
@@ -333,6 +341,8 @@ class CleverTapHook(BaseHook):
         """
         if not 1 <= batch_size <= MAX_EXPORT_BATCH_SIZE:
             raise ValueError(f"batch_size must be between 1 and {MAX_EXPORT_BATCH_SIZE}, got {batch_size}")
+        from clearout_provider.hooks.clevertap_export import ProfileFileWriter, export_columns, flatten
+
         columns = export_columns(properties)
         count = pages = 0
         with (

@@ -24,6 +24,9 @@ content hash), and Clearout answers 2043 with the earlier list's id for the same
 **Deadline.** ``timeout`` bounds one try, from its first upload attempt to the list's completion; the
 trigger enforces it and, with ``cancel_on_timeout``, cancels the list (its unprocessed rows then cost
 nothing). Without cancelling, a retry resumes the still-running list with a fresh deadline.
+
+:mod:`clearout_provider.contacts` (pyarrow) is imported when the task runs, not at the top: that keeps DAG
+parsing cheap.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
-from clearout_provider.contacts import resolve_path
 from clearout_provider.exceptions import (
     ClearoutBulkLimitReached,
     ClearoutDuplicateFile,
@@ -152,6 +154,8 @@ def upload_file_name(dag_id: str, run_id: str, task_id: str, map_index: int, con
 def local_dir(folder: ObjectStoragePath) -> Path:
     """Where files the hook reads or writes live: the task folder itself when local, else a temp folder
     (the hook streams to and from local files)."""
+    from clearout_provider.contacts import resolve_path
+
     local = resolve_path(folder)
     if isinstance(local, Path):
         return local

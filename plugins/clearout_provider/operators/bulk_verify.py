@@ -8,6 +8,9 @@
    limit cover the list;
 3. **finish**: normalise the result and join it onto every input row (:mod:`clearout_provider.results`),
    write ONE result file, return its path and counts.
+
+The data-file modules (contacts, results: pyarrow, pandas) are imported when the task runs, not at the
+top: that keeps DAG parsing cheap.
 """
 
 from __future__ import annotations
@@ -20,12 +23,10 @@ from typing import Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
-from clearout_provider.contacts import DEFAULT_MAX_ROWS, prepare_contacts
 from clearout_provider.exceptions import ClearoutCreditsError, ClearoutDailyLimitError
 from clearout_provider.hooks.clearout import ClearoutHook, Optimize
 from clearout_provider.hooks.clearout_models import BulkProgress
 from clearout_provider.operators.bulk_list import STATE_FILE, BulkListOperator, ClearoutBulkSlotTimeout
-from clearout_provider.results import join_results, normalise_bulk_result, verdict_table
 from clearout_provider.run_files import task_folder
 
 __all__ = ["STATE_FILE", "ClearoutBulkSlotTimeout", "ClearoutBulkVerifyOperator"]
@@ -41,7 +42,8 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     :param clearout_conn_id: connection of type ``clearout`` (the API token is its password).
     :param workdir: base folder for task files (see :func:`clearout_provider.run_files.base_folder`). Templated.
     :param optimize: Clearout's ``highest_accuracy`` (default) or ``fastest_turnaround``.
-    :param max_rows: inputs with more rows are refused (Clearout recommends at most 500,000 per list).
+    :param max_rows: inputs with more rows are refused; None: Clearout's recommended maximum per list
+        (:data:`clearout_provider.contacts.DEFAULT_MAX_ROWS`, 500,000).
     :param result_format: ``"parquet"`` or ``"csv"``.
 
     Waiting parameters (``deferrable``, ``poll_interval``, ``max_poll_interval``, ``timeout``,
@@ -68,7 +70,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         clearout_conn_id: str = ClearoutHook.default_conn_name,
         workdir: str | None = None,
         optimize: Optimize = "highest_accuracy",
-        max_rows: int = DEFAULT_MAX_ROWS,
+        max_rows: int | None = None,
         result_format: Literal["parquet", "csv"] = "parquet",
         **kwargs: Any,
     ) -> None:
@@ -84,9 +86,12 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         self.result_format = result_format
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        from clearout_provider.contacts import DEFAULT_MAX_ROWS, prepare_contacts
+
         folder = task_folder(context, self.workdir)
+        max_rows = DEFAULT_MAX_ROWS if self.max_rows is None else self.max_rows
         prepared = prepare_contacts(
-            self.source, email_column=self.email_column, workdir=folder, max_rows=self.max_rows
+            self.source, email_column=self.email_column, workdir=folder, max_rows=max_rows
         )
         if prepared.counts.to_verify == 0:
             self.log.info(
@@ -133,6 +138,8 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         credits_spent: int | None,
     ) -> dict[str, Any]:
         """Join Clearout's verdicts (none when nothing was sent) onto every input row; one result file."""
+        from clearout_provider.results import join_results, normalise_bulk_result, verdict_table
+
         verdicts = normalise_bulk_result(result_csv) if result_csv is not None else verdict_table([])
         out = folder / f"clearout-result.{self.result_format}"
         summary = join_results(rows_path, verdicts, out)

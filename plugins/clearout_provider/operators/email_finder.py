@@ -15,6 +15,9 @@ can switch between them by size alone.
   verify operator's "never spend twice" rules: the list is remembered in the task folder's state file
   before waiting, a retry resumes it, and Clearout's duplicate-file answer (2043) resumes the list it
   names; a cancelled, removed or expired list is uploaded again.
+
+:mod:`clearout_provider.finder_files` and :mod:`clearout_provider.contacts` (pyarrow, pandas) are imported
+when the task runs, not at the top: that keeps DAG parsing cheap.
 """
 
 from __future__ import annotations
@@ -24,25 +27,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
-from clearout_provider.contacts import DEFAULT_MAX_ROWS, StoragePath
 from clearout_provider.exceptions import (
     ClearoutBadInput,
     ClearoutTimeout,
-)
-from clearout_provider.finder_files import (
-    FinderQuery,
-    FinderSummary,
-    PreparedQueries,
-    answers_table,
-    failed_answer,
-    instant_answer,
-    prepare_finder_queries,
-    read_bulk_finder_result,
-    write_finder_result,
 )
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.hooks.clearout_models import BulkProgress, FinderResult
@@ -50,6 +41,10 @@ from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint,
 from clearout_provider.operators.bulk_list import BulkListOperator
 from clearout_provider.operators.instant_verify import TooManyForInstant
 from clearout_provider.run_files import task_folder
+
+if TYPE_CHECKING:
+    from clearout_provider.contacts import StoragePath
+    from clearout_provider.finder_files import FinderQuery, FinderSummary, PreparedQueries
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +80,7 @@ class _FinderFileOperator(BaseOperator):
         company_column: str | None = None,
         clearout_conn_id: str = ClearoutHook.default_conn_name,
         workdir: str | None = None,
-        max_rows: int = DEFAULT_MAX_ROWS,
+        max_rows: int | None = None,
         result_format: Literal["parquet", "csv"] = "parquet",
         **kwargs: Any,
     ) -> None:
@@ -102,6 +97,9 @@ class _FinderFileOperator(BaseOperator):
         self.result_format = result_format
 
     def _prepare(self, context: Context) -> tuple[ObjectStoragePath, PreparedQueries]:
+        from clearout_provider.contacts import DEFAULT_MAX_ROWS
+        from clearout_provider.finder_files import prepare_finder_queries
+
         folder = task_folder(context, self.workdir)
         prepared = prepare_finder_queries(
             self.source,
@@ -109,7 +107,7 @@ class _FinderFileOperator(BaseOperator):
             name_column=self.name_column,
             domain_column=self.domain_column,
             company_column=self.company_column,
-            max_rows=self.max_rows,
+            max_rows=DEFAULT_MAX_ROWS if self.max_rows is None else self.max_rows,
         )
         return folder, prepared
 
@@ -153,6 +151,8 @@ def find_emails(
     timeout_ms: int | None = None,
 ) -> FinderOutcome:
     """Search every query the checkpoint has no answer for; collect queued searches instead of repeating them."""
+    from clearout_provider.finder_files import instant_answer
+
     wanted = {q.key for q in queries}
     earlier = {k: r for k, r in checkpoint.load().items() if k in wanted}
     answers = {k: r["answer"] for k, r in earlier.items() if isinstance(r.get("answer"), dict)}
@@ -216,7 +216,7 @@ class ClearoutEmailFinderOperator(_FinderFileOperator):
     :param queue_poll_interval: seconds between polls of a queued search.
     :param queue_max_wait: how long to wait for one queued search before recording it as still running.
     :param max_queries: refuse inputs with more distinct queries (use ClearoutBulkEmailFinderOperator).
-    :param max_rows: refuse inputs with more rows.
+    :param max_rows: refuse inputs with more rows (None: :data:`clearout_provider.contacts.DEFAULT_MAX_ROWS`).
     :param result_format: ``"parquet"`` or ``"csv"`` (``clearout-finder-result.<format>``).
 
     Returns ``{"result_path", "rows", "counts" (rows per finder_status), "by_decided_by", "prepared",
@@ -250,6 +250,8 @@ class ClearoutEmailFinderOperator(_FinderFileOperator):
         self.max_queries = max_queries
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from clearout_provider.finder_files import answers_table, failed_answer, write_finder_result
+
         folder, prepared = self._prepare(context)
         if prepared.counts.to_find > self.max_queries:
             raise TooManyForInstant(
@@ -347,6 +349,8 @@ class ClearoutBulkEmailFinderOperator(_FinderFileOperator, BulkListOperator):
         result_csv: Path | None,
         credits_spent: int | None,
     ) -> dict[str, Any]:
+        from clearout_provider.finder_files import answers_table, read_bulk_finder_result, write_finder_result
+
         answers = read_bulk_finder_result(result_csv) if result_csv is not None else answers_table({})
         summary = write_finder_result(rows_path, answers, self._result_path(folder))
         return _summary_dict(summary, prepared, list_id=list_id, credits_spent=credits_spent, mode="bulk")

@@ -14,6 +14,9 @@ An address Clearout times out on (524) or refuses becomes ``unknown`` with the r
 ``clearout_sub_status`` and ``decided_by = "clearout_instant_failed"`` — it is not charged and not
 checkpointed, so a rerun asks again; auth, credit and daily-limit errors fail the task, keeping the
 checkpoint, with a note saying how many addresses were verified first.
+
+The data-file modules (contacts, results: pyarrow, pandas) are imported when the task runs, not at the
+top: that keeps DAG parsing cheap.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, Context
 
-from clearout_provider.contacts import ContactsError, StoragePath, prepare_contacts
+from clearout_provider.exceptions import ContactsError
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.hooks.clearout_models import VerifyResult
 from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
-from clearout_provider.results import join_results, normalise_instant_result, verdict_table
 from clearout_provider.run_files import task_folder
 from clearout_provider.verdicts import Status
+
+if TYPE_CHECKING:
+    from clearout_provider.contacts import StoragePath
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +184,9 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         self.result_format = result_format
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from clearout_provider.contacts import prepare_contacts
+        from clearout_provider.results import join_results, normalise_instant_result, verdict_table
+
         folder = task_folder(context, self.workdir)
         prepared = prepare_contacts(self.source, email_column=self.email_column, workdir=folder)
         counts = prepared.counts
