@@ -32,13 +32,10 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.configuration import conf
 
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.email_finder import ClearoutBulkEmailFinderOperator
-from clearout_provider.verdicts import PropertyMapping
-
-POLL_INTERVAL = conf.getfloat("clearout", "bulk_poll_interval", fallback=30.0)
+from clearout_provider.verdicts import RECOMMENDED_APPEND, PropertyMapping
 
 #: Finder result column → the CleverTap property it is written to (the names of Clearout's own export).
 FINDER_PROPERTIES = {
@@ -50,8 +47,6 @@ FINDER_PROPERTIES = {
     "finder_found_at": "Clearout Finder Processed At (UTC)",
 }
 #: The verification properties the nightly list-cleaning DAG appends by default (plus the verified address
-#: and date, always written): found addresses get the same set as every other profile.
-RECOMMENDED_COLUMNS = ["Clearout Safe To Send", "Clearout Verification Status"]
 #: Finder answers that are not answers: the lead is left as it was and looked up again next run.
 NO_ANSWER = frozenset({"clearout_failed", "missing_from_result"})
 #: Columns of the found-addresses file (what the verification reads and returns, row for row).
@@ -123,7 +118,7 @@ def profile_update(
             True, type="boolean", description="Verify the found addresses with Clearout (1 credit each)."
         ),
         "append_columns": Param(
-            RECOMMENDED_COLUMNS,
+            list(RECOMMENDED_APPEND),
             type="array",
             description="With verification: the Clearout properties to write for the found address (keep "
             "them the same as the list-cleaning DAGs'). The verified address and date are always written.",
@@ -173,8 +168,6 @@ def clearout_email_finder_enrichment() -> None:
         domain_column="{{ params.domain_property }}",
         company_column="{{ params.company_property }}",
         deferrable=True,
-        poll_interval=POLL_INTERVAL,
-        max_poll_interval=10 * POLL_INTERVAL,
     )
 
     @task
@@ -207,8 +200,6 @@ def clearout_email_finder_enrichment() -> None:
         source=found["path"],
         email_column="finder_email",
         deferrable=True,
-        poll_interval=POLL_INTERVAL,
-        max_poll_interval=10 * POLL_INTERVAL,
     )
 
     @task(trigger_rule="none_failed_min_one_success")

@@ -63,22 +63,15 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
-from airflow.sdk.configuration import conf
 
+from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
     CleverTapLoadVerificationOperator,
 )
+from clearout_provider.verdicts import RECOMMENDED_APPEND
 
-#: The pool every bulk verify task of this DAG runs in (see the docs above for creating it).
-BULK_LIST_POOL = "clearout_bulk_lists"
-#: Clearout's limit of bulk verify lists running at once per account.
-MAX_CONCURRENT_BULK_LISTS = 3
-POLL_INTERVAL = conf.getfloat("clearout", "bulk_poll_interval", fallback=30.0)
-
-#: What the nightly DAG appends by default (Clearout's recommendation), plus the always-written two.
-RECOMMENDED_COLUMNS = ["Clearout Safe To Send", "Clearout Verification Status"]
 DEFAULT_SEGMENT = {"common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}}
 
 
@@ -150,7 +143,7 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
             description="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
         ),
         "append_columns": Param(
-            RECOMMENDED_COLUMNS,
+            list(RECOMMENDED_APPEND),
             type="array",
             description="Clearout properties to append to each profile; keep them the same as the nightly "
             "DAG's so every profile carries the same set. The verified address and date are always written.",
@@ -194,8 +187,6 @@ def clevertap_backfill_historical_contacts() -> None:
             task_id="verify",
             source=chunk,
             deferrable=True,
-            poll_interval=POLL_INTERVAL,
-            max_poll_interval=10 * POLL_INTERVAL,
             pool=BULK_LIST_POOL,
             max_active_tis_per_dagrun=MAX_CONCURRENT_BULK_LISTS,
         )

@@ -36,22 +36,21 @@ from typing import Any
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from clearout_provider.operators import INSTANT_THRESHOLD, choose_verification_mode
+from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
     CleverTapLoadVerificationOperator,
 )
 from clearout_provider.operators.instant_verify import ClearoutInstantVerifyOperator
+from clearout_provider.verdicts import RECOMMENDED_APPEND
 
 VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://clevertap_default/verified")
 """Updated by every successful run; its event extra carries the counts and the report's path."""
 
-RECOMMENDED_COLUMNS = ["Clearout Safe To Send", "Clearout Verification Status"]
 EVERY_PROFILE_WITH_AN_EMAIL = {
     "common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}
 }
-#: Clearout runs at most this many bulk lists at once per account (more answer 1001 and wait).
-CONCURRENT_BULK_LISTS = 3
 
 
 @dag(
@@ -77,7 +76,7 @@ CONCURRENT_BULK_LISTS = 3
             1, type="number", minimum=0, description="Re-verify `unknown` and `catch_all` verdicts sooner."
         ),
         "append_columns": Param(
-            RECOMMENDED_COLUMNS,
+            list(RECOMMENDED_APPEND),
             type="array",
             description="Clearout properties to append to each profile (Clearout's recommendation: Safe To "
             "Send + Verification Status). The verified address and date are always written.",
@@ -134,8 +133,8 @@ def clevertap_nightly_list_cleaning() -> None:
     verify_bulk = ClearoutBulkVerifyOperator.partial(
         task_id="verify_bulk",
         deferrable=True,
-        poll_interval=10,
-        max_active_tis_per_dagrun=CONCURRENT_BULK_LISTS,
+        pool=BULK_LIST_POOL,
+        max_active_tis_per_dagrun=MAX_CONCURRENT_BULK_LISTS,
     ).expand(source=chunks)
 
     @task(trigger_rule="none_failed_min_one_success")

@@ -18,12 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 # module imports airflow, so a developer's ~/airflow is never touched and every run starts clean.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="clearout-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Sandbox lists finish in about a second: poll them every half second, not every 30 s.
+os.environ.setdefault("AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL", "0.5")
 # dag.test() only runs DAGs it finds in a bundle: the shipped dags/ and the tests' own small DAG files.
 os.environ.setdefault(
     "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
     json.dumps(
         [
-            {"name": name, "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {"path": str(path)}}
+            {
+                "name": name,
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(path)},
+            }
             for name, path in (("dags", REPO / "dags"), ("test-dags", REPO / "tests" / "dags" / "dagfiles"))
         ]
     ),
@@ -48,7 +54,9 @@ def sandbox_factory(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
     started: list[SandboxProcess] = []
 
     def start(settings: SandboxSettings | None = None) -> SandboxProcess:
-        server = SandboxProcess(settings or SandboxSettings(), log_path=tmp_path / f"sandbox{len(started)}.log")
+        server = SandboxProcess(
+            settings or SandboxSettings(), log_path=tmp_path / f"sandbox{len(started)}.log"
+        )
         started.append(server.start())
         return server
 

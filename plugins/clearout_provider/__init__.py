@@ -55,6 +55,21 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.triggers.bulk_job"]},
         ],
         "extra-links": ["clearout_provider.operators.links.ClearoutListLink"],
+        "config": {
+            "clearout": {
+                "description": "Defaults of the Clearout bulk operators.",
+                "options": {
+                    "bulk_poll_interval": {
+                        "description": "Seconds before a bulk list's second progress poll; each later pause is "
+                        "1.5 times longer, up to 10 times this (an operator's poll_interval wins).",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": "30",
+                    },
+                },
+            },
+        },
         "connection-types": [
             {
                 "hook-class-name": "clearout_provider.hooks.clearout.ClearoutHook",

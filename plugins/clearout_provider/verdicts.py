@@ -203,6 +203,9 @@ VERIFICATION_PROPERTIES: tuple[str, ...] = tuple(CLEVERTAP_PROPERTIES.values())
 #: (the verification date for "stale", the verified address for "email changed").
 ALWAYS_WRITTEN: tuple[str, ...] = ("verified_email", "clearout_verified_at")
 
+#: What the Clearout x CleverTap integration recommends appending (seed 001): the DAGs' default choice.
+RECOMMENDED_APPEND: tuple[str, ...] = ("Clearout Safe To Send", "Clearout Verification Status")
+
 #: The per-profile email preference; ``False`` stops email to that one profile.
 UNSUBSCRIBE_PROPERTY = "MSG-email"
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
 from clearout_provider.sandbox.process import free_port
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -124,6 +125,9 @@ class AirflowStack:
     def start(self, *, expect_dags: tuple[str, ...] = ()) -> AirflowStack:
         """Migrate the DB and start every component, each after the previous one is ready."""
         self.airflow("db", "migrate", timeout=300)
+        # As the docker-compose init step does: the bulk operators' pool, counting deferred tasks.
+        self.airflow("pools", "set", BULK_LIST_POOL, str(MAX_CONCURRENT_BULK_LISTS), "Clearout bulk lists",
+                     "--include-deferred")  # fmt: skip
         self._spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
         self._wait(
             "api-server health",

@@ -141,6 +141,7 @@ def stack(
         extra_env={
             # Only the run the test triggers: unpausing must not start tonight's scheduled run too.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL": "2",
             **sandbox_connections(sandbox_server),
             "CLEAROUT_PROVIDER_DATA_DIR": str(root / "clearout_data"),
         },

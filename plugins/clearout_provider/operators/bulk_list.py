@@ -69,6 +69,20 @@ from clearout_provider.triggers.bulk_job import (
 #: The task folder's memory of its bulk list (see the module docstring).
 STATE_FILE = "clearout_list.json"
 
+#: The pool that keeps a deployment within Clearout's limit of concurrent bulk lists. Create it counting
+#: deferred tasks (a waiting list is deferred, yet holds one of Clearout's slots):
+#: ``airflow pools set clearout_bulk_lists 3 "Clearout bulk lists" --include-deferred``.
+BULK_LIST_POOL = "clearout_bulk_lists"
+#: Bulk lists Clearout runs at once per account and kind (1001 / 1083 beyond it).
+MAX_CONCURRENT_BULK_LISTS = 3
+
+
+def default_poll_interval() -> float:
+    """``[clearout] bulk_poll_interval`` (default 30 s): one setting for every bulk wait of a deployment
+    (tests and the demo shorten it with ``AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL``)."""
+    return conf.getfloat("clearout", "bulk_poll_interval", fallback=30.0)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -180,8 +194,9 @@ class BulkListOperator(BaseOperator):
     """Base of the bulk operators: the list's life (see the module docstring); subclasses say what to send.
 
     :param deferrable: wait in the triggerer (default from ``[operators] default_deferrable``).
-    :param poll_interval: seconds before the second progress poll; each pause is 1.5 times the previous one.
-    :param max_poll_interval: longest pause between two polls.
+    :param poll_interval: seconds before the second progress poll; each pause is 1.5 times the previous one
+        (default :func:`default_poll_interval`).
+    :param max_poll_interval: longest pause between two polls (default 10 times ``poll_interval``).
     :param timeout: how long one try may take from upload to completion (timedelta or seconds).
     :param cancel_on_timeout: cancel the list when ``timeout`` passes (else a retry resumes it).
     :param bulk_slot_wait: seconds between upload attempts while Clearout runs its maximum of bulk lists.
@@ -200,8 +215,8 @@ class BulkListOperator(BaseOperator):
         self,
         *,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 30.0,
-        max_poll_interval: float = 300.0,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
         timeout: timedelta | float = timedelta(hours=12),
         cancel_on_timeout: bool = True,
         bulk_slot_wait: float = 60.0,
@@ -209,8 +224,8 @@ class BulkListOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max(max_poll_interval, poll_interval)
+        self.poll_interval = default_poll_interval() if poll_interval is None else poll_interval
+        self.max_poll_interval = max(max_poll_interval or 10 * self.poll_interval, self.poll_interval)
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         self.cancel_on_timeout = cancel_on_timeout
         self.bulk_slot_wait = bulk_slot_wait
