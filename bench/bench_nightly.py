@@ -1,6 +1,11 @@
 """Benchmark: the nightly list-cleaning DAG over 1,000,000 CleverTap contacts, end to end.
 
-Targets (issue 5): the whole run in ≤ 10 minutes on this machine, every task's peak RSS ≤ 1 GB.
+Targets (issue 5): the whole run in ≤ 10 minutes on this machine, every task's peak RSS ≤ 1 GB; then
+"a nightly run where 1% of 1,000,000 profiles changed verifies only those 10,000 and sends ≤ 10 upload
+batches": after the first run, 1% of the exported profiles get a new email (over HTTP, with
+``CleverTapHook.upload_profiles``) and the DAG runs again; the second run must verify exactly those
+profiles (``to_verify``, Clearout credits spent ≤ their number) and its load must send at most
+ceil(changed / 1000) upload requests (the sandbox's ``saving_upload_calls`` counter).
 
 The sandbox holds N seeded profiles (fast bulk lists, no latency) and the DAG runs exactly as the demo
 runs it: ``airflow dags test clevertap_nightly_list_cleaning`` in a child process, on a fresh SQLite
@@ -18,11 +23,15 @@ Airflow home. ``dags test`` runs every task in that one process, one after the o
 Prints the figures and the ratios to the targets; exits non-zero when a target is missed.
 
     .venv/bin/python bench/bench_nightly.py [--contacts 1000000] [--bulk-rate 500000] [--root DIR]
+                                            [--changed-share 0.01]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import re
 import sqlite3
 import subprocess
@@ -36,8 +45,10 @@ from pathlib import Path
 
 import _util  # noqa: F401  (sys.path and AIRFLOW_HOME for a checkout)
 import psutil
+import pyarrow.parquet as pq
+import requests
 
-from clearout_provider.demo import DAG_ID, airflow_environment, repo_dags, run_airflow
+from clearout_provider.demo import DAG_ID, airflow_environment, repo_dags, run_airflow, sandbox_connections
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 
 TARGET_SECONDS = 600
@@ -121,11 +132,12 @@ class Meter:
 
 
 def task_durations(db: Path) -> dict[str, tuple[float, str]]:
-    """Task → (seconds from first start to end, state) from the metadata DB of the one run."""
+    """Task → (seconds from first start to end, state) from the metadata DB, for the latest run."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "SELECT task_id, map_index, start_date, end_date, state FROM task_instance WHERE dag_id = ?",
-            (DAG_ID,),
+            "SELECT task_id, map_index, start_date, end_date, state FROM task_instance WHERE dag_id = ? "
+            "AND run_id = (SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
+            (DAG_ID, DAG_ID),
         ).fetchall()
     out = {}
     for task_id, index, start, end, state in rows:
@@ -139,11 +151,117 @@ def task_durations(db: Path) -> dict[str, tuple[float, str]]:
     return out
 
 
+@dataclass
+class Run:
+    """One ``airflow dags test`` of the nightly DAG, measured."""
+
+    code: int
+    wall: float
+    meter: Meter
+    durations: dict[str, tuple[float, str]]
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and all(s in ("success", "skipped") for _, s in self.durations.values())
+
+    @property
+    def worst_peak(self) -> int:
+        return max((w.peak for w in self.meter.windows), default=0) + self.meter.children_peak
+
+
+def run_nightly(env: dict[str, str], root: Path, name: str) -> Run:
+    """Run the DAG once in a child ``airflow dags test``, following its tasks' time and memory."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [airflow, "dags", "test", DAG_ID],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    meter = Meter(proc, root / f"dags-test-{name}.log")
+    threads = [threading.Thread(target=f, daemon=True) for f in (meter.read_output, meter.poll_children)]
+    for thread in threads:
+        thread.start()
+    code = proc.wait()
+    wall = time.monotonic() - started
+    for thread in threads:
+        thread.join(10)
+    meter.finish()
+    return Run(code, wall, meter, task_durations(root / "airflow" / "airflow.db"))
+
+
+def print_tasks(run: Run) -> None:
+    print(
+        f"{'task':<18} {'state':>8} {'DB s':>7} {'window s':>9} {'RSS start':>10} {'peak RSS':>9} {'growth':>8} "
+        f"{'of 1 GB':>8}"
+    )
+    for w in run.meter.windows:
+        seconds, state = run.durations.get(w.task, (0.0, "?"))
+        print(
+            f"{w.task:<18} {state:>8} {seconds:>7.1f} {w.ended - w.started:>9.1f} {w.rss_at_start / MB:>8.0f}MB "
+            f"{w.peak / MB:>7.0f}MB {(w.peak - w.rss_at_start) / MB:>6.0f}MB {w.peak / TARGET_PEAK_BYTES:>8.0%}"
+        )
+    skipped = sorted(t for t, (_, s) in run.durations.items() if s == "skipped")
+    print(
+        f"skipped: {', '.join(skipped) or 'none'}; child processes' peak RSS: {run.meter.children_peak / MB:.0f} MB"
+    )
+
+
+def clearout_credits(server: SandboxProcess) -> int:
+    auth = {"Authorization": server.settings.clearout_token}
+    stats = requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=30).json()
+    return int(stats["credits_available"])
+
+
+def clevertap_stats(server: SandboxProcess) -> dict[str, int]:
+    headers = {
+        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
+        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
+    }
+    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30).json()
+    return body["stats"]
+
+
+def xcom_of(db: Path, task_id: str) -> dict[str, object]:
+    """A task's return value in the latest run (``dags test`` keeps XComs in the metadata DB as JSON)."""
+    with sqlite3.connect(db) as conn:
+        (value,) = conn.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' AND run_id = "
+            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
+            (DAG_ID, task_id, DAG_ID),
+        ).fetchone()
+    while isinstance(value, str | bytes):  # a JSON column holding the serialised value
+        value = json.loads(value)
+    return value
+
+
+def change_emails(server: SandboxProcess, extracted: Path, count: int) -> int:
+    """Give ``count`` of the exported profiles (evenly spread) a new, unique email, over CleverTap's API."""
+    os.environ.update(sandbox_connections(server))
+    from clearout_provider.hooks.clevertap import CleverTapHook
+
+    object_ids = pq.read_table(extracted, columns=["objectId"]).column("objectId").to_pylist()
+    chosen = object_ids[:: max(1, len(object_ids) // max(1, count))][:count]
+    report = CleverTapHook().upload_profiles(
+        {"objectId": object_id, "profileData": {"Email": f"moved.{n}@newco{n % 97}.com"}}
+        for n, object_id in enumerate(chosen)
+    )
+    if not report.ok:
+        sys.exit(f"changing emails failed: {report.rejections[:3]}")
+    return len(chosen)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--bulk-rate", type=float, default=500_000, help="addresses per second per bulk list")
     parser.add_argument("--root", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument(
+        "--changed-share", type=float, default=0.01, help="share of --contacts whose email changes"
+    )
     args = parser.parse_args()
 
     root = (args.root or Path(tempfile.mkdtemp(prefix="clearout-bench-nightly-"))).resolve()
@@ -151,63 +269,64 @@ def main() -> int:
     settings = SandboxSettings(
         seed_contacts=args.contacts, bulk_rate=args.bulk_rate, credits=2 * args.contacts, latency_ms=0
     )
+    db = root / "airflow" / "airflow.db"
     with SandboxProcess(settings, log_path=root / "sandbox.log") as server:
         env = airflow_environment(root, repo_dags(), server)
         run_airflow("db", "migrate", env=env, log=root / "migrate.log")
-        airflow = str(Path(sys.executable).with_name("airflow"))
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            [airflow, "dags", "test", DAG_ID],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        meter = Meter(proc, root / "dags-test.log")
-        threads = [threading.Thread(target=f, daemon=True) for f in (meter.read_output, meter.poll_children)]
-        for thread in threads:
-            thread.start()
-        code = proc.wait()
-        wall = time.monotonic() - started
-        for thread in threads:
-            thread.join(10)
-        meter.finish()
+        first = run_nightly(env, root, "first")
+        extracted = Path(str(xcom_of(db, "extract_delta")["path"]).removeprefix("file://"))
+        to_change = round(args.contacts * args.changed_share)
+        changed = change_emails(server, extracted, to_change) if first.ok else 0
+        credits_before, uploads_before = clearout_credits(server), clevertap_stats(server)
+        second = run_nightly(env, root, "changed")
+        credits_spent = credits_before - clearout_credits(server)
+        uploads_after = clevertap_stats(server)
+        to_verify = int(xcom_of(db, "extract_delta")["to_verify"]) if second.ok else -1
         sandbox_peak = _status_bytes(server.pid, "VmHWM") if server.pid else 0
 
-    durations = task_durations(root / "airflow" / "airflow.db")
     print(
         f"nightly DAG over {args.contacts:,} CleverTap contacts, bulk rate {args.bulk_rate:,.0f}/s, latency 0"
     )
-    print(
-        f"{'task':<18} {'state':>8} {'DB s':>7} {'window s':>9} {'RSS start':>10} {'peak RSS':>9} {'growth':>8} "
-        f"{'of 1 GB':>8}"
-    )
-    worst = 0
-    for w in meter.windows:
-        seconds, state = durations.get(w.task, (0.0, "?"))
-        worst = max(worst, w.peak)
-        print(
-            f"{w.task:<18} {state:>8} {seconds:>7.1f} {w.ended - w.started:>9.1f} {w.rss_at_start / MB:>8.0f}MB "
-            f"{w.peak / MB:>7.0f}MB {(w.peak - w.rss_at_start) / MB:>6.0f}MB {w.peak / TARGET_PEAK_BYTES:>8.0%}"
-        )
-    skipped = sorted(t for t, (_, s) in durations.items() if s == "skipped")
-    print(
-        f"skipped: {', '.join(skipped) or 'none'}; child processes' peak RSS: {meter.children_peak / MB:.0f} MB"
-    )
+    print_tasks(first)
     print(f"sandbox process peak RSS (not a task): {sandbox_peak / MB:.0f} MB")
-    ok_time, ok_memory = wall <= TARGET_SECONDS, worst + meter.children_peak <= TARGET_PEAK_BYTES
-    ok_run = code == 0 and all(s in ("success", "skipped") for _, s in durations.values())
+    ok_time, ok_memory = first.wall <= TARGET_SECONDS, first.worst_peak <= TARGET_PEAK_BYTES
     print(
-        f"end to end: {wall:,.0f} s = {wall / TARGET_SECONDS:.0%} of the 10-minute target -> "
+        f"end to end: {first.wall:,.0f} s = {first.wall / TARGET_SECONDS:.0%} of the 10-minute target -> "
         f"{'met' if ok_time else 'MISSED'}"
     )
     print(
-        f"largest task peak RSS: {worst / MB:,.0f} MB = {worst / TARGET_PEAK_BYTES:.0%} of 1 GB -> "
-        f"{'met' if ok_memory else 'MISSED'}"
+        f"largest task peak RSS: {first.worst_peak / MB:,.0f} MB = {first.worst_peak / TARGET_PEAK_BYTES:.0%} "
+        f"of 1 GB -> {'met' if ok_memory else 'MISSED'}"
     )
-    print(f"run {'succeeded' if ok_run else 'FAILED'} (exit {code}); output in {root / 'dags-test.log'}")
-    return 0 if ok_time and ok_memory and ok_run else 1
+    print(
+        f"run {'succeeded' if first.ok else 'FAILED'} (exit {first.code}); output in {root / 'dags-test-first.log'}"
+    )
+
+    upload_calls = uploads_after.get("saving_upload_calls", 0) - uploads_before.get("saving_upload_calls", 0)
+    subscribe_calls = uploads_after.get("subscribe_calls", 0) - uploads_before.get("subscribe_calls", 0)
+    max_uploads = math.ceil(changed / 1000)
+    print()
+    print(
+        f"second run after {changed:,} profiles ({args.changed_share:.0%}) changed their email: {second.wall:,.0f} s"
+    )
+    print_tasks(second)
+    ok_delta = to_verify == changed and 0 < credits_spent <= changed
+    ok_uploads = 0 < upload_calls <= max_uploads
+    ok_changed = second.ok and second.worst_peak <= TARGET_PEAK_BYTES
+    print(
+        f"to_verify: {to_verify:,} of {changed:,} changed; Clearout credits spent: {credits_spent:,} -> "
+        f"{'met' if ok_delta else 'MISSED'}"
+    )
+    print(
+        f"CleverTap upload requests sent by the load: {upload_calls} (target <= {max_uploads}); "
+        f"subscribe requests: {subscribe_calls} -> {'met' if ok_uploads else 'MISSED'}"
+    )
+    print(
+        f"largest task peak RSS: {second.worst_peak / MB:,.0f} MB; run "
+        f"{'succeeded' if second.ok else 'FAILED'} (exit {second.code}); output in {root / 'dags-test-changed.log'}"
+    )
+    ok = ok_time and ok_memory and first.ok and ok_delta and ok_uploads and ok_changed
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -7,17 +7,21 @@ The witnesses are the CleverTap sandbox's own profiles (``CleverTapHook.get_prof
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import requests
 from conftest import load_dag
 
 from clearout_provider.hooks.clevertap import CleverTapHook
+from clearout_provider.results import RESULT_SCHEMA
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN
 from clearout_provider.verdicts import (
@@ -30,8 +34,8 @@ from clearout_provider.verdicts import (
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 SEED = 300
-#: Seeded malformed addresses (clevertap_seed.EDGE_CASES): Clearout is never asked, the Subscribe API
-#: refuses them (515), the profile still gets its verdict and ``MSG-email: false``.
+#: Seeded malformed addresses (clevertap_seed.EDGE_CASES): Clearout is never asked, and neither is the
+#: Subscribe API (it refuses malformed addresses, 515): the profile gets its verdict and ``MSG-email: false``.
 MALFORMED = ("not-an-email", "john@@example.com", "jane.doe@example", "two words@example.com")
 
 
@@ -182,19 +186,25 @@ def test_roundtrip_writes_verdicts_unsubscribes_and_leaves_nothing_to_verify(
         else:
             assert UNSUBSCRIBE_PROPERTY not in data and "subscription" not in record, address
 
-    # Malformed addresses: the verdict lands on the profile, the Subscribe API refuses the address (515).
+    # Malformed addresses: the verdict and MSG-email: false land on the profile; the Subscribe API, which
+    # refuses malformed addresses (515), is not asked. A clean run rejects nothing.
     outcome = read(load["outcome_path"])
-    rejected = outcome[outcome["outcome"] == "rejected"]
-    assert load["by_rejection_code"].get("515", 0) == len(rejected) >= len(MALFORMED)
-    for address in MALFORMED:
-        row = rejected[rejected["email"] == address].iloc[0]
-        assert (row["rejection_code"], row["rejection_stage"]) == (515, "subscribe"), address
-        assert "Email is not valid" in row["rejection_message"], address
-        assert row["profile_update"] == "applied", address
-        profile = hook.get_profile(identity=row["identity"])["profileData"]
+    assert load["rejected"] == 0 and load["by_rejection_code"] == {}
+    malformed = outcome[outcome["email"].isin(MALFORMED)]
+    assert set(malformed["email"]) == set(MALFORMED)
+    for _, row in malformed.iterrows():
+        assert (row["outcome"], row["unsubscribe_reason"]) == ("updated", "hard_bounce:400"), row["email"]
+        assert (row["profile_update"], row["subscribe"]) == ("applied", "not_needed"), row["email"]
+        assert row["unsubscribed"] and pd.isna(row["rejection_code"]), row["email"]
+        record = hook.get_profile(identity=row["identity"])
+        profile = record["profileData"]
         assert profile["Clearout Sub Status Code"] == 400 and profile[UNSUBSCRIBE_PROPERTY] is False
+        assert "subscription" not in record, row["email"]
     assert load["unsubscribed"] == outcome["unsubscribed"].sum() > 0
-    assert clevertap_stats(server)["subscribe_calls"] == 1  # every address once, in one batch
+    stats = clevertap_stats(server)
+    assert stats["subscribe_calls"] == 1  # every address once, in one batch
+    assert stats["subscriptions_rejected"] == 0
+    assert 0 < stats["subscriptions_processed"] <= (outcome["subscribe"] == "applied").sum()
 
     # Right after, nothing is due: the written properties read back as fresh.
     again = run("clevertap_roundtrip")
@@ -222,12 +232,70 @@ def test_roundtrip_writes_verdicts_unsubscribes_and_leaves_nothing_to_verify(
         result[prop] = result["objectId"].map(now[prop])
     reload_path = tmp_path / "reload.parquet"
     result.to_parquet(reload_path)
+    # Locally decided verdicts (syntax errors) are dated by their result file: keep the original's date.
+    original = Path(verify["result_path"].removeprefix("file://")).stat()
+    os.utime(reload_path, (original.st_atime, original.st_mtime))
     reload = run("clevertap_load_only", result_path=str(reload_path))
     assert_succeeded(reload, data_dir)
     again_load = xcom(reload, "load")
     assert again_load["input"] == load["input"]
-    # Only the moved profile differs from its old verdict; the malformed addresses are refused again,
-    # the undeliverable ones re-sent to the Subscribe API (their profiles unchanged), the rest unchanged.
-    assert again_load["updated"] == 1 and again_load["rejected"] == load["rejected"]
-    assert again_load["unsubscribed_only"] == load["unsubscribed"]
-    assert again_load["unchanged"] == load["input"] - load["rejected"] - load["unsubscribed"] - 1
+    # Only the moved profile differs from its old verdict; the undeliverable addresses are re-sent to the
+    # Subscribe API (their profiles unchanged), the rest (malformed ones included) is unchanged.
+    via_api = (outcome["subscribe"] == "applied").sum()
+    assert again_load["updated"] == 1 and again_load["rejected"] == 0
+    assert again_load["unsubscribed_only"] == via_api
+    assert again_load["unchanged"] == load["input"] - via_api - 1
+
+
+def test_rows_clevertap_refuses_are_reported_per_row_with_code_and_message(
+    server: SandboxProcess, data_dir: Path, tmp_path: Path
+) -> None:
+    """A result file (e.g. written by another tool) with an address the Subscribe API refuses (515) and a
+    value over CleverTap's 512-byte limit: each such row is rejected with its code and message, the
+    others are applied, and the counts still add up."""
+    hook = CleverTapHook()
+    ids = [
+        hook.get_profile(email=f"{local}@{TEST_DOMAIN}")["identity"] for local in ("valid", "invalid", "role")
+    ]
+    verdict = {
+        "clearout_status": "invalid",
+        "clearout_sub_status_code": 406,
+        "clearout_sub_status": sub_status(406).desc,
+        "clearout_bounce_type": "hard",
+        "decided_by": "clearout_bulk",  # Clearout's verdict, not the local syntax check's
+    }
+    rows = [
+        # Clearout judged it; the Subscribe API refuses the address itself.
+        {"identity": ids[0], "email": "john@@example.com", "verified_email": "john@@example.com", **verdict},
+        # A suggested address longer than a property value may be (512 bytes): refused before sending.
+        {
+            "identity": ids[1],
+            "email": "invalid@example.com",
+            "verified_email": "invalid@example.com",
+            **verdict,
+            "clearout_suggested_email": "x" * 600 + "@example.com",
+        },
+        {"identity": ids[2], "email": "role@example.com", "verified_email": "role@example.com", **verdict},
+    ]
+    schema = pa.schema([("identity", pa.string()), ("email", pa.string()), *RESULT_SCHEMA])
+    path = tmp_path / "refused.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+    dr = run("clevertap_load_only", result_path=str(path))
+
+    assert_succeeded(dr, data_dir)
+    load = xcom(dr, "load")
+    assert (load["input"], load["updated"], load["rejected"]) == (3, 1, 2)
+    assert load["by_rejection_code"] == {"515": 1, "522": 1}
+    outcome = read(load["outcome_path"]).set_index("identity")
+    bad_address = outcome.loc[ids[0]]
+    assert (bad_address["rejection_code"], bad_address["rejection_stage"]) == (515, "subscribe")
+    assert "Email is not valid" in bad_address["rejection_message"]
+    assert (bad_address["profile_update"], bad_address["subscribe"]) == ("applied", "rejected")
+    too_long = outcome.loc[ids[1]]
+    assert (too_long["rejection_code"], too_long["rejection_stage"]) == (522, "profile_update")
+    assert "512" in too_long["rejection_message"] and too_long["profile_update"] == "rejected"
+    assert hook.get_profile(identity=ids[1])["profileData"].get("Clearout Sub Status Code") != 406
+    applied = outcome.loc[ids[2]]
+    assert (applied["outcome"], applied["subscribe"]) == ("updated", "applied")
+    assert hook.get_profile(identity=ids[2])["profileData"]["Clearout Sub Status Code"] == 406

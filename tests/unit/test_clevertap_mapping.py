@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,8 @@ from clearout_provider.contacts import Freshness, freshness_reasons
 from clearout_provider.hooks import clevertap_models
 from clearout_provider.hooks.clevertap_export import as_text
 from clearout_provider.operators.clevertap import (
+    CleverTapLoadError,
+    iter_result_batches,
     plan_row,
     resolve_flag,
     resolve_freshness,
@@ -343,6 +346,72 @@ def test_plan_unsubscribes_as_the_method_says(method: str, msg_email: bool, addr
     assert plan.unsubscribe_reason == "spam_trap:401"
     assert (UNSUBSCRIBE_PROPERTY in plan.update) is msg_email
     assert plan.address == address
+
+
+@pytest.mark.parametrize("method", ["both", "profile", "subscribe_api"])
+def test_plan_unsubscribes_a_locally_malformed_address_on_its_profile_only(method: str) -> None:
+    """The Subscribe API refuses malformed addresses (515) every time: such a row is unsubscribed through
+    MSG-email, whatever the method, and its address is never sent."""
+    row = {
+        "identity": "10000002",
+        "objectId": "__y",
+        "email": "two words@example.com",
+        "verified_email": "two words@example.com",
+        "clearout_status": "invalid",
+        "clearout_sub_status_code": 400,
+        "clearout_bounce_type": "hard",
+        "decided_by": "local_syntax",
+    }
+    policy = UnsubscribePolicy(method=UnsubscribeMethod(method))
+    plan = plan_row(row, PropertyMapping(), policy, exported=EXPORTED, decided_at=DECIDED)
+    assert plan.unsubscribe_reason == "hard_bounce:400"
+    assert plan.update[UNSUBSCRIBE_PROPERTY] is False and plan.address is None
+    # The same verdict from Clearout (a real, well-formed address) still goes to the Subscribe API.
+    verified = plan_row(
+        {**row, "email": "a@example.com", "verified_email": "a@example.com", "decided_by": "clearout_bulk"},
+        PropertyMapping(),
+        policy,
+        exported=EXPORTED,
+        decided_at=DECIDED,
+    )
+    assert verified.address == (None if method == "profile" else "a@example.com")
+
+
+def test_result_files_are_read_in_batches_typed_as_results(tmp_path: Path) -> None:
+    """The load streams a result file: Parquet by rows, CSV by blocks; both typed like RESULT_SCHEMA."""
+    import pyarrow.parquet as pq
+
+    from clearout_provider.results import RESULT_SCHEMA
+
+    row = {"identity": "1", "email": "valid@example.com", **result_row("valid@example.com")}
+    schema = pa.schema([("identity", pa.string()), ("email", pa.string()), *RESULT_SCHEMA])
+    table = pa.Table.from_pylist([row] * 2500, schema=schema)
+    pq.write_table(table, tmp_path / "result.parquet", row_group_size=1000)
+    batches = list(iter_result_batches(tmp_path / "result.parquet", rows=1000))
+    assert [b.num_rows for b in batches] == [1000, 1000, 500]
+    assert (
+        batches[0].schema.field("clearout_verified_at").type
+        == RESULT_SCHEMA.field("clearout_verified_at").type
+    )
+    assert batches[0].slice(0, 1).to_pylist()[0]["clearout_verified_at"] == VERIFIED_ON
+
+    table.to_pandas().to_csv(tmp_path / "result.csv", index=False)
+    from_csv = pa.concat_tables(iter_result_batches(tmp_path / "result.csv"))
+    assert from_csv.num_rows == 2500 and from_csv.schema.field("identity").type == pa.string()
+    assert from_csv.schema.field("clearout_sub_status_code").type == pa.int32()
+
+    pq.write_table(pa.table({"email": ["a@b.com"]}), tmp_path / "contacts.parquet")
+    with pytest.raises(CleverTapLoadError, match="not a verification result file"):
+        next(iter_result_batches(tmp_path / "contacts.parquet"))
+    with pytest.raises(CleverTapLoadError, match="expected .parquet or .csv"):
+        next(iter_result_batches(tmp_path / "result.json"))
+
+
+def test_operators_default_to_the_hooks_connection() -> None:
+    from clearout_provider.hooks.clevertap import CleverTapHook
+    from clearout_provider.operators.clevertap import DEFAULT_CONN_ID
+
+    assert DEFAULT_CONN_ID == CleverTapHook.default_conn_name
 
 
 # ---------------------------------------------------------------------------------------------- freshness

@@ -11,7 +11,8 @@ the delta. ``exported == no_email + fresh + to_verify``, always.
 :mod:`clearout_provider.verdicts` and sends only what differs from what the export read back: a profile
 whose properties already hold the same values is not re-sent ("unchanged"). Undeliverable addresses
 are unsubscribed as the :class:`~clearout_provider.verdicts.UnsubscribePolicy` says (``MSG-email: false``
-on the profile, the Subscribe API per address, or both; each address is sent once). Every row gets an
+on the profile, the Subscribe API per address, or both; each address is sent once; an address that
+failed the local syntax check only on its profile, see :func:`plan_row`). Every row gets an
 outcome — updated, unsubscribed_only, unchanged or rejected with CleverTap's code and message — in a
 Parquet outcome file, and ``input == updated + unsubscribed_only + unchanged + rejected`` or the task
 fails. ``dry_run`` validates the updates with CleverTap's ``dryRun`` and sends no unsubscribe: the
@@ -29,28 +30,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Self
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from airflow.sdk import BaseOperator, Context, ObjectStoragePath
+from airflow.sdk import BaseOperator
 
-from clearout_provider.contacts import (
-    Freshness,
-    FreshnessReason,
-    StoragePath,
-    freshness_reasons,
-    read_csv_header,
-    resolve_path,
-)
-from clearout_provider.hooks.clevertap import CleverTapHook
-from clearout_provider.hooks.clevertap_export import as_text
-from clearout_provider.hooks.clevertap_models import RecordRejection, UploadReport
-from clearout_provider.operators.instant_verify import INSTANT_FAILED
-from clearout_provider.results import RESULT_SCHEMA, DecidedBy
 from clearout_provider.run_files import task_folder
 from clearout_provider.verdicts import (
     CLEVERTAP_PROPERTIES,
@@ -60,12 +45,42 @@ from clearout_provider.verdicts import (
     UnsubscribePolicy,
 )
 
+# pyarrow, the hook and the contacts/results modules are imported where they are used, so that a DAG
+# file importing these operators parses fast (the DAG processor imports it every few seconds).
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from airflow.sdk import Context, ObjectStoragePath
+
+    from clearout_provider.contacts import Freshness, StoragePath
+    from clearout_provider.hooks.clevertap import CleverTapHook
+    from clearout_provider.hooks.clevertap_models import RecordRejection, UploadReport
+
 OUTPUT_FORMATS = ("parquet", "csv")
 #: Column the extract adds: why the profile is verified (a :class:`FreshnessReason`, null when fresh).
 FRESHNESS_REASON = "freshness_reason"
-#: ``decided_by`` values that carry no verdict: writing them would overwrite a good one with "unknown".
-NO_VERDICT = frozenset({DecidedBy.MISSING_FROM_RESULT.value, INSTANT_FAILED})
+#: The hook's default connection (``CleverTapHook.default_conn_name``), here so parsing needs no hook.
+DEFAULT_CONN_ID = "clevertap_default"
+#: Result rows read, planned, sent and written at a time: what bounds the load's memory. A multiple of
+#: the 1000 records CleverTap takes per call, so a batch of updates leaves no part-filled request.
+LOAD_BATCH_ROWS = 64_000
 _DELETE = {"$delete": 1}
+
+
+@cache
+def _no_verdict() -> frozenset[str]:
+    """``decided_by`` values that carry no verdict: writing them would overwrite a good one with "unknown"."""
+    from clearout_provider.operators.instant_verify import INSTANT_FAILED
+    from clearout_provider.results import DecidedBy
+
+    return frozenset({DecidedBy.MISSING_FROM_RESULT.value, INSTANT_FAILED})
+
+
+@cache
+def _decided_locally_as_syntax_invalid() -> str:
+    """The ``decided_by`` of addresses the pipeline found malformed itself (never sent to Clearout)."""
+    from clearout_provider.results import DecidedBy
+
+    return DecidedBy.LOCAL_SYNTAX.value
 
 
 class Outcome:
@@ -144,6 +159,8 @@ def resolve_unsubscribe(value: UnsubscribePolicy | Mapping[str, Any] | str | Non
 
 def resolve_freshness(value: Freshness | Mapping[str, Any] | str | None) -> Freshness:
     """``freshness=`` as given to an operator: a Freshness, a dict of its fields (or its JSON), or None."""
+    from clearout_provider.contacts import Freshness
+
     value = _native(value, "freshness")
     if isinstance(value, Freshness):
         return value
@@ -202,7 +219,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         self,
         *,
         query: Mapping[str, Any] | str,
-        clevertap_conn_id: str = CleverTapHook.default_conn_name,
+        clevertap_conn_id: str = DEFAULT_CONN_ID,
         workdir: str | None = None,
         freshness: Freshness | Mapping[str, float] | None = None,
         only_delta: bool = True,
@@ -225,7 +242,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         self.mapping = mapping
         self.batch_size = batch_size
         # Plain settings fail at parse time; templated ones when the task renders them.
-        if not _templated(freshness):
+        if freshness is not None and not _templated(freshness):
             resolve_freshness(freshness)
         if not _templated(mapping):
             resolve_mapping(mapping)
@@ -243,6 +260,13 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         return dict(query)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from clearout_provider.contacts import FreshnessReason, freshness_reasons
+        from clearout_provider.hooks.clevertap import CleverTapHook
+
         folder = task_folder(context, self.workdir)
         freshness, mapping = resolve_freshness(self.freshness), resolve_mapping(self.mapping)
         names = mapping.property_names()
@@ -299,6 +323,8 @@ class CleverTapExtractProfilesOperator(BaseOperator):
 @contextmanager
 def _local_file(folder: ObjectStoragePath, name: str) -> Iterator[Path]:
     """A local path for ``folder / name`` (the hook streams into local files); copied up when remote."""
+    from clearout_provider.contacts import resolve_path
+
     target = folder / name
     local = resolve_path(target)
     if isinstance(local, Path):
@@ -317,10 +343,15 @@ class _TableWriter:
     """Parquet or CSV by suffix, written a batch at a time (an empty file still has its header)."""
 
     def __init__(self, path: Path | ObjectStoragePath | StoragePath, schema: pa.Schema) -> None:
+        from clearout_provider.contacts import resolve_path
+
         self.path = resolve_path(path)
         self.schema = schema
 
     def __enter__(self) -> Self:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
         self._stream = self.path.open("wb")
         if str(self.path).lower().endswith(".csv"):
             self._writer: Any = pacsv.CSVWriter(self._stream, self.schema)
@@ -359,11 +390,6 @@ class RowPlan:
     """Why the row has no verdict to write (None = it has one)."""
 
 
-def _exported_text(row: Mapping[str, Any], prop: str) -> str | None:
-    value = row.get(prop)
-    return None if value is None else as_text(value)
-
-
 def plan_row(
     row: Mapping[str, Any],
     mapping: PropertyMapping,
@@ -379,7 +405,15 @@ def plan_row(
     what the next export reads compare equal. ``decided_at`` dates a verdict that carries no time of
     its own (decided locally, e.g. a syntax error). A row without any verdict must not reach here: its
     "unknown" would overwrite an earlier good verdict.
+
+    An address the pipeline found malformed itself (``decided_by == "local_syntax"``) is unsubscribed
+    through its profile only (``MSG-email: false``), whatever the policy's method: CleverTap's Subscribe
+    API refuses every malformed address (515 "Email is not valid"), so sending it could never succeed
+    and would report a correctly handled row as "rejected" on every run (~3% of a real list). The
+    profile is the only place such an address can be switched off.
     """
+    from clearout_provider.hooks.clevertap_export import as_text
+
     plan = RowPlan(
         identity=_text(row.get("identity")),
         object_id=_text(row.get("objectId")),
@@ -399,13 +433,21 @@ def plan_row(
         plan.changes[prop] = {"from": old, "to": new}
     plan.unsubscribe_reason = policy.reason(row)
     if plan.unsubscribe_reason:
+        malformed = row.get("decided_by") == _decided_locally_as_syntax_invalid()
         old = _exported_text(row, UNSUBSCRIBE_PROPERTY) if UNSUBSCRIBE_PROPERTY in exported else None
-        if policy.via_profile and old != as_text(False):
+        if (policy.via_profile or malformed) and old != as_text(False):
             plan.update[UNSUBSCRIBE_PROPERTY] = False
             plan.changes[UNSUBSCRIBE_PROPERTY] = {"from": old, "to": as_text(False)}
-        if policy.via_subscribe_api:
+        if policy.via_subscribe_api and not malformed:
             plan.address = (_text(row.get("verified_email")) or plan.email or "").lower()
     return plan
+
+
+def _exported_text(row: Mapping[str, Any], prop: str) -> str | None:
+    from clearout_provider.hooks.clevertap_export import as_text
+
+    value = row.get(prop)
+    return None if value is None else as_text(value)
 
 
 def _text(value: Any) -> str | None:
@@ -421,37 +463,60 @@ def written_at(path: StoragePath) -> datetime:
     Taken from the file, not the clock, so loading the same result file twice writes the same values
     (the second load finds them unchanged). A remote file whose store reports no time: now.
     """
+    from clearout_provider.contacts import resolve_path
+
     try:
         return datetime.fromtimestamp(resolve_path(path).stat().st_mtime, UTC)
     except (AttributeError, NotImplementedError, TypeError, ValueError):
         return datetime.now(UTC)
 
 
-def read_result_file(path: StoragePath) -> pa.Table:
-    """A result file (Parquet or CSV) with RESULT_COLUMNS typed as :data:`RESULT_SCHEMA`, other columns
-    as written (CSV: text, so exported property values compare as the export wrote them)."""
+#: Bytes of CSV text parsed at a time (~30-60k result rows).
+_CSV_BLOCK_BYTES = 16 << 20
+
+
+def iter_result_batches(path: StoragePath, rows: int = LOAD_BATCH_ROWS) -> Iterator[pa.Table]:
+    """A result file (Parquet or CSV), ``rows`` rows at a time (CSV: a block of text at a time), with
+    RESULT_COLUMNS typed as :data:`RESULT_SCHEMA` and other columns as written (CSV: text, so exported
+    property values compare as the export wrote them). Raises :class:`CleverTapLoadError` before the
+    first batch for a file that is not a result file."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from clearout_provider.contacts import read_csv_header, resolve_path
+    from clearout_provider.results import RESULT_SCHEMA
+
     local = resolve_path(path)
     suffix = str(local).lower().rsplit(".", 1)[-1]
+    if suffix not in ("parquet", "pq", "csv"):
+        raise CleverTapLoadError(f"{path} is not a result file: expected .parquet or .csv")
+    verified_at = RESULT_SCHEMA.field("clearout_verified_at").type
     with local.open("rb") as stream:
-        if suffix in ("parquet", "pq"):
-            table = pq.read_table(stream)
-        elif suffix == "csv":
+        if suffix == "csv":
             names = read_csv_header(stream, str(path))
             stream.seek(0)
             types = {
                 n: (RESULT_SCHEMA.field(n).type if n in RESULT_SCHEMA.names else pa.string()) for n in names
             }
-            table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(column_types=types))
+            reader: Any = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+                convert_options=pacsv.ConvertOptions(column_types=types),
+            )
+            schema, batches = reader.schema, iter(reader)
         else:
-            raise CleverTapLoadError(f"{path} is not a result file: expected .parquet or .csv")
-    missing = [c for c in RESULT_COLUMNS if c not in table.column_names]
-    if missing:
-        raise CleverTapLoadError(f"{path} is not a verification result file: columns {missing} are missing")
-    return table.set_column(
-        table.column_names.index("clearout_verified_at"),
-        "clearout_verified_at",
-        table.column("clearout_verified_at").cast(RESULT_SCHEMA.field("clearout_verified_at").type),
-    )
+            parquet = pq.ParquetFile(stream)
+            schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=rows)
+        missing = [c for c in RESULT_COLUMNS if c not in schema.names]
+        if missing:
+            raise CleverTapLoadError(
+                f"{path} is not a verification result file: columns {missing} are missing"
+            )
+        at = schema.names.index("clearout_verified_at")
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            yield table.set_column(at, "clearout_verified_at", table.column(at).cast(verified_at))
 
 
 class CleverTapLoadVerificationOperator(BaseOperator):
@@ -472,6 +537,10 @@ class CleverTapLoadVerificationOperator(BaseOperator):
     "unsubscribed", "by_rejection_code", "by_unsubscribe_reason", "dry_run"}``; ``unsubscribed`` counts
     the rows whose unsubscribe was applied (would be, in a dry run); ``by_rejection_code`` is keyed by
     CleverTap's code as text, or "no_verdict" for rows the verification left without a verdict.
+
+    The file is loaded :data:`LOAD_BATCH_ROWS` rows at a time (read → plan → upload → unsubscribe →
+    outcome rows appended to the outcome file), so memory stays flat however large the file: only the
+    addresses already sent to the Subscribe API are kept across batches (each is sent once per run).
     """
 
     template_fields: Sequence[str] = ("result_path", "workdir", "mapping", "unsubscribe", "dry_run")
@@ -481,7 +550,7 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         self,
         *,
         result_path: str,
-        clevertap_conn_id: str = CleverTapHook.default_conn_name,
+        clevertap_conn_id: str = DEFAULT_CONN_ID,
         workdir: str | None = None,
         mapping: PropertyMapping | Mapping[str, Any] | None = None,
         unsubscribe: UnsubscribePolicy | Mapping[str, Any] | None = None,
@@ -508,19 +577,26 @@ class CleverTapLoadVerificationOperator(BaseOperator):
             resolve_flag(dry_run, "dry_run")
 
     def execute(self, context: Context) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        from clearout_provider.hooks.clevertap import CleverTapHook
+
         folder = task_folder(context, self.workdir)
         mapping, policy = resolve_mapping(self.mapping), resolve_unsubscribe(self.unsubscribe)
         dry_run = resolve_flag(self.dry_run, "dry_run")
-        table = read_result_file(self.result_path)
-        plans = _plan(table, mapping, policy, decided_at=written_at(self.result_path))
+        decided_at = written_at(self.result_path)
         hook = CleverTapHook(self.clevertap_conn_id, max_concurrency=self.max_concurrency)
-        upload = _upload(hook, plans, dry_run=dry_run)
-        subscribe = _subscribe(hook, plans, dry_run=dry_run)
-        rows = _settle(plans, upload, subscribe, dry_run=dry_run)
+        unsubscriber = _Unsubscriber(hook, dry_run=dry_run)
+        tally = _Tally(dry_run=dry_run)
         outcome_path = folder / "clevertap-load-outcome.parquet"
-        with outcome_path.open("wb") as stream:
-            pq.write_table(pa.Table.from_pylist(rows, schema=OUTCOME_SCHEMA), stream)
-        summary = _summarise(rows, table.num_rows, str(outcome_path), dry_run=dry_run)
+        with outcome_path.open("wb") as stream, pq.ParquetWriter(stream, outcome_schema()) as writer:
+            for table in iter_result_batches(self.result_path):
+                planned = _plan_batch(table, mapping, policy, decided_at=decided_at)
+                tally.rows_in += table.num_rows
+                del table  # the plans hold what the rest of the batch needs
+                upload = _upload(hook, planned, dry_run=dry_run)
+                writer.write_table(_settle(planned, upload, unsubscriber(planned), tally))
+        summary = tally.summary(str(outcome_path))
         self.log.info(
             "CleverTap load%s: %d rows: %d updated, %d unsubscribed only, %d unchanged, %d rejected %s; "
             "%d unsubscribed %s",
@@ -537,63 +613,101 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         return summary
 
 
-# --- the load's steps ----------------------------------------------------------------------------
+# --- the load's steps, one batch at a time ---------------------------------------------------------
+
+#: Result rows turned into Python dicts at a time while planning (the dicts are dropped right away).
+_ROWS_AS_DICTS = 4096
 
 
-def _plan(
+class _Planned(NamedTuple):
+    """A :class:`RowPlan` as the load keeps it until its batch is settled: the update to send, and the
+    changes already as the outcome file's JSON (a RowPlan's dicts of dicts cost ~2 KB a row)."""
+
+    identity: str | None
+    object_id: str | None
+    email: str | None
+    update: dict[str, Any] | None
+    """``profileData`` to send; None = nothing to send."""
+    changes: str | None
+    """The outcome file's ``changes`` (JSON); None = nothing differs."""
+    updates_properties: bool
+    """Whether a property other than ``MSG-email`` differs."""
+    unsubscribe_reason: str | None
+    address: str | None
+    no_verdict: str | None
+
+
+def _plan_batch(
     table: pa.Table, mapping: PropertyMapping, policy: UnsubscribePolicy, *, decided_at: datetime
-) -> list[RowPlan]:
+) -> list[_Planned]:
     exported = frozenset(
         c for c in (*mapping.property_names().values(), UNSUBSCRIBE_PROPERTY) if c in table.column_names
     )
-    plans = []
-    for batch in table.to_batches(max_chunksize=65_536):
-        for row in batch.to_pylist():
-            if row.get("decided_by") in NO_VERDICT:
-                plan = RowPlan(
-                    _text(row.get("identity")), _text(row.get("objectId")), _text(row.get("email"))
-                )
+    no_verdict = _no_verdict()
+    planned = []
+    for start in range(0, table.num_rows, _ROWS_AS_DICTS):
+        for row in table.slice(start, _ROWS_AS_DICTS).to_pylist():
+            ids = (_text(row.get("identity")), _text(row.get("objectId")), _text(row.get("email")))
+            if row.get("decided_by") in no_verdict:
                 detail = row.get("clearout_sub_status")
-                plan.no_verdict = f"no verdict to write ({row['decided_by']})" + (
-                    f": {detail}" if detail else ""
+                why = f"no verdict to write ({row['decided_by']})" + (f": {detail}" if detail else "")
+                planned.append(_Planned(*ids, None, None, False, None, None, why))
+                continue
+            plan = plan_row(row, mapping, policy, exported=exported, decided_at=decided_at)
+            planned.append(
+                _Planned(
+                    *ids,
+                    plan.update or None,
+                    json.dumps(plan.changes, ensure_ascii=False) if plan.changes else None,
+                    bool(plan.changes.keys() - {UNSUBSCRIBE_PROPERTY}),
+                    plan.unsubscribe_reason,
+                    plan.address,
+                    None,
                 )
-            else:
-                plan = plan_row(row, mapping, policy, exported=exported, decided_at=decided_at)
-            plans.append(plan)
-    return plans
+            )
+    return planned
 
 
-def _upload(hook: CleverTapHook, plans: list[RowPlan], *, dry_run: bool) -> dict[int, RecordRejection | None]:
+def _upload(
+    hook: CleverTapHook, planned: list[_Planned], *, dry_run: bool
+) -> dict[int, RecordRejection | None]:
     """Send every non-empty update; row → its rejection (None = applied / validated)."""
-    rows = [n for n, p in enumerate(plans) if p.update]
+    rows = [n for n, p in enumerate(planned) if p.update]
     if not rows:
         return {}
-
-    def records() -> Iterator[dict[str, Any]]:
-        for n in rows:
-            plan = plans[n]
-            yield {"identity": plan.identity, "objectId": plan.object_id, "profileData": plan.update}
-
-    report = hook.upload_profiles(records(), dry_run=dry_run)
+    records = (
+        {"identity": planned[n].identity, "objectId": planned[n].object_id, "profileData": planned[n].update}
+        for n in rows
+    )
+    report = hook.upload_profiles(records, dry_run=dry_run)
     return _by_row(rows, report, len(rows))
 
 
-def _subscribe(
-    hook: CleverTapHook, plans: list[RowPlan], *, dry_run: bool
-) -> dict[int, RecordRejection | None]:
-    """Unsubscribe each address once (none in a dry run); row → its rejection (None = applied)."""
-    rows_of: dict[str, list[int]] = {}
-    for n, plan in enumerate(plans):
-        if plan.address is not None:
-            rows_of.setdefault(plan.address, []).append(n)
-    if not rows_of:
-        return {}
-    if dry_run:
-        return {n: None for rows in rows_of.values() for n in rows}
-    addresses = list(rows_of)
-    report = hook.subscribe(addresses, "Unsubscribe")
-    by_address = _by_row(list(range(len(addresses))), report, len(addresses))
-    return {n: by_address[i] for i, address in enumerate(addresses) for n in rows_of[address]}
+class _Unsubscriber:
+    """The Subscribe API side of the load: each address is sent once per run, in the batch where it first
+    appears; rows of later batches with the same address share that answer (None in a dry run, which
+    sends nothing)."""
+
+    def __init__(self, hook: CleverTapHook, *, dry_run: bool) -> None:
+        self.hook = hook
+        self.dry_run = dry_run
+        self.answers: dict[str, RecordRejection | None] = {}
+        """Address → its rejection (None = applied), for every address sent so far."""
+
+    def __call__(self, planned: list[_Planned]) -> dict[int, RecordRejection | None]:
+        """Row of ``planned`` → its address's rejection (None = applied), for rows with an address."""
+        rows_of: dict[str, list[int]] = {}
+        for n, plan in enumerate(planned):
+            if plan.address is not None:
+                rows_of.setdefault(plan.address, []).append(n)
+        if self.dry_run:
+            return {n: None for rows in rows_of.values() for n in rows}
+        new = [address for address in rows_of if address not in self.answers]
+        if new:
+            report = self.hook.subscribe(new, "Unsubscribe")
+            by_index = _by_row(list(range(len(new))), report, len(new))
+            self.answers.update((address, by_index[i]) for i, address in enumerate(new))
+        return {n: self.answers[address] for address, rows in rows_of.items() for n in rows}
 
 
 def _by_row(rows: list[int], report: UploadReport, sent: int) -> dict[int, RecordRejection | None]:
@@ -605,17 +719,53 @@ def _by_row(rows: list[int], report: UploadReport, sent: int) -> dict[int, Recor
     return outcome
 
 
+@dataclass
+class _Tally:
+    """The load's counts, added up batch by batch (the outcome rows themselves go to the file)."""
+
+    dry_run: bool
+    rows_in: int = 0
+    rows_out: int = 0
+    by_outcome: Counter[str] = field(default_factory=Counter)
+    unsubscribed: int = 0
+    by_rejection_code: Counter[str] = field(default_factory=Counter)
+    by_unsubscribe_reason: Counter[str] = field(default_factory=Counter)
+
+    def summary(self, outcome_path: str) -> dict[str, Any]:
+        """The operator's return value; raises when input != updated + unsubscribed_only + unchanged +
+        rejected (or a row has no outcome)."""
+        outcomes = sum(self.by_outcome[o] for o in Outcome.ALL)
+        if self.rows_out != self.rows_in or self.rows_in != outcomes:
+            raise CleverTapAccountingError(
+                f"{self.rows_in} input rows but {self.rows_out} outcomes: {dict(self.by_outcome)} "
+                "(input must equal updated + unsubscribed_only + unchanged + rejected)"
+            )
+        return {
+            "outcome_path": outcome_path,
+            "input": self.rows_in,
+            **{o: self.by_outcome[o] for o in Outcome.ALL},
+            "unsubscribed": self.unsubscribed,
+            "by_rejection_code": dict(self.by_rejection_code),
+            "by_unsubscribe_reason": dict(self.by_unsubscribe_reason),
+            "dry_run": self.dry_run,
+        }
+
+
 def _settle(
-    plans: list[RowPlan],
+    planned: list[_Planned],
     upload: Mapping[int, RecordRejection | None],
     subscribe: Mapping[int, RecordRejection | None],
-    *,
-    dry_run: bool,
-) -> list[dict[str, Any]]:
-    """One outcome row per plan: what was sent, what came of it, and the row's outcome."""
+    tally: _Tally,
+) -> pa.Table:
+    """The batch's outcome rows (what was sent, what came of it, each row's outcome), counted in ``tally``."""
+    import pyarrow as pa
+
+    dry_run = tally.dry_run
     sent = "validated" if dry_run else "applied"
-    rows = []
-    for n, plan in enumerate(plans):
+    schema = outcome_schema()
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    first_row = tally.rows_out
+    for n, plan in enumerate(planned):
         up, sub = upload.get(n), subscribe.get(n)
         rejection, where = (up, "profile_update") if up is not None else (sub, "subscribe")
         if plan.no_verdict is not None:
@@ -624,61 +774,40 @@ def _settle(
             stage, code, message = where, rejection.code, f"{rejection.stage}: {rejection.error}"
         else:
             stage = code = message = None
-        unsubscribes = UNSUBSCRIBE_PROPERTY in plan.update or n in subscribe
+        unsubscribes = (plan.update is not None and UNSUBSCRIBE_PROPERTY in plan.update) or n in subscribe
         if stage is not None:
             outcome = Outcome.REJECTED
-        elif set(plan.changes) - {UNSUBSCRIBE_PROPERTY}:
+            tally.by_rejection_code[str(code) if code is not None else stage] += 1
+        elif plan.updates_properties:
             outcome = Outcome.UPDATED
         elif unsubscribes:
             outcome = Outcome.UNSUBSCRIBED_ONLY
         else:
             outcome = Outcome.UNCHANGED
-        rows.append(
-            {
-                "row": n,
-                "identity": plan.identity,
-                "objectId": plan.object_id,
-                "email": plan.email,
-                "outcome": outcome,
-                "changes": json.dumps(plan.changes, ensure_ascii=False) if plan.changes else None,
-                "unsubscribe_reason": plan.unsubscribe_reason,
-                "unsubscribed": outcome != Outcome.REJECTED and unsubscribes,
-                "profile_update": _state(n in upload, up, sent),
-                "subscribe": _state(n in subscribe, sub, "not_sent_dry_run" if dry_run else "applied"),
-                "rejection_code": code,
-                "rejection_stage": stage,
-                "rejection_message": message,
-                "dry_run": dry_run,
-            }
-        )
-    return rows
-
-
-def _summarise(
-    rows: list[dict[str, Any]], rows_in: int, outcome_path: str, *, dry_run: bool
-) -> dict[str, Any]:
-    by_outcome = Counter(r["outcome"] for r in rows)
-    rejected = [r for r in rows if r["outcome"] == Outcome.REJECTED]
-    summary = {
-        "outcome_path": outcome_path,
-        "input": rows_in,
-        **{o: by_outcome[o] for o in Outcome.ALL},
-        "unsubscribed": sum(r["unsubscribed"] for r in rows),
-        "by_rejection_code": dict(
-            Counter(
-                str(r["rejection_code"]) if r["rejection_code"] is not None else r["rejection_stage"]
-                for r in rejected
-            )
-        ),
-        "by_unsubscribe_reason": dict(Counter(r["unsubscribe_reason"] for r in rows if r["unsubscribed"])),
-        "dry_run": dry_run,
-    }
-    if len(rows) != rows_in or rows_in != sum(by_outcome[o] for o in Outcome.ALL):
-        raise CleverTapAccountingError(
-            f"{rows_in} input rows but {len(rows)} outcomes: {dict(by_outcome)} "
-            "(input must equal updated + unsubscribed_only + unchanged + rejected)"
-        )
-    return summary
+        unsubscribed = outcome != Outcome.REJECTED and unsubscribes
+        tally.by_outcome[outcome] += 1
+        if unsubscribed:
+            tally.unsubscribed += 1
+            tally.by_unsubscribe_reason[plan.unsubscribe_reason] += 1
+        for name, value in (
+            ("row", first_row + n),
+            ("identity", plan.identity),
+            ("objectId", plan.object_id),
+            ("email", plan.email),
+            ("outcome", outcome),
+            ("changes", plan.changes),
+            ("unsubscribe_reason", plan.unsubscribe_reason),
+            ("unsubscribed", unsubscribed),
+            ("profile_update", _state(n in upload, up, sent)),
+            ("subscribe", _state(n in subscribe, sub, "not_sent_dry_run" if dry_run else "applied")),
+            ("rejection_code", code),
+            ("rejection_stage", stage),
+            ("rejection_message", message),
+            ("dry_run", dry_run),
+        ):
+            columns[name].append(value)
+    tally.rows_out += len(planned)
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _state(attempted: bool, rejection: RecordRejection | None, done: str) -> str:
@@ -687,22 +816,26 @@ def _state(attempted: bool, rejection: RecordRejection | None, done: str) -> str
     return "rejected" if rejection is not None else done
 
 
-#: Schema of the outcome file.
-OUTCOME_SCHEMA = pa.schema(
-    [
-        ("row", pa.int64()),
-        ("identity", pa.string()),
-        ("objectId", pa.string()),
-        ("email", pa.string()),
-        ("outcome", pa.string()),
-        ("changes", pa.string()),
-        ("unsubscribe_reason", pa.string()),
-        ("unsubscribed", pa.bool_()),
-        ("profile_update", pa.string()),
-        ("subscribe", pa.string()),
-        ("rejection_code", pa.int32()),
-        ("rejection_stage", pa.string()),
-        ("rejection_message", pa.string()),
-        ("dry_run", pa.bool_()),
-    ]
-)
+@cache
+def outcome_schema() -> pa.Schema:
+    """Schema of the outcome file (one row per result row)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("row", pa.int64()),
+            ("identity", pa.string()),
+            ("objectId", pa.string()),
+            ("email", pa.string()),
+            ("outcome", pa.string()),
+            ("changes", pa.string()),
+            ("unsubscribe_reason", pa.string()),
+            ("unsubscribed", pa.bool_()),
+            ("profile_update", pa.string()),
+            ("subscribe", pa.string()),
+            ("rejection_code", pa.int32()),
+            ("rejection_stage", pa.string()),
+            ("rejection_message", pa.string()),
+            ("dry_run", pa.bool_()),
+        ]
+    )
