@@ -64,15 +64,13 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
+from clearout_provider.dag_params import EVERY_PROFILE_WITH_AN_EMAIL, write_back_params
 from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
     CleverTapLoadVerificationOperator,
 )
-from clearout_provider.verdicts import RECOMMENDED_APPEND
-
-DEFAULT_SEGMENT = {"common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}}
 
 
 def created_between(
@@ -118,7 +116,7 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
     render_template_as_native_obj=True,  # the mapping and unsubscribe params reach the operators as objects
     params={
         "segment": Param(
-            DEFAULT_SEGMENT,
+            EVERY_PROFILE_WITH_AN_EMAIL,
             type="object",
             description="CleverTap CQL query selecting the profiles to verify (POST /1/profiles.json body). "
             "The creation-date filter is added to it.",
@@ -142,19 +140,7 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
             maximum=500_000,
             description="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
         ),
-        "append_columns": Param(
-            list(RECOMMENDED_APPEND),
-            type="array",
-            description="Clearout properties to append to each profile; keep them the same as the nightly "
-            "DAG's so every profile carries the same set. The verified address and date are always written.",
-        ),
-        "renames": Param({}, type="object", description="Optional new names for appended properties."),
-        "unsubscribe": Param(
-            {"hard_bounce": True, "disposable": True, "spam_trap": True, "method": "both"},
-            type="object",
-            description="Which outcomes unsubscribe, and how: `profile` (MSG-email false), "
-            "`subscribe_api`, or `both`. Set `enabled` to false to never unsubscribe.",
-        ),
+        **write_back_params(),
     },
 )
 def clevertap_backfill_historical_contacts() -> None:

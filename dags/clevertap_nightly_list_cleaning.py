@@ -35,6 +35,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from clearout_provider.dag_params import EVERY_PROFILE_WITH_AN_EMAIL, write_back_params
 from clearout_provider.operators import INSTANT_THRESHOLD, choose_verification_mode
 from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
@@ -43,14 +44,9 @@ from clearout_provider.operators.clevertap import (
     CleverTapLoadVerificationOperator,
 )
 from clearout_provider.operators.instant_verify import ClearoutInstantVerifyOperator
-from clearout_provider.verdicts import RECOMMENDED_APPEND
 
 VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://clevertap_default/verified")
 """Updated by every successful run; its event extra carries the counts and the report's path."""
-
-EVERY_PROFILE_WITH_AN_EMAIL = {
-    "common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}
-}
 
 
 @dag(
@@ -75,19 +71,7 @@ EVERY_PROFILE_WITH_AN_EMAIL = {
         "uncertain_ttl_days": Param(
             1, type="number", minimum=0, description="Re-verify `unknown` and `catch_all` verdicts sooner."
         ),
-        "append_columns": Param(
-            list(RECOMMENDED_APPEND),
-            type="array",
-            description="Clearout properties to append to each profile (Clearout's recommendation: Safe To "
-            "Send + Verification Status). The verified address and date are always written.",
-        ),
-        "renames": Param({}, type="object", description="Optional new names for appended properties."),
-        "unsubscribe": Param(
-            {"hard_bounce": True, "disposable": True, "spam_trap": True, "method": "both"},
-            type="object",
-            description="Which outcomes unsubscribe, and how: `profile` (MSG-email false), "
-            "`subscribe_api`, or `both`. Set `enabled` to false to never unsubscribe.",
-        ),
+        **write_back_params(),
         "instant_threshold": Param(
             INSTANT_THRESHOLD,
             type="integer",
