@@ -81,6 +81,7 @@ REGION_HOSTS: dict[str, str] = {
 DEFAULT_REGION = "eu1"
 SUBSCRIBE_STATUSES = ("Unsubscribe", "Resubscribe")
 _SKIPPED_RE = re.compile(r"Skipped record number\s*:\s*(\d+)")
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def resolve_base_url(region: str | None, host: str | None = None, port: int | None = None) -> str:
@@ -152,6 +153,23 @@ class _Item(NamedTuple):
     payload: dict[str, Any]
     key: str
     value: str
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One request's worth of records, ready to send: the encoded body and, in body order, each record's
+    input row and identifier (to map CleverTap's per-record answers back).
+
+    Plain lists of ints and strings, not the records' dicts: a batch waits in the queue and in flight
+    for several hundred ms, and 1000 dicts per batch living that long are promoted into the garbage
+    collector's oldest generation and set off a full collection every ~100 batches: a pause of ~200 ms
+    (growing with the caller's heap) that holds the GIL and stalls every sender thread at once.
+    """
+
+    body: bytes
+    rows: list[int]
+    keys: list[str]
+    values: list[str]
 
 
 @dataclass
@@ -483,12 +501,11 @@ class CleverTapHook(BaseHook):
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clevertap") as pool:
             pending: set[Future[_BatchOutcome]] = set()
             try:
+                # Batches are encoded here, ahead of the senders, so a request leaves as soon as a slot frees.
                 for batch in self._batches(items, batch_size, report):
-                    # Encode here, ahead of the senders, so a request leaves as soon as a slot frees up.
-                    body = json.dumps({"d": [item.payload for item in batch]}, separators=(",", ":")).encode()
-                    pending.add(pool.submit(self._send_batch, path, batch, body))
+                    pending.add(pool.submit(self._send_batch, path, batch))
                     report.batches += 1
-                    report.sent += len(batch)
+                    report.sent += len(batch.rows)
                     if len(pending) >= 3 * workers:  # a queue of encoded batches ready to go
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         merge(done)
@@ -524,32 +541,44 @@ class CleverTapHook(BaseHook):
     @staticmethod
     def _batches(
         items: Iterable[RecordRejection | _Item], size: int, report: UploadReport
-    ) -> Iterator[list[_Item]]:
-        """Group items into batches; local rejections go straight into the report."""
-        batch: list[_Item] = []
+    ) -> Iterator[_Batch]:
+        """Group items into encoded batches; local rejections go straight into the report.
+
+        Each record is encoded as soon as it is taken, so its dicts are freed at once (see :class:`_Batch`).
+        """
+        parts: list[str] = []
+        rows: list[int] = []
+        keys: list[str] = []
+        values: list[str] = []
         for item in items:
             report.received += 1
             if isinstance(item, RecordRejection):
                 report.rejections.append(item)
                 continue
-            batch.append(item)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            parts.append(_ENCODER.encode(item.payload))
+            rows.append(item.row)
+            keys.append(item.key)
+            values.append(item.value)
+            if len(parts) == size:
+                yield _Batch(_body(parts), rows, keys, values)
+                parts, rows, keys, values = [], [], [], []
+        if parts:
+            yield _Batch(_body(parts), rows, keys, values)
 
-    def _send_batch(self, path: str, batch: list[_Item], payload: bytes) -> _BatchOutcome:
+    def _send_batch(self, path: str, batch: _Batch) -> _BatchOutcome:
         """Send one encoded batch; map every ``unprocessed`` entry back to its input row."""
+        size = len(batch.rows)
         try:
-            body, calls = self._call("POST", path, payload)
+            body, calls = self._call("POST", path, batch.body)
         except CleverTapAuthError:
             raise
         except CleverTapError as exc:
             stage = "transport" if exc.transient else "api"
             code = exc.http_status or exc.code or 0
             attempts = self.max_retries + 1 if exc.transient else 1
-            return _BatchOutcome(0, attempts, [_rejection(item, code, str(exc), stage) for item in batch])
+            return _BatchOutcome(
+                0, attempts, [_rejection(batch, n, code, str(exc), stage) for n in range(size)]
+            )
         outcome = _BatchOutcome(requests=calls)
         claimed: set[int] = set()
         unexplained = 0
@@ -562,19 +591,19 @@ class CleverTapHook(BaseHook):
             error = str(entry.get("error", ""))
             outcome.rejections.append(
                 _rejection(
-                    batch[index], int(entry.get("code") or 0), _SKIPPED_RE.sub("", error).strip(), "api"
+                    batch, index, int(entry.get("code") or 0), _SKIPPED_RE.sub("", error).strip(), "api"
                 )
             )
-        remaining = [item for n, item in enumerate(batch) if n not in claimed]
+        remaining = [n for n in range(size) if n not in claimed]
         processed = int(body.get("processed") or 0)
         if processed == len(remaining) and not unexplained:
             outcome.processed = processed
         else:  # CleverTap's counts do not say which rows were applied: report them all, never guess
             message = (
-                f"CleverTap confirmed {processed} of {len(batch)} records in this batch without saying which; "
+                f"CleverTap confirmed {processed} of {size} records in this batch without saying which; "
                 "this row may not have been applied"
             )
-            outcome.rejections.extend(_rejection(item, 0, message, "api") for item in remaining)
+            outcome.rejections.extend(_rejection(batch, n, 0, message, "api") for n in remaining)
         return outcome
 
 
@@ -582,27 +611,33 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _index_of(entry: Mapping[str, Any], batch: list[_Item], claimed: set[int]) -> int | None:
+def _body(parts: list[str]) -> bytes:
+    """The request body ``{"d":[...]}`` around records already encoded one by one."""
+    return ('{"d":[' + ",".join(parts) + "]}").encode()
+
+
+def _index_of(entry: Mapping[str, Any], batch: _Batch, claimed: set[int]) -> int | None:
     """Which batch position an ``unprocessed`` entry is about: its record number, else its echo."""
     match = _SKIPPED_RE.search(str(entry.get("error", "")))
-    if match and 1 <= int(match.group(1)) <= len(batch) and int(match.group(1)) - 1 not in claimed:
+    if match and 1 <= int(match.group(1)) <= len(batch.rows) and int(match.group(1)) - 1 not in claimed:
         return int(match.group(1)) - 1
     echo = entry.get("record")
     if isinstance(echo, Mapping):
-        for n, item in enumerate(batch):
-            if n not in claimed and str(echo.get(item.key)) == item.value:
+        for n, (key, value) in enumerate(zip(batch.keys, batch.values, strict=True)):
+            if n not in claimed and str(echo.get(key)) == value:
                 return n
     return None
 
 
-def _rejection(item: _Item, code: int, error: str, stage: str) -> RecordRejection:
-    payload = item.payload
+def _rejection(batch: _Batch, n: int, code: int, error: str, stage: str) -> RecordRejection:
+    """The rejection of the batch's ``n``-th record (its identifier is the one key its payload carried)."""
+    key, value = batch.keys[n], batch.values[n]
     return RecordRejection(
-        row=item.row,
+        row=batch.rows[n],
         code=code,
         error=error,
         stage=stage,  # type: ignore[arg-type]
-        identity=_text(payload.get("identity")),
-        object_id=_text(payload.get("objectId")),
-        email=payload.get("value") if item.key == "value" else None,
+        identity=value if key == "identity" else None,
+        object_id=value if key == "objectId" else None,
+        email=value if key == "value" else None,
     )

@@ -5,7 +5,11 @@ Faithful to the CleverTap fact sheet where it speaks, and explicit where it does
 * Auth: ``X-CleverTap-Account-Id`` + ``X-CleverTap-Passcode``; anything else → 401
   ``{"status":"fail","error":"Account ID is not valid","code":401}`` (or "Passcode is not valid").
 * ``clevertap_max_concurrency`` requests in flight at once (all endpoints together, the ``latency_ms``
-  sleep included); one more → 429 "Too many concurrent requests".
+  wait included); one more → 429 "Too many concurrent requests".
+* ``latency_ms``: a call is answered that long after its body has arrived (or when its handling is done,
+  if later). The sandbox's own work runs inside that time, not after it: handlers run one at a time on
+  the event loop, so 15 concurrent uploads answered "latency, then work" would each also wait for the
+  others' validation (up to ~130 ms), which CleverTap, serving calls side by side, does not add.
 * ``POST /upload[?dryRun=1]``: ≤ 1000 records; per-record codes of :mod:`.clevertap_validation` in
   the success/partial/fail envelope, each rejection echoing its record and
   ``"...Skipped record number : k"`` (k from 1). ``FBID``/``GPID`` are treated like identities.
@@ -107,10 +111,14 @@ class CleverTapSandbox:
             self.stats["requests"] += 1
             self.stats["max_concurrent"] = max(self.stats["max_concurrent"], self.in_flight)
             try:
-                if self.settings.latency_ms:
-                    await request.body()  # receive the whole request first, as a real server does
-                    await asyncio.sleep(self.settings.latency_ms / 1000)
-                return await handler(request)
+                if not self.settings.latency_ms:
+                    return await handler(request)
+                await request.body()  # receive the whole request first, as a real server does
+                # The work happens within the latency, not after it (see the module docstring).
+                answer_at = time.monotonic() + self.settings.latency_ms / 1000
+                response = await handler(request)
+                await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
+                return response
             finally:
                 self.in_flight -= 1
 
