@@ -1,34 +1,55 @@
 """``clearout-sandbox --host 127.0.0.1 --port 8765 [--credits N --rpm N ...]``.
 
 Options are generated from :class:`~clearout_provider.sandbox.settings.SandboxSettings` so the CLI and
-the dataclass cannot drift apart.
+the dataclass cannot drift apart; each option's help is the docstring under its field.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import inspect
+import itertools
 import typing
 
 from clearout_provider.sandbox.settings import SandboxSettings
+
+
+def _field_docs() -> dict[str, str]:
+    """The docstring written under each settings field, read from the dataclass's source."""
+    body = ast.parse(inspect.getsource(SandboxSettings)).body[0].body  # type: ignore[attr-defined]
+    return {
+        node.target.id: " ".join(doc.value.value.split())
+        for node, doc in itertools.pairwise(body)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(doc, ast.Expr)
+        and isinstance(doc.value, ast.Constant)
+        and isinstance(doc.value.value, str)
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """One option per settings field, typed and defaulted from the dataclass."""
     parser = argparse.ArgumentParser(
         prog="clearout-sandbox",
-        description="Local emulator of the Clearout, CleverTap and Mail.so APIs for demos and tests.",
+        description="Local emulator of the Clearout and CleverTap APIs for demos and tests.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on.")
+    parser.add_argument("--port", type=int, default=8765, help="Port to listen on.")
+    parser.add_argument("--log-level", default="warning", help="uvicorn's log level.")
     hints = typing.get_type_hints(SandboxSettings)
+    docs = _field_docs()
     for field in dataclasses.fields(SandboxSettings):
         kind = hints[field.name]
         option = "--" + field.name.replace("_", "-")
-        doc = (field.metadata or {}).get("help")
+        doc = docs.get(field.name)
         if kind is bool:
-            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=field.default, help=doc)
+            parser.add_argument(
+                option, action=argparse.BooleanOptionalAction, default=field.default, help=doc
+            )
         else:
             caster = kind if kind in (int, float, str) else str
             parser.add_argument(option, type=caster, default=field.default, help=doc)

@@ -18,7 +18,9 @@ class SandboxSettings:
 
     # --- Clearout ---------------------------------------------------------------------------------
     clearout_token: str = DEFAULT_CLEAROUT_TOKEN
+    """The API token the Clearout endpoints accept (any of the three Authorization header forms)."""
     credits: int = 100_000
+    """Starting credit balance of the Clearout account (402 / 1002 when a request needs more)."""
     rpm: int = 300
     """Instant-verify requests allowed per rate window (Clearout's plans: 10..400 per minute)."""
     finder_rpm: int = 190
@@ -42,15 +44,18 @@ class SandboxSettings:
     fault_rate_524: float = 0.0
     """Fraction of instant calls answered 524 (timeout)."""
     fault_seed: int = 0
+    """Seed of the fault injection, so a failing run can be replayed."""
     time_scale: float = 1.0
     """Multiplies every simulated duration (instant verify time, finder search, client timeouts), not the
     rate window, which has its own knob."""
     latency_ms: int = 0
-    """Added to every API response (not /healthz)."""
+    """Every API call (not /healthz) answers no sooner than this after it arrived: a network round trip."""
 
     # --- CleverTap --------------------------------------------------------------------------------
     clevertap_account_id: str = "TEST-SBX-000"
+    """The CleverTap Account ID the CleverTap endpoints accept (X-CleverTap-Account-Id)."""
     clevertap_passcode: str = "sandbox-passcode"
+    """The CleverTap Passcode the CleverTap endpoints accept (X-CleverTap-Passcode)."""
     seed_contacts: int = 1000
     """Synthetic CleverTap profiles (deterministic; generated lazily, so 1,000,000 cost no memory)."""
     clevertap_max_concurrency: int = 15
