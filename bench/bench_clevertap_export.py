@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 from _util import peak_rss_bytes
 
 TARGET_PEAK_BYTES = 500 * 10**6
@@ -79,13 +78,7 @@ def main() -> int:
             print(completed.stderr[-3000:])
             return 1
         figures = json.loads(completed.stdout.strip().splitlines()[-1])
-        headers = {
-            "X-CleverTap-Account-Id": settings.clevertap_account_id,
-            "X-CleverTap-Passcode": settings.clevertap_passcode,
-        }
-        stats = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30).json()[
-            "stats"
-        ]
+        stats = server.clevertap_stats()
         server_peak = sandbox_peak_rss(server._proc.pid) if server._proc else 0
         rows = _rows_in(dest)
         size = dest.stat().st_size

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import _util  # noqa: F401  (sys.path and AIRFLOW_HOME for a checkout)
-import requests
 
 SEEDED = 100_000
 
@@ -66,13 +65,7 @@ def run(latency_ms: int, rows: list[dict[str, Any]], concurrency: int) -> tuple[
         started = time.perf_counter()
         report = hook.upload_profiles(rows)
         seconds = time.perf_counter() - started
-        headers = {
-            "X-CleverTap-Account-Id": settings.clevertap_account_id,
-            "X-CleverTap-Passcode": settings.clevertap_passcode,
-        }
-        stats = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30).json()[
-            "stats"
-        ]
+        stats = server.clevertap_stats()
     return len(rows) / seconds, stats, report
 
 

@@ -29,7 +29,6 @@ from datetime import datetime
 from pathlib import Path
 
 import _util  # noqa: F401 - puts the package on sys.path and AIRFLOW_HOME out of ~/airflow
-import requests
 
 TARGET_RATIO = 0.95
 
@@ -74,8 +73,7 @@ def main() -> int:
         with Checkpoint(Path(tmp), CHECKPOINT_NAME) as checkpoint:
             outcome = verify_addresses(hook, emails, checkpoint, max_concurrency=args.concurrency)
         elapsed = time.perf_counter() - started
-        auth = {"Authorization": settings.clearout_token}
-        stats = requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=10).json()
+        stats = server.clearout_stats()
 
     served = [datetime.fromisoformat(d["verified_on"]).timestamp() for d in outcome.answers.values()]
     windows = windows_of(served, args.window)

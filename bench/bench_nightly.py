@@ -46,7 +46,6 @@ from pathlib import Path
 import _util  # noqa: F401  (sys.path and AIRFLOW_HOME for a checkout)
 import psutil
 import pyarrow.parquet as pq
-import requests
 
 from clearout_provider.demo import DAG_ID, airflow_environment, repo_dags, run_airflow, sandbox_connections
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -210,21 +209,6 @@ def print_tasks(run: Run) -> None:
     )
 
 
-def clearout_credits(server: SandboxProcess) -> int:
-    auth = {"Authorization": server.settings.clearout_token}
-    stats = requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=30).json()
-    return int(stats["credits_available"])
-
-
-def clevertap_stats(server: SandboxProcess) -> dict[str, int]:
-    headers = {
-        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
-        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
-    }
-    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30).json()
-    return body["stats"]
-
-
 def xcom_of(db: Path, task_id: str) -> dict[str, object]:
     """A task's return value in the latest run (``dags test`` keeps XComs in the metadata DB as JSON)."""
     with sqlite3.connect(db) as conn:
@@ -277,10 +261,13 @@ def main() -> int:
         extracted = Path(str(xcom_of(db, "extract_delta")["path"]).removeprefix("file://"))
         to_change = round(args.contacts * args.changed_share)
         changed = change_emails(server, extracted, to_change) if first.ok else 0
-        credits_before, uploads_before = clearout_credits(server), clevertap_stats(server)
+        credits_before, uploads_before = (
+            int(server.clearout_stats()["credits_available"]),
+            server.clevertap_stats(),
+        )
         second = run_nightly(env, root, "changed")
-        credits_spent = credits_before - clearout_credits(server)
-        uploads_after = clevertap_stats(server)
+        credits_spent = credits_before - int(server.clearout_stats()["credits_available"])
+        uploads_after = server.clevertap_stats()
         to_verify = int(xcom_of(db, "extract_delta")["to_verify"]) if second.ok else -1
         sandbox_peak = _status_bytes(server.pid, "VmHWM") if server.pid else 0
 

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import requests
+from dag_runs import states, xcom
 
 from clearout_provider.clevertap_rules import parse_date_value
 from clearout_provider.contacts import prepare_contacts
@@ -74,38 +74,9 @@ def start(
 # ------------------------------------------------------------------------------------------- witnesses
 
 
-def clearout_stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
-
-
-def states(dr: Any) -> dict[str, str | None]:
-    return {
-        ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]"): ti.state
-        for ti in dr.get_task_instances()
-    }
-
-
 def mapped_states(dr: Any, task_id: str) -> list[str | None]:
     tis = sorted((ti for ti in dr.get_task_instances() if ti.task_id == task_id), key=lambda ti: ti.map_index)
     return [ti.state for ti in tis]
-
-
-def xcom(dr: Any, task_id: str, map_index: int = -1) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(
-                run_id=dr.run_id,
-                dag_ids=dr.dag_id,
-                task_ids=task_id,
-                map_indexes=map_index,
-                key="return_value",
-            )
-        ).first()
-        return XComModel.deserialize_value(row) if row is not None else None
 
 
 def finished(dr: Any) -> list[dict[str, Any]]:
@@ -178,7 +149,7 @@ def test_full_history_run_verifies_the_base_in_chunks_each_address_once(
     verified = [xcom(dr, VERIFY, i) for i in range(len(chunks))]
     loaded = [xcom(dr, LOAD, i) for i in range(len(chunks))]
     assert [v["rows"] for v in verified] == rows == [lo["input"] for lo in loaded]
-    stats = clearout_stats(server)
+    stats = server.clearout_stats()
     assert stats["bulk_uploads"] == len({v["list_id"] for v in verified}) == len(chunks)
     assert all(stats["lists"][v["list_id"]]["status"] == "completed" for v in verified)
     # Chunking cost nothing extra: every address went to Clearout once, exactly what one list would cost.
@@ -198,8 +169,8 @@ def test_full_history_run_verifies_the_base_in_chunks_each_address_once(
 
     assert xcom(again, "extract")["to_verify"] == 0 and xcom(again, "split") == []
     assert states(again)["report"] == "success" and xcom(again, "report")["chunks"] == 0
-    assert clearout_stats(server)["bulk_uploads"] == len(chunks)
-    assert clearout_stats(server)["credits_used"] == stats["credits_used"]
+    assert server.clearout_stats()["bulk_uploads"] == len(chunks)
+    assert server.clearout_stats()["credits_used"] == stats["credits_used"]
 
 
 def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
@@ -218,7 +189,7 @@ def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
     verify_states = mapped_states(first, VERIFY)
     assert len(chunks) >= 4 and 2 <= len(done) < len(chunks)
     assert "failed" in verify_states and set(verify_states) <= {"success", "failed"}
-    first_bill = clearout_stats(first_account)
+    first_bill = first_account.clearout_stats()
     # A chunk that did not fit the balance was refused before uploading: nothing paid for, no list.
     assert first_bill["bulk_uploads"] == len(done)
     assert first_bill["credits_used"] == sum(v["credits_spent"] for v in done) > 0
@@ -239,7 +210,7 @@ def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
     )
     resumed = [xcom(second, VERIFY, i) for i in range(len(xcom(second, "split")))]
     assert sent_to_clearout(resumed).isdisjoint(sent_to_clearout(done))
-    second_bill = clearout_stats(second_account)
+    second_bill = second_account.clearout_stats()
     assert second_bill["bulk_uploads"] == len(resumed)
     assert second_bill["credits_used"] == sum(v["credits_spent"] for v in resumed)
     # Interrupted + resumed cost exactly what one uninterrupted run costs: no chunk was paid twice.
@@ -256,7 +227,7 @@ def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
         assert ("Clearout Verified At" in record["profileData"]) == has_email, i
     third = dag.test(run_conf=FULL, logical_date=datetime.now(UTC) + timedelta(minutes=2))
     assert third.state == "success" and xcom(third, "extract")["to_verify"] == 0
-    assert clearout_stats(second_account)["credits_used"] == second_bill["credits_used"]
+    assert second_account.clearout_stats()["credits_used"] == second_bill["credits_used"]
 
 
 def test_a_backfill_run_verifies_the_profiles_created_in_its_data_interval(
@@ -285,7 +256,7 @@ def test_a_backfill_run_verifies_the_profiles_created_in_its_data_interval(
     extract = xcom(dr, "extract")
     assert extract["exported"] == len(in_month)
     assert len(xcom(dr, "split")) == 1  # the default chunk size holds a month easily
-    assert clearout_stats(server)["bulk_uploads"] == 1
+    assert server.clearout_stats()["bulk_uploads"] == 1
     # `airflow backfill create` plans one such run per month (the DAG is in the DB since dag.test()).
     airflow = str(Path(sys.executable).with_name("airflow"))
     after = (month_end + timedelta(days=32)).replace(day=1)  # months without a run yet

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import requests
 from conftest import load_dag
+from dag_runs import xcom
 
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -71,28 +72,12 @@ def many(n: int, prefix: str = "user") -> list[tuple[str, str]]:
     return [(str(i), f"{prefix}{i}@company{i % 7}.org") for i in range(n)]
 
 
-def stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
-
-
 def run(dag_id: str, source: Path, **run_kwargs: Any) -> Any:
     return load_dag("dag_bulk_verify", dag_id).test(run_conf={"source": str(source)}, **run_kwargs)
 
 
 def task(dr: Any, task_id: str = "verify") -> Any:
     return dr.get_task_instance(task_id)
-
-
-def xcom(dr: Any, key: str = "return_value", task_id: str = "verify") -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key=key)
-        ).first()
-        return XComModel.deserialize_value(row) if row is not None else None
 
 
 def failures(data_dir: Path) -> list[dict[str, Any]]:
@@ -137,7 +122,7 @@ def when_list_appears(server: SandboxProcess, action: Callable[[str], None]) -> 
     def watch() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            lists = stats(server)["lists"]
+            lists = server.clearout_stats()["lists"]
             if lists:
                 time.sleep(0.3)  # let the trigger see it running first
                 action(next(iter(lists)))
@@ -160,18 +145,18 @@ def test_deferred_bulk_verify_writes_every_input_row_with_its_verdict(
     source = write_contacts(
         tmp_path / "contacts.csv", [(i, e) for i, e, *_ in CONTACTS] + [(f"x{i}", e) for i, e in extra]
     )
-    before = stats(server)["credits_available"]
+    before = server.clearout_stats()["credits_available"]
 
     dr = run("clearout_bulk_verify", source)
 
     assert task(dr).state == "success", failures(data_dir)
-    result = xcom(dr)
-    after = stats(server)
+    result = xcom(dr, "verify")
+    after = server.clearout_stats()
     assert after["bulk_uploads"] == 1
     list_id = result["list_id"]
-    assert xcom(dr, "list_id") == list_id and after["lists"][list_id]["status"] == "completed"
+    assert xcom(dr, "verify", key="list_id") == list_id and after["lists"][list_id]["status"] == "completed"
     assert (
-        xcom(dr, "_link_ClearoutListLink")
+        xcom(dr, "verify", key="_link_ClearoutListLink")
         == f"https://app.clearout.io/email-verifier/lists?list_id={list_id}"
     )
     assert (
@@ -213,8 +198,8 @@ def test_non_deferrable_mode_polls_on_the_worker_and_writes_csv(
     dr = run("clearout_bulk_verify_sync", source)
 
     assert task(dr).state == "success", failures(data_dir)
-    result = xcom(dr)
-    assert result["result_path"].endswith(".csv") and stats(server)["bulk_uploads"] == 1
+    result = xcom(dr, "verify")
+    assert result["result_path"].endswith(".csv") and server.clearout_stats()["bulk_uploads"] == 1
     frame = read_result(result["result_path"])
     assert len(frame) == 15 and set(frame["decided_by"]) == {"clearout_bulk"}
 
@@ -229,10 +214,10 @@ def test_nothing_to_verify_finishes_without_calling_clearout(
     dr = run("clearout_bulk_verify", source)
 
     assert task(dr).state == "success", failures(data_dir)
-    result = xcom(dr)
+    result = xcom(dr, "verify")
     assert result["list_id"] is None and result["credits_spent"] == 0 and result["rows"] == 3
     assert result["counts"] == {"invalid": 3}
-    assert stats(server)["bulk_uploads"] == 0 and stats(server)["credits_used"] == 0
+    assert server.clearout_stats()["bulk_uploads"] == 0 and server.clearout_stats()["credits_used"] == 0
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -249,11 +234,11 @@ def test_deadline_fails_the_task_and_cancels_the_list(
 
     assert task(dr).state == "failed"
     [failure] = failures(data_dir)
-    list_id = next(iter(stats(server)["lists"]))
+    list_id = next(iter(server.clearout_stats()["lists"]))
     assert failure["type"] == "ClearoutBulkJobTimedOut"
     assert f"list {list_id} did not finish before its deadline" in failure["message"]
     assert "it was cancelled, so unprocessed addresses cost nothing" in failure["message"]
-    assert stats(server)["lists"][list_id]["status"] == "cancelled"
+    assert server.clearout_stats()["lists"][list_id]["status"] == "cancelled"
 
 
 def test_list_cancelled_in_the_app_fails_the_task(
@@ -272,7 +257,7 @@ def test_list_cancelled_in_the_app_fails_the_task(
 
     assert task(dr).state == "failed"
     [failure] = failures(data_dir)
-    list_id = next(iter(stats(server)["lists"]))
+    list_id = next(iter(server.clearout_stats()["lists"]))
     assert failure["type"] == "ClearoutBulkJobCancelled"
     assert (
         f"list {list_id} was cancelled at" in failure["message"]
@@ -294,7 +279,7 @@ def test_list_removed_while_waiting_fails_the_task(
     assert failure["type"] == "ClearoutBulkJobFailed"
     assert "Could not follow Clearout verify list" in failure["message"]
     assert "List is not available (Clearout code 1029" in failure["message"]
-    assert stats(server)["lists"] == {}
+    assert server.clearout_stats()["lists"] == {}
 
 
 def test_too_few_credits_fail_before_anything_is_uploaded(
@@ -311,7 +296,7 @@ def test_too_few_credits_fail_before_anything_is_uploaded(
     assert failure["type"] == "ClearoutCreditsError"
     assert "has 3 credits but this list has 5 addresses" in failure["message"]
     assert "nothing was uploaded" in failure["message"]
-    assert stats(server)["bulk_uploads"] == 0
+    assert server.clearout_stats()["bulk_uploads"] == 0
 
 
 def test_input_above_the_chunk_size_is_refused_before_clearout_is_called(
@@ -327,7 +312,7 @@ def test_input_above_the_chunk_size_is_refused_before_clearout_is_called(
     [failure] = failures(data_dir)
     assert failure["type"] == "TooManyContacts"
     assert "has 5 rows, more than the 3 one bulk list may carry; split it into chunks" in failure["message"]
-    assert stats(server)["bulk_uploads"] == 0 and stats(server)["credits_used"] == 0
+    assert server.clearout_stats()["bulk_uploads"] == 0 and server.clearout_stats()["credits_used"] == 0
 
 
 def test_full_bulk_queue_waits_for_a_free_slot(
@@ -346,9 +331,9 @@ def test_full_bulk_queue_waits_for_a_free_slot(
 
     assert task(dr).state == "success", failures(data_dir)
     assert time.monotonic() - started > 1.5  # it waited for the blocker, deferred to a timer meanwhile
-    after = stats(server)
+    after = server.clearout_stats()
     assert after["bulk_uploads"] == 2 and after["lists"][blocker_id]["status"] == "completed"
-    assert xcom(dr)["rows"] == 5
+    assert xcom(dr, "verify")["rows"] == 5
 
 
 def test_bulk_queue_full_until_the_deadline_fails_without_uploading(
@@ -367,7 +352,7 @@ def test_bulk_queue_full_until_the_deadline_fails_without_uploading(
     [failure] = failures(data_dir)
     assert failure["type"] == "ClearoutBulkSlotTimeout"
     assert "maximum number of bulk lists is running (1001) until this task's deadline" in failure["message"]
-    assert stats(server)["bulk_uploads"] == 1  # the blocker only
+    assert server.clearout_stats()["bulk_uploads"] == 1  # the blocker only
 
 
 # ---------------------------------------------------------------------------------------- never spend twice
@@ -375,7 +360,7 @@ def test_bulk_queue_full_until_the_deadline_fails_without_uploading(
 
 def billing(server: SandboxProcess) -> tuple[int, int, int]:
     """(uploads, credits used, credits charged by all lists): one upload and used == charged means one charge."""
-    now = stats(server)
+    now = server.clearout_stats()
     return now["bulk_uploads"], now["credits_used"], sum(int(v["charged"]) for v in now["lists"].values())
 
 
@@ -385,7 +370,7 @@ def test_retry_after_upload_resumes_the_list_instead_of_paying_again(
     server = sandbox_factory(SandboxSettings(bulk_rate=10))
     clearout_connection(server)
     source = write_contacts(tmp_path / "contacts.csv", many(45))  # 4.5 s of work; each try allows 3 s
-    credits = stats(server)["credits_available"]
+    credits = server.clearout_stats()["credits_available"]
 
     dr = run("clearout_bulk_verify_retry", source)
 
@@ -397,8 +382,8 @@ def test_retry_after_upload_resumes_the_list_instead_of_paying_again(
     )
     uploads, used, charged = billing(server)
     assert uploads == 1 and used == charged > 0
-    result = xcom(dr)
-    assert result["credits_spent"] == used == credits - stats(server)["credits_available"]
+    result = xcom(dr, "verify")
+    assert result["credits_spent"] == used == credits - server.clearout_stats()["credits_available"]
     assert result["rows"] == 45
 
 
@@ -414,7 +399,8 @@ def test_retry_without_the_state_file_resumes_through_the_duplicate_answer(
     assert task(dr).state == "success" and task(dr).try_number == 2, failures(data_dir)
     uploads, used, charged = billing(server)
     assert uploads == 1 and used == charged
-    assert xcom(dr)["credits_spent"] is None  # the balance before the upload was forgotten with the file
+    # The balance before the upload was forgotten with the file.
+    assert xcom(dr, "verify")["credits_spent"] is None
 
 
 def test_retry_after_a_cancelled_list_uploads_it_again(
@@ -435,10 +421,10 @@ def test_retry_after_a_cancelled_list_uploads_it_again(
 
     assert task(dr).state == "success" and task(dr).try_number == 2, failures(data_dir)
     assert [f["type"] for f in failures(data_dir)] == ["ClearoutBulkJobCancelled"]
-    lists = stats(server)["lists"]
-    assert stats(server)["bulk_uploads"] == 2
+    lists = server.clearout_stats()["lists"]
+    assert server.clearout_stats()["bulk_uploads"] == 2
     assert sorted(v["status"] for v in lists.values()) == ["cancelled", "completed"]
-    assert lists[xcom(dr)["list_id"]]["status"] == "completed"
+    assert lists[xcom(dr, "verify")["list_id"]]["status"] == "completed"
 
 
 @pytest.mark.parametrize("expired", [False, True])
@@ -457,7 +443,7 @@ def test_cleared_and_rerun_task_downloads_the_completed_list_again(
     logical_date = datetime(2026, 3, 1, tzinfo=UTC)  # same date → same run id → same task folder
 
     first = run("clearout_bulk_verify", source, logical_date=logical_date, run_after=logical_date)
-    first_result, used = xcom(first), stats(server)["credits_used"]
+    first_result, used = xcom(first, "verify"), server.clearout_stats()["credits_used"]
     if expired:  # Clearout dropped the result (30 days later): only then is a second list paid for
         auth = {"Authorization": server.settings.clearout_token}
         body = {"list_id": first_result["list_id"]}
@@ -467,14 +453,19 @@ def test_cleared_and_rerun_task_downloads_the_completed_list_again(
     second = run("clearout_bulk_verify", source, logical_date=logical_date, run_after=logical_date)
 
     assert task(second).state == "success", failures(data_dir)
-    second_result = xcom(second)
+    second_result = xcom(second, "verify")
     assert second.run_id == first.run_id and second_result["counts"] == first_result["counts"]
     if expired:
-        assert second_result["list_id"] != first_result["list_id"] and stats(server)["bulk_uploads"] == 2
-        assert stats(server)["credits_used"] == 2 * used
+        assert (
+            second_result["list_id"] != first_result["list_id"]
+            and server.clearout_stats()["bulk_uploads"] == 2
+        )
+        assert server.clearout_stats()["credits_used"] == 2 * used
     else:
         assert second_result["list_id"] == first_result["list_id"]
-        assert stats(server)["bulk_uploads"] == 1 and stats(server)["credits_used"] == used
+        assert (
+            server.clearout_stats()["bulk_uploads"] == 1 and server.clearout_stats()["credits_used"] == used
+        )
 
 
 # ---------------------------------------------------------------------------------------------- sensor
@@ -493,13 +484,13 @@ def test_sensor_waits_for_a_list_started_by_the_hook(
     )
 
     assert task(dr, "wait").state == "success"
-    assert xcom(dr, task_id="wait") == {
+    assert xcom(dr, "wait") == {
         "list_id": list_id,
         "kind": "verify",
         "progress_status": "completed",
         "percent": 100.0,
     }
-    assert stats(server)["lists"][list_id]["status"] == "completed"
+    assert server.clearout_stats()["lists"][list_id]["status"] == "completed"
 
 
 @pytest.mark.parametrize("mode", ["deferred", "poking"])

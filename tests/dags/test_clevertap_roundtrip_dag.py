@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import requests
 from conftest import load_dag
+from dag_runs import xcom
 
 from clearout_provider.hooks.clevertap import CleverTapHook
 from clearout_provider.results import RESULT_SCHEMA
@@ -63,17 +63,6 @@ def run(dag_id: str, **conf: Any) -> Any:
     return load_dag("dag_clevertap_roundtrip", dag_id).test(run_conf=conf or None)
 
 
-def xcom(dr: Any, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key="return_value")
-        ).first()
-        return XComModel.deserialize_value(row) if row is not None else None
-
-
 def assert_succeeded(dr: Any, data_dir: Path) -> None:
     failures = data_dir / "failures.jsonl"
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
@@ -81,12 +70,7 @@ def assert_succeeded(dr: Any, data_dir: Path) -> None:
 
 
 def clevertap_stats(server: SandboxProcess) -> Counter[str]:
-    headers = {
-        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
-        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
-    }
-    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=10).json()
-    return Counter(body["stats"])
+    return Counter(server.clevertap_stats())
 
 
 def read(path: str) -> pd.DataFrame:

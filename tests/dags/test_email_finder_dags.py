@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
 from conftest import load_dag
 
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -45,11 +44,6 @@ PEOPLE = pd.DataFrame(
     columns=["id", "Full Name", "Domain", "Company"],
 )
 SENT = 9  # distinct queries with a name and a domain or company (rows 01/04 are one)
-
-
-def stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
 
 
 def run_dag(dag_id: str, tmp_path: Path, **test_kwargs: Any) -> tuple[Any, pd.DataFrame]:
@@ -116,7 +110,7 @@ def test_instant_finder_answers_every_row(
     assert set(
         result.loc[result["finder_status"] == "found"].drop(index="02", errors="ignore")["finder_role"]
     ) <= {"false"}
-    account = stats(server)
+    account = server.clearout_stats()
     assert account["instant_calls"] == SENT  # one call per distinct query, no queue polls
     assert account["credits_used"] == expected_credits(result)
 
@@ -132,7 +126,7 @@ def test_instant_finder_follows_a_timed_out_search_through_the_queue(
 
     assert run.get_task_instance("find").state == "success"
     check_result(result, "clearout_instant_finder")
-    account = stats(server)
+    account = server.clearout_stats()
     assert account["instant_calls"] > SENT  # queue_status polls on top of the searches
     assert account["credits_used"] == expected_credits(result)
 
@@ -152,7 +146,7 @@ def test_a_search_still_queued_when_the_task_ends_is_collected_by_the_rerun_not_
     still_searching = failed[failed["finder_reason"].str.contains("still searching")]
     assert sorted(still_searching.index) == sorted(set(failed.index) - {"08"})  # all but the refused name
     assert len(still_searching) == SENT - 1
-    charged = stats(server)["credits_used"]  # Clearout charges a queued search when it completes
+    charged = server.clearout_stats()["credits_used"]  # Clearout charges a queued search when it completes
     time.sleep(1.6)
 
     rerun, second = run_dag("test_finder_impatient", tmp_path, logical_date=when, run_after=when)
@@ -160,7 +154,7 @@ def test_a_search_still_queued_when_the_task_ends_is_collected_by_the_rerun_not_
     assert rerun.run_id == first_run.run_id
     check_result(second, "clearout_instant_finder")
     assert (
-        stats(server)["credits_used"] == charged == expected_credits(second)
+        server.clearout_stats()["credits_used"] == charged == expected_credits(second)
     )  # collected, not searched again
 
 
@@ -177,7 +171,7 @@ def test_bulk_finder_writes_the_same_result_and_a_rerun_does_not_upload_again(
     check_result(result, "clearout_bulk_finder")
     assert result.loc["08", "decided_by"] == "clearout_bulk_finder"  # in a list, Clearout answers per row
     assert set(result["finder_role"]) == {""}  # the bulk file carries no role flag
-    account = stats(server)
+    account = server.clearout_stats()
     assert account["finder_uploads"] == 1
     (only,) = account["lists"].values()
     assert (only["kind"], only["status"], only["total"]) == ("finder", "completed", SENT)
@@ -186,8 +180,10 @@ def test_bulk_finder_writes_the_same_result_and_a_rerun_does_not_upload_again(
     rerun, again = run_dag("test_finder_bulk", tmp_path, logical_date=when, run_after=when)
 
     assert rerun.get_task_instance("find").state == "success"
-    assert stats(server)["finder_uploads"] == 1  # the completed list was resumed, not uploaded again
-    assert stats(server)["credits_used"] == account["credits_used"]
+    assert (
+        server.clearout_stats()["finder_uploads"] == 1
+    )  # the completed list was resumed, not uploaded again
+    assert server.clearout_stats()["credits_used"] == account["credits_used"]
     pd.testing.assert_frame_equal(again, result)
 
     # A worker that cannot see the state file uploads the same file again: Clearout's 2043 names the list.
@@ -196,8 +192,8 @@ def test_bulk_finder_writes_the_same_result_and_a_rerun_does_not_upload_again(
     third, once_more = run_dag("test_finder_bulk", tmp_path, logical_date=when, run_after=when)
 
     assert third.get_task_instance("find").state == "success"
-    assert stats(server)["finder_uploads"] == 1
-    assert stats(server)["credits_used"] == account["credits_used"]
+    assert server.clearout_stats()["finder_uploads"] == 1
+    assert server.clearout_stats()["credits_used"] == account["credits_used"]
     pd.testing.assert_frame_equal(once_more, result)
 
 
@@ -211,4 +207,4 @@ def test_bulk_finder_waits_on_the_worker_when_not_deferrable(
 
     assert run.get_task_instance("find").state == "success"
     check_result(result, "clearout_bulk_finder")
-    assert stats(server)["finder_uploads"] == 1
+    assert server.clearout_stats()["finder_uploads"] == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+from dag_runs import states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.hooks.clevertap import CleverTapHook
@@ -43,26 +43,6 @@ def server(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(tmp_path / "clearout_data"))
     monkeypatch.setenv("AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL", "0.2")
     yield sandbox
-
-
-def clearout_stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
-
-
-def states(dr: Any) -> dict[str, str | None]:
-    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
-
-
-def xcom(dr: Any, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key="return_value")
-        ).first()
-        return XComModel.deserialize_value(row) if row is not None else None
 
 
 def seeded_leads() -> list[Any]:
@@ -109,7 +89,7 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
     assert summary["leads"] == len(leads) and summary["rejected"] == 0 and summary["unanswered"] == 0
     assert summary["written"] == len(leads) and summary["emails_set"] == 0
     assert 0 < summary["found"] < len(leads) and summary["verified"] == summary["found"]
-    stats = clearout_stats(server)
+    stats = server.clearout_stats()
     assert stats["finder_uploads"] == 1 and stats["bulk_uploads"] == 1
 
     found = 0
@@ -132,12 +112,12 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
     assert found == summary["found"]
 
     # Every lead was looked up once: the next run finds no lead to ask about and spends nothing.
-    credits = clearout_stats(server)["credits_available"]
+    credits = server.clearout_stats()["credits_available"]
     second = dag.test()
 
     assert xcom(second, "export_leads")["leads"] == 0
     assert states(second)["verify_found"] == "skipped" and states(second)["write_back"] == "success"
-    after = clearout_stats(server)
+    after = server.clearout_stats()
     assert (after["finder_uploads"], after["bulk_uploads"], after["credits_available"]) == (1, 1, credits)
 
 
@@ -149,7 +129,7 @@ def test_set_email_without_verification_makes_confident_found_addresses_the_prof
     assert states(dr)["verify_found"] == "skipped" and states(dr)["write_back"] == "success"
     summary = xcom(dr, "write_back")
     assert summary["verified"] == 0 and 0 < summary["emails_set"] <= summary["found"]
-    assert clearout_stats(server)["bulk_uploads"] == 0  # nothing was verified
+    assert server.clearout_stats()["bulk_uploads"] == 0  # nothing was verified
 
     emails_set = 0
     for lead in seeded_leads():

@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
 from airflow.sdk import ObjectStoragePath
 from conftest import load_dag
 
@@ -62,11 +61,6 @@ DOCUMENTED: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "overquota_and_inactive": ("invalid", 428, {}),
     "receiving_limit_reached": ("invalid", 421, {}),
 }
-
-
-def stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
 
 
 def run_dag(tmp_path: Path, source: Path) -> tuple[Any, Path]:
@@ -130,7 +124,7 @@ def test_documented_test_addresses_get_their_statuses_and_every_row_is_kept(
         "local_duplicate",
     ]
     assert tail["clearout_status"].tolist() == ["valid", "invalid", "invalid", "valid"]
-    account = stats(server)
+    account = server.clearout_stats()
     assert account["instant_calls"] == len(emails)  # each unique address once, nothing for local decisions
     assert account["credits_used"] == 0  # test addresses are free
 
@@ -151,7 +145,7 @@ def test_retry_after_a_killed_try_does_not_verify_checkpointed_addresses_again(
     ti = task_instance(run)
     assert ti.state == "success"
     assert ti.try_number == 2  # the first try was killed by its timeout
-    account = stats(server)
+    account = server.clearout_stats()
     assert account["instant_calls"] == len(emails)  # nobody was verified twice
     checkpoint = Checkpoint(folder, CHECKPOINT_NAME).load()
     assert sorted(checkpoint) == sorted(emails)
@@ -212,7 +206,7 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
         outcome = verify_addresses(ClearoutHook(), emails, checkpoint, max_concurrency=3)
     assert sorted(outcome.answers) == sorted(emails)
     assert outcome.resumed == answered
-    assert stats(rich)["instant_calls"] == len(emails) - answered
+    assert rich.clearout_stats()["instant_calls"] == len(emails) - answered
 
 
 def test_inputs_above_max_addresses_are_refused_before_any_call(tmp_path: Path) -> None:

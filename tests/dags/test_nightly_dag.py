@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
+from dag_runs import states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.hooks.clevertap import CleverTapHook
@@ -60,44 +60,6 @@ def server(sandbox_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> Iterato
 # ------------------------------------------------------------------------------------------- witnesses
 
 
-def clearout_stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
-
-
-def clevertap_stats(server: SandboxProcess) -> dict[str, int]:
-    headers = {
-        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
-        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
-    }
-    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=10).json()
-    return body["stats"]
-
-
-def states(dr: Any) -> dict[str, str | None]:
-    return {
-        ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]"): ti.state
-        for ti in dr.get_task_instances()
-    }
-
-
-def xcom(dr: Any, task_id: str, map_index: int = -1) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(
-                run_id=dr.run_id,
-                dag_ids=dr.dag_id,
-                task_ids=task_id,
-                map_indexes=map_index,
-                key="return_value",
-            )
-        ).first()
-        return XComModel.deserialize_value(row) if row is not None else None
-
-
 def report_folder(data_dir: Path, dr: Any) -> Path:
     return data_dir / DAG_ID / re.sub(r"[^A-Za-z0-9._=-]+", "_", dr.run_id) / "report"
 
@@ -138,7 +100,7 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     server: SandboxProcess, data_dir: Path
 ) -> None:
     dag = nightly_dag()
-    credits = clearout_stats(server)["credits_available"]
+    credits = server.clearout_stats()["credits_available"]
 
     # ---- 1. first night: the whole segment is new → bulk path
     first = dag.test()
@@ -159,12 +121,12 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     assert extract["by_reason"]["stale"] > 0  # the seed's old verifications are long past the 30-day TTL
     check_report(data_dir, first)
     [verify] = xcom(first, "verified")
-    after_first = clearout_stats(server)
+    after_first = server.clearout_stats()
     assert after_first["bulk_uploads"] == 1
     assert 0 < verify["credits_spent"] == credits - after_first["credits_available"]
     load = xcom(first, "load_back", 0)
     assert load["updated"] > 0.9 * extract["to_verify"] and load["unsubscribed"] > 0 and not load["dry_run"]
-    ct = clevertap_stats(server)
+    ct = server.clevertap_stats()
     assert ct["saving_upload_calls"] > 0 and ct["subscriptions_processed"] > 0
 
     # Profiles carry the properties now: the test addresses head the seed (index 0 = valid@example.com).
@@ -192,13 +154,13 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     extract2 = xcom(second, "extract_delta")
     assert extract2["to_verify"] == 0 and extract2["fresh"] == extract["exported"] - extract["no_email"]
     check_report(data_dir, second)
-    after_second = clearout_stats(server)
+    after_second = server.clearout_stats()
     assert after_second["credits_available"] == after_first["credits_available"]
     assert (
         after_second["bulk_uploads"] == 1
         and after_second["instant_calls"] == after_first["instant_calls"] == 0
     )
-    assert clevertap_stats(server)["saving_upload_calls"] == ct["saving_upload_calls"]
+    assert server.clevertap_stats()["saving_upload_calls"] == ct["saving_upload_calls"]
 
     # ---- 3. a few users change their email → only those are verified, instantly
     changed = {
@@ -216,7 +178,7 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     extract3 = xcom(third, "extract_delta")
     assert extract3["to_verify"] == 5 and extract3["by_reason"]["email_changed"] == 5
     check_report(data_dir, third)
-    after_third = clearout_stats(server)
+    after_third = server.clearout_stats()
     assert after_third["bulk_uploads"] == 1 and after_third["instant_calls"] == 5
     assert 0 < after_first["credits_available"] - after_third["credits_available"] <= 5
     for object_id, email in changed.items():
@@ -234,7 +196,7 @@ def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: P
     assert "dry run" in summary
     load = xcom(dr, "load_back", 0)
     assert load["dry_run"] is True and load["updated"] > 0  # what WOULD change
-    ct = clevertap_stats(server)
+    ct = server.clevertap_stats()
     assert ct["dry_run_calls"] > 0
     assert ct.get("saving_upload_calls", 0) == 0 and ct.get("subscribe_calls", 0) == 0
     assert [profile(object_id_of(i)) for i in range(0, SEED, 97)] == before

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from airflow_stack import AirflowStack
 
 from clearout_provider.demo import sandbox_connections
@@ -152,11 +151,6 @@ def stack(
         airflow.stop()
 
 
-def clearout_stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_nightly_dag_runs_on_celery_with_the_bulk_step_deferred_in_the_triggerer(
@@ -186,10 +180,10 @@ def test_nightly_dag_runs_on_celery_with_the_bulk_step_deferred_in_the_triggerer
     deferred = [s for s in snapshots if s.get("verify_bulk[0]") == "deferred"]
     assert len(deferred) >= 4, snapshots
     # ... and the trigger ran there: its log is the triggerer's, with Clearout's progress in it.
-    [list_id] = clearout_stats(sandbox_server)["lists"]
+    [list_id] = sandbox_server.clearout_stats()["lists"]
     [trigger_log] = (stack.home / "logs" / f"dag_id={DAG_ID}").rglob("*.log.trigger.*")
     assert f"Waiting for Clearout verify list {list_id}" in trigger_log.read_text(errors="replace")
-    assert clearout_stats(sandbox_server)["lists"][list_id]["status"] == "completed"
+    assert sandbox_server.clearout_stats()["lists"][list_id]["status"] == "completed"
 
     # Every task ran on the celery worker: it received each workload, and the task instances say so.
     worker_log = stack.log("celery-worker")

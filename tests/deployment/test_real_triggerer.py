@@ -13,7 +13,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -59,11 +58,6 @@ def stack(sandbox_server: SandboxProcess, tmp_path_factory: pytest.TempPathFacto
         airflow.stop()
 
 
-def sandbox_stats(server: SandboxProcess) -> dict[str, Any]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()
-
-
 def contacts(path: Path, rows: int, prefix: str) -> Path:
     path.write_text("Email,id\n" + "".join(f"{prefix}{i}@firm{i % 5}.org,{i}\n" for i in range(rows)))
     return path
@@ -88,7 +82,7 @@ def test_bulk_verify_waits_in_the_triggerer_without_a_worker_slot(
     assert len(deferred) >= 5, snapshots  # seen deferred over several seconds of polling (0.5 s apart)
     assert any(s.get("independent") == "success" for s in deferred), snapshots  # ran in the freed slot
 
-    lists = {k: v for k, v in sandbox_stats(sandbox_server)["lists"].items() if v["total"] == ROWS}
+    lists = {k: v for k, v in sandbox_server.clearout_stats()["lists"].items() if v["total"] == ROWS}
     [(list_id, clearout_list)] = lists.items()
     assert clearout_list["status"] == "completed"
     task_folder = stack.home.parent / "clearout_data" / DEFERRED_DAG / "real-triggerer" / "bulk_verify"
@@ -113,7 +107,7 @@ def test_marking_running_tasks_failed_cancels_their_lists(
 
     def lists_by_size() -> dict[str, str]:
         return {
-            k: v["status"] for k, v in sandbox_stats(sandbox_server)["lists"].items() if v["total"] == 400
+            k: v["status"] for k, v in sandbox_server.clearout_stats()["lists"].items() if v["total"] == 400
         }
 
     # parallelism=1: "deferred" uploads and defers, then "on_worker" takes the slot and polls on it.

@@ -18,17 +18,6 @@ from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 Connect = Callable[..., ClearoutHook]
 
 
-def sandbox_stats(server: SandboxProcess) -> dict[str, Any]:
-    """The sandbox's own counters (``/_sandbox/stats``): the server-side witness of what happened."""
-    resp = requests.get(
-        f"{server.clearout_url}/_sandbox/stats",
-        headers={"Authorization": server.settings.clearout_token},
-        timeout=10,
-    )
-    resp.raise_for_status()
-    return resp.json()
-
-
 def expire_list(server: SandboxProcess, list_id: str) -> None:
     """Make a list's result expire now, as Clearout does after 30 days."""
     resp = requests.post(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from clearout_helpers import Connect, expire_list, fast_settings, sandbox_stats, sent_requests, write_csv
+from clearout_helpers import Connect, expire_list, fast_settings, sent_requests, write_csv
 
 from clearout_provider.exceptions import (
     ClearoutAuthError,
@@ -486,7 +486,7 @@ def test_429_is_recovered_by_waiting_for_the_reset(
     assert hook.verify_email("valid@example.com").status is Status.VALID
     assert time.monotonic() - started < 3.0
     assert sent_requests(http_log, "/email_verify/instant") == [200, 200, 429, 200]
-    assert sandbox_stats(server)["rate_limited"] == 1
+    assert server.clearout_stats()["rate_limited"] == 1
 
 
 def test_burst_of_three_times_the_rpm_from_threads_gets_no_429(
@@ -499,7 +499,7 @@ def test_burst_of_three_times_the_rpm_from_threads_gets_no_429(
         results = list(pool.map(lambda i: hook.verify_email(f"user{i}@example.org"), range(60)))
     elapsed = time.monotonic() - started
     assert len(results) == 60
-    stats = sandbox_stats(server)
+    stats = server.clearout_stats()
     assert stats["rate_limited"] == 0
     assert stats["instant_calls"] == 60
     # 60 calls at 20 per 2 s window need two full windows; >= 95 % throughput keeps it near that.

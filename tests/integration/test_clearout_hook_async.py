@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from clearout_helpers import Connect, expire_list, fast_settings, sandbox_stats, write_csv
+from clearout_helpers import Connect, expire_list, fast_settings, write_csv
 
 from clearout_provider.exceptions import (
     ClearoutAuthError,
@@ -205,7 +205,7 @@ async def test_burst_from_asyncio_gather_gets_no_429_and_never_blocks_the_loop(
     done.set()
     await beat
     assert len(results) == 60
-    stats = await asyncio.to_thread(sandbox_stats, server)
+    stats = await asyncio.to_thread(server.clearout_stats)
     assert stats["rate_limited"] == 0 and stats["instant_calls"] == 60
     assert 4.0 <= elapsed < 4.0 / 0.95 + 1.0
     assert max(gaps) < 0.2  # the triggerer's "blocked event loop" threshold

@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
 
 from clearout_provider.clevertap_errors import (
     CleverTapAuthError,
@@ -63,9 +62,7 @@ def connect(
 
 
 def stats(server: SandboxProcess) -> Counter[str]:
-    headers = {"X-CleverTap-Account-Id": SETTINGS.clevertap_account_id, "X-CleverTap-Passcode": PASSCODE}
-    body = requests.get(f"{server.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=10).json()
-    return Counter(body["stats"])
+    return Counter(server.clevertap_stats())
 
 
 @pytest.fixture(scope="module")

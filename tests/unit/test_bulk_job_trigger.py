@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.hooks.clearout_models import BulkProgress
@@ -61,8 +60,7 @@ def upload(tmp_path: Path, rows: int, hook: ClearoutHook | None = None) -> str:
 
 
 def lists(server: SandboxProcess) -> dict[str, dict[str, object]]:
-    auth = {"Authorization": server.settings.clearout_token}
-    return requests.get(f"{server.clearout_url}/_sandbox/stats", headers=auth, timeout=5).json()["lists"]
+    return server.clearout_stats()["lists"]
 
 
 async def first_event(trigger: ClearoutBulkJobTrigger) -> dict[str, object]:

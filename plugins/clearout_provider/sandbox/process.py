@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import requests
 
@@ -62,9 +62,35 @@ class SandboxProcess:
         """Base URL to put in a ``clearout`` connection's host field."""
         return f"{self.url}/clearout/v2"
 
+    def clearout_stats(self) -> dict[str, Any]:
+        """The Clearout side's own counters (``GET /clearout/v2/_sandbox/stats``: credits, calls, lists):
+        the server-side witness tests and benchmarks read, since the hooks retry and hide some answers."""
+        auth = {"Authorization": self.settings.clearout_token}
+        resp = requests.get(f"{self.clearout_url}/_sandbox/stats", headers=auth, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def clevertap_stats(self) -> dict[str, int]:
+        """The CleverTap side's request counters (``GET /clevertap/1/_sandbox/stats``, its ``stats``)."""
+        headers = {
+            "X-CleverTap-Account-Id": self.settings.clevertap_account_id,
+            "X-CleverTap-Passcode": self.settings.clevertap_passcode,
+        }
+        resp = requests.get(f"{self.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30)
+        resp.raise_for_status()
+        return resp.json()["stats"]
+
     def command(self) -> list[str]:
         """The command line that starts this server (every non-default setting spelled out)."""
-        cmd = [sys.executable, "-m", "clearout_provider.sandbox", "--host", self.host, "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "clearout_provider.sandbox",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
         defaults = SandboxSettings()
         for field in dataclasses.fields(SandboxSettings):
             value = getattr(self.settings, field.name)
@@ -79,7 +105,9 @@ class SandboxProcess:
     def start(self) -> Self:
         """Start the server and block until ``/healthz`` answers (or raise with its output)."""
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self._proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

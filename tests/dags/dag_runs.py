@@ -1,0 +1,27 @@
+"""What a finished ``dag.test()`` run left behind, read back from the metadata DB: task states and XComs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def states(dr: Any) -> dict[str, str | None]:
+    """State of every task instance, keyed ``task_id`` (``task_id[i]`` for map index ``i``)."""
+    return {
+        ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]"): ti.state
+        for ti in dr.get_task_instances()
+    }
+
+
+def xcom(dr: Any, task_id: str, map_index: int = -1, *, key: str = "return_value") -> Any:
+    """One XCom of run ``dr`` (a task's return value by default); None when the task pushed none."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, map_indexes=map_index, key=key
+            )
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None
