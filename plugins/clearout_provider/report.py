@@ -37,7 +37,6 @@ from airflow.sdk import ObjectStoragePath
 
 from clearout_provider.clevertap_rules import RecordCode
 from clearout_provider.contacts import ContactCounts, resolve_path
-from clearout_provider.operators.instant_verify import INSTANT_FAILED
 from clearout_provider.results import DecidedBy
 from clearout_provider.verdicts import STATUS_LABELS, SUB_STATUSES, Bounce, Status
 
@@ -348,7 +347,7 @@ _DECIDERS = {
     DecidedBy.LOCAL_SYNTAX.value: "local syntax check (empty or malformed; not sent)",
     DecidedBy.LOCAL_DUPLICATE.value: "duplicate in the same file (answer of its first occurrence)",
     DecidedBy.MISSING_FROM_RESULT.value: "sent, but missing from Clearout's result (kept as unknown)",
-    INSTANT_FAILED: "sent, Clearout gave no verdict (unknown; asked again next run)",
+    DecidedBy.CLEAROUT_INSTANT_FAILED.value: "sent, Clearout gave no verdict (unknown; asked again next run)",
 }
 _SAVINGS = {
     "duplicates": "duplicates (same address twice)",

@@ -61,6 +61,12 @@ class DecidedBy(StrEnum):
     LOCAL_SYNTAX = "local_syntax"
     LOCAL_DUPLICATE = "local_duplicate"
     MISSING_FROM_RESULT = "missing_from_result"
+    #: Sent to the instant API, which gave no verdict (timed out, refused the input): not charged.
+    CLEAROUT_INSTANT_FAILED = "clearout_instant_failed"
+
+
+#: Deciders whose rows carry no verdict ("unknown" by default): never written over an earlier good one.
+NO_VERDICT: frozenset[str] = frozenset({DecidedBy.MISSING_FROM_RESULT, DecidedBy.CLEAROUT_INSTANT_FAILED})
 
 
 _RESULT_TYPES: dict[str, pa.DataType] = {

@@ -154,7 +154,8 @@ EMAIL_COLUMN_NAMES: tuple[str, ...] = ("email", "emails", "email address", "emai
 #: Normalised verification fields every result file of this provider carries after the input columns,
 #: whoever decided the verdict (Clearout bulk, Clearout instant, or the local syntax pre-check).
 #: Flags are booleans, codes integers, ``verified_at`` a UTC timestamp; ``decided_by`` is one of
-#: "clearout_bulk", "clearout_instant", "local_syntax", "local_duplicate", "missing_from_result"
+#: "clearout_bulk", "clearout_instant", "local_syntax", "local_duplicate", "missing_from_result",
+#: "clearout_instant_failed"
 #: (clearout_provider.results.DecidedBy; column types in clearout_provider.results.RESULT_SCHEMA).
 RESULT_COLUMNS: tuple[str, ...] = (
     "verified_email",

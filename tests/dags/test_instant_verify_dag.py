@@ -23,11 +23,11 @@ from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.instant_calls import Checkpoint
 from clearout_provider.operators.instant_verify import (
     CHECKPOINT_NAME,
-    INSTANT_FAILED,
     ClearoutInstantVerifyOperator,
     TooManyForInstant,
     verify_addresses,
 )
+from clearout_provider.results import DecidedBy
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 
 Factory = Callable[[SandboxSettings], SandboxProcess]
@@ -174,14 +174,14 @@ def test_timed_out_addresses_become_unknown_with_a_reason_and_the_task_succeeds(
     assert task_instance(run).state == "success"
     result = pd.read_csv(folder / "clearout-result.csv", keep_default_na=False)
     assert len(result) == len(emails)
-    failed = result[result["decided_by"] == INSTANT_FAILED]
+    failed = result[result["decided_by"] == DecidedBy.CLEAROUT_INSTANT_FAILED]
     assert 0 < len(failed) < len(emails)  # seed 3 at 50 %: some, not all
     assert set(failed["clearout_status"]) == {"unknown"}
     assert failed["clearout_sub_status"].str.contains("Timeout Occurred").all()
     assert failed["clearout_sub_status_code"].eq("").all()  # no code was invented
     # Failed addresses are not checkpointed: they cost nothing, so a rerun may ask again.
     assert set(Checkpoint(folder, CHECKPOINT_NAME).load()) == set(
-        result.loc[result["decided_by"] != INSTANT_FAILED, "Email"]
+        result.loc[result["decided_by"] != DecidedBy.CLEAROUT_INSTANT_FAILED, "Email"]
     )
 
 

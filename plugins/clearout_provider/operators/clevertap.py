@@ -67,15 +67,6 @@ _DELETE = {"$delete": 1}
 
 
 @cache
-def _no_verdict() -> frozenset[str]:
-    """``decided_by`` values that carry no verdict: writing them would overwrite a good one with "unknown"."""
-    from clearout_provider.operators.instant_verify import INSTANT_FAILED
-    from clearout_provider.results import DecidedBy
-
-    return frozenset({DecidedBy.MISSING_FROM_RESULT.value, INSTANT_FAILED})
-
-
-@cache
 def _decided_locally_as_syntax_invalid() -> str:
     """The ``decided_by`` of addresses the pipeline found malformed itself (never sent to Clearout)."""
     from clearout_provider.results import DecidedBy
@@ -640,15 +631,16 @@ class _Planned(NamedTuple):
 def _plan_batch(
     table: pa.Table, mapping: PropertyMapping, policy: UnsubscribePolicy, *, decided_at: datetime
 ) -> list[_Planned]:
+    from clearout_provider.results import NO_VERDICT
+
     exported = frozenset(
         c for c in (*mapping.property_names().values(), UNSUBSCRIBE_PROPERTY) if c in table.column_names
     )
-    no_verdict = _no_verdict()
     planned = []
     for start in range(0, table.num_rows, _ROWS_AS_DICTS):
         for row in table.slice(start, _ROWS_AS_DICTS).to_pylist():
             ids = (_text(row.get("identity")), _text(row.get("objectId")), _text(row.get("email")))
-            if row.get("decided_by") in no_verdict:
+            if row.get("decided_by") in NO_VERDICT:
                 detail = row.get("clearout_sub_status")
                 why = f"no verdict to write ({row['decided_by']})" + (f": {detail}" if detail else "")
                 planned.append(_Planned(*ids, None, None, False, None, None, why))

@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Above this many unique addresses the instant path is refused: use ClearoutBulkVerifyOperator.
 DEFAULT_MAX_ADDRESSES = 1_000
-#: ``decided_by`` of an address Clearout gave no verdict for (timed out, refused the input).
-INSTANT_FAILED = "clearout_instant_failed"
 CHECKPOINT_NAME = "instant-verify-checkpoint"
 RESULT_FORMATS = ("parquet", "csv")
 
@@ -121,12 +119,14 @@ def verify_addresses(
 
 
 def _failed_row(email: str, error: Exception) -> dict[str, Any]:
+    from clearout_provider.results import DecidedBy
+
     return {
         "normalised_email": email,
         "verified_email": email,
         "clearout_status": Status.UNKNOWN.value,
         "clearout_sub_status": f"Not verified: {error}",
-        "decided_by": INSTANT_FAILED,
+        "decided_by": DecidedBy.CLEAROUT_INSTANT_FAILED.value,
     }
 
 
