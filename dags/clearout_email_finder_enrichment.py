@@ -46,9 +46,6 @@ FINDER_PROPERTIES = {
     "finder_business": "Clearout Finder Business Account",
     "finder_found_at": "Clearout Finder Processed At (UTC)",
 }
-#: The verification properties the nightly list-cleaning DAG appends by default (plus the verified address
-#: Finder answers that are not answers: the lead is left as it was and looked up again next run.
-NO_ANSWER = frozenset({"clearout_failed", "missing_from_result"})
 #: Columns of the found-addresses file (what the verification reads and returns, row for row).
 FOUND_COLUMNS = ("identity", "objectId", "finder_email", "finder_confidence_score")
 
@@ -210,6 +207,7 @@ def clearout_email_finder_enrichment() -> None:
         import pyarrow.parquet as pq
 
         from clearout_provider.contacts import resolve_path
+        from clearout_provider.finder_files import NO_ANSWER
         from clearout_provider.hooks.clevertap import CleverTapHook
 
         verification = get_current_context()["ti"].xcom_pull(task_ids="verify_found")  # None: skipped

@@ -74,6 +74,10 @@ class FinderDecidedBy(StrEnum):
     MISSING_FROM_RESULT = "missing_from_result"
 
 
+#: Deciders of rows that are not answers: a lead left as it was, to be looked up again next run.
+NO_ANSWER: frozenset[str] = frozenset({FinderDecidedBy.CLEAROUT_FAILED, FinderDecidedBy.MISSING_FROM_RESULT})
+
+
 class LocalFinderDecision(StrEnum):
     """Why a row is not sent to Clearout (null in the ROWS file: it is sent)."""
 
