@@ -19,17 +19,22 @@ CleverTap, a slice at a time, within what a Clearout account can run at once.
    contact is unaccounted for.
 
 #### Never more bulk lists than the account allows
-Clearout runs at most 3 bulk verify lists at once per account. The verify tasks use the pool
-**`clearout_bulk_lists`**; create it once, counting deferred tasks (a waiting list is deferred, not
-running, yet it holds one of Clearout's slots):
+Clearout runs at most 3 bulk verify lists at once per account. Each run caps itself at 3 verify tasks
+(`max_active_tis_per_dagrun`), and a list Clearout refuses because 3 are running (1001) waits for a
+free slot. To share the limit between DAGs (a backfill beside the nightly run), create a pool counting
+deferred tasks (a waiting list is deferred, not running, yet it holds one of Clearout's slots) and name
+it in `[clearout] bulk_list_pool` (the docker-compose stack does both):
 
 ```bash
 airflow pools set clearout_bulk_lists 3 "Clearout bulk lists" --include-deferred
+export AIRFLOW__CLEAROUT__BULK_LIST_POOL=clearout_bulk_lists
 ```
 
-Until the pool exists the scheduler leaves the verify tasks waiting with a "non-existent pool"
-warning. The pool also covers the nightly DAG's bulk lists if you give them the same pool. Each run
-additionally caps itself at 3 verify tasks (`max_active_tis_per_dagrun`).
+#### What a run may spend and write
+Every verdict paid for goes into the verdict ledger before it is written back, and every chunk asks the
+ledger first: clearing or retrying a chunk, or running again after a failure, never pays twice.
+`dry_run` spends and writes nothing; `write_back` = false verifies into the ledger without writing to
+CleverTap. The run fails (after its report) when CleverTap rejects more than `max_rejected_share`.
 
 #### Two ways to run it
 * **Date ranges of profile creation** with a backfill, one run per month of sign-ups:
@@ -64,8 +69,13 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
-from clearout_provider.dag_params import EVERY_PROFILE_WITH_AN_EMAIL, write_back_params
-from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
+from clearout_provider.dag_params import (
+    EVERY_PROFILE_WITH_AN_EMAIL,
+    run_mode_params,
+    task_defaults,
+    write_back_params,
+)
+from clearout_provider.operators.bulk_list import MAX_CONCURRENT_BULK_LISTS, bulk_list_pool
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
@@ -111,6 +121,7 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
     start_date=datetime(2010, 1, 1),
     catchup=False,
     max_active_runs=1,
+    default_args=task_defaults(),
     doc_md=__doc__,
     tags=["clearout", "clevertap", "backfill"],
     render_template_as_native_obj=True,  # the mapping and unsubscribe params reach the operators as objects
@@ -141,6 +152,7 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
             description="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
         ),
         **write_back_params(),
+        **run_mode_params(),
     },
 )
 def clevertap_backfill_historical_contacts() -> None:
@@ -173,8 +185,9 @@ def clevertap_backfill_historical_contacts() -> None:
             task_id="verify",
             source=chunk,
             deferrable=True,
-            pool=BULK_LIST_POOL,
+            pool=bulk_list_pool(),
             max_active_tis_per_dagrun=MAX_CONCURRENT_BULK_LISTS,
+            dry_run="{{ params.dry_run }}",
         )
         load = CleverTapLoadVerificationOperator(
             task_id="load",
@@ -183,6 +196,7 @@ def clevertap_backfill_historical_contacts() -> None:
             "['result_path'] }}",
             mapping=mapping,
             unsubscribe="{{ params.unsubscribe }}",
+            dry_run="{{ params.dry_run or not params.write_back }}",
         )
         verify >> load
 
@@ -192,16 +206,21 @@ def clevertap_backfill_historical_contacts() -> None:
     @task(trigger_rule="none_failed")
     def report(extracted: dict[str, Any], verified: Any, loaded: Any) -> dict[str, Any]:
         """Sum the chunks into one report (report.md + report.html); fail if any contact is unaccounted."""
-        from clearout_provider.report import RunFacts, check_accounting, write_report
+        from clearout_provider.report import RunFacts, check_accounting, check_rejections, write_report
         from clearout_provider.run_files import task_folder
 
         context = get_current_context()
         ti = context["ti"]
         chunks, loads = per_chunk_results(verified), per_chunk_results(loaded)
-        facts = RunFacts.from_xcom(extracted, chunks, loads, dag_id=ti.dag_id, run_id=ti.run_id, mode="bulk")
+        params = context["params"]
+        facts = RunFacts.from_xcom(
+            extracted, chunks, loads, dag_id=ti.dag_id, run_id=ti.run_id, mode="bulk",
+            write_back=bool(params["write_back"]),
+        )  # fmt: skip
         files = write_report(facts, task_folder(context))
         print(files.summary)
         check_accounting(facts)
+        check_rejections(facts, float(params["max_rejected_share"]))
         return {"report_markdown": files.markdown, "report_html": files.html, "chunks": len(chunks)}
 
     # Every chunk's verify and load result, in chunk order (mapped XCom, read lazily).

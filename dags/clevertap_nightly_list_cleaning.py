@@ -13,19 +13,38 @@ Every night, for one CleverTap segment:
    list size), keeping every copy of an address in one file so it is paid for once.
 3. **verify_instant** / **verify_bulk** (one mapped task per file, at most 3 lists at once: Clearout's
    limit) deduplicate and syntax-check the addresses first (those are decided locally and never
-   billed), then verify the rest. A retried task resumes its bulk list instead of paying twice.
+   billed), take what the **verdict ledger** already knows (every verdict ever paid for, still fresh:
+   another profile's, an earlier failed run's, an earlier try's), then verify the rest. Every verdict
+   goes into the ledger the moment it arrives, before anything is written to CleverTap.
 4. **load_back** writes the chosen "Clearout ..." properties to each profile (only where a value
-   changed) and unsubscribes undeliverable addresses according to the unsubscribe policy. Records
-   CleverTap rejects are listed per row with CleverTap's code and message.
+   changed) and unsubscribes undeliverable addresses according to the unsubscribe policy, marking
+   them "Clearout Unsubscribed Reason" / "At". Records CleverTap rejects are listed per row with
+   CleverTap's code and message, and are never unsubscribed. An address without a verdict (Clearout
+   gave no answer) gets nothing written and stays due.
 5. **report** writes `report.md` and `report.html` next to the run's files, fails the run if any
-   contact is unaccounted for, and updates the `clevertap_verified_profiles` asset, which downstream
-   DAGs can schedule on.
+   contact is unaccounted for or CleverTap rejected more than `max_rejected_share` of the rows, and
+   updates the `clevertap_verified_profiles` asset, which downstream DAGs can schedule on.
 
-A second run right after a successful one finds nothing to verify and spends no credit: every profile
-it wrote carries its verification date and the address it verified.
+#### A bad night costs nothing extra
+* Clearout or CleverTap unreachable: the task fails and Airflow retries it (`[clearout] task_retries`,
+  exponential backoff). A retry, a cleared task or the next night pays nothing for what was already
+  verified: the ledger has it. A cleared bulk task whose list was cancelled keeps what the list
+  processed and uploads only the rest.
+* `dry_run` = true spends nothing and writes nothing: the report says how many addresses would be sent
+  and what they may cost. `write_back` = false verifies (into the ledger) without writing to CleverTap;
+  the following real run pays 0 for those addresses.
 
-Set `dry_run` to see what would change without writing to CleverTap. Connections:
-`clevertap_default` (Account ID, Passcode, Region) and `clearout_default` (API token).
+#### Unsubscribes that can be lifted
+The load only resubscribes a profile it unsubscribed itself: it carries "Clearout Unsubscribed
+Reason". When that profile's current address later verifies valid, the marker is removed and
+MSG-email set back to true (and the address resubscribed through the Subscribe API when the policy's
+method includes it). A profile switched off without the marker (the person opted out) is never
+resubscribed. Turn it off with `"resubscribe": false` in `unsubscribe`.
+
+A second run right after a successful one finds nothing to verify and spends no credit. Connections:
+`clevertap_default` (Account ID, Passcode, Region) and `clearout_default` (API token). Bulk lists run
+in the pool named by `[clearout] bulk_list_pool` when one is configured (the docker-compose stack
+creates `clearout_bulk_lists`); without one, a run caps itself at 3 lists.
 """
 
 from __future__ import annotations
@@ -35,15 +54,20 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from clearout_provider.dag_params import EVERY_PROFILE_WITH_AN_EMAIL, write_back_params
+from clearout_provider.dag_params import (
+    EVERY_PROFILE_WITH_AN_EMAIL,
+    run_mode_params,
+    task_defaults,
+    write_back_params,
+)
 from clearout_provider.operators import INSTANT_THRESHOLD, choose_verification_mode
-from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT_BULK_LISTS
+from clearout_provider.operators.bulk_list import MAX_CONCURRENT_BULK_LISTS, bulk_list_pool
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
     CleverTapLoadVerificationOperator,
 )
-from clearout_provider.operators.instant_verify import ClearoutInstantVerifyOperator
+from clearout_provider.operators.instant_verify import DEFAULT_MAX_ADDRESSES, ClearoutInstantVerifyOperator
 
 VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://clevertap_default/verified")
 """Updated by every successful run; its event extra carries the counts and the report's path."""
@@ -54,6 +78,7 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    default_args=task_defaults(),
     doc_md=__doc__,
     tags=["clearout", "clevertap", "list-cleaning"],
     render_template_as_native_obj=True,
@@ -61,38 +86,48 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
         "segment": Param(
             EVERY_PROFILE_WITH_AN_EMAIL,
             type="object",
+            title="Segment (CQL)",
             description="CleverTap CQL query selecting the profiles to keep clean (POST /1/profiles.json "
             'body), e.g. {"event_name": "App Launched", "from": 20260101, "to": 20260131}. The default '
             "selects every profile with an email (CleverTap: those active in the last 365 days).",
         ),
         "ttl_days": Param(
-            30, type="number", minimum=0, description="Re-verify an address after this many days."
+            30,
+            type="number",
+            minimum=0,
+            title="Freshness (days)",
+            description="Re-verify an address after this many days (also how long the verdict ledger's "
+            "verdicts are reused).",
         ),
         "uncertain_ttl_days": Param(
-            1, type="number", minimum=0, description="Re-verify `unknown` and `catch_all` verdicts sooner."
+            1,
+            type="number",
+            minimum=0,
+            title="Freshness of uncertain verdicts (days)",
+            description="Re-verify `unknown` and `catch_all` verdicts sooner.",
         ),
         **write_back_params(),
         "instant_threshold": Param(
             INSTANT_THRESHOLD,
             type="integer",
             minimum=1,
-            description="Fewer addresses than this go to the instant API; more go to bulk lists.",
+            maximum=DEFAULT_MAX_ADDRESSES,
+            title="Instant threshold",
+            description="Fewer addresses than this go to the instant API; more go to bulk lists (at most "
+            f"{DEFAULT_MAX_ADDRESSES:,}: above it instant calls would spend an hour in rate-limit waits).",
         ),
-        "dry_run": Param(
-            False, type="boolean", description="Show what would change; write nothing to CleverTap."
-        ),
+        **run_mode_params(),
     },
 )
 def clevertap_nightly_list_cleaning() -> None:
     # The extract reads back the properties the load writes (renamed ones too): one mapping for both.
     mapping = {"columns": "{{ params.append_columns }}", "renames": "{{ params.renames }}"}
+    # The extract's freshness and the verdict ledger's reuse are one rule.
+    freshness = {"ttl_days": "{{ params.ttl_days }}", "uncertain_ttl_days": "{{ params.uncertain_ttl_days }}"}
     extract = CleverTapExtractProfilesOperator(
         task_id="extract_delta",
         query="{{ params.segment }}",
-        freshness={
-            "ttl_days": "{{ params.ttl_days }}",
-            "uncertain_ttl_days": "{{ params.uncertain_ttl_days }}",
-        },
+        freshness=freshness,
         mapping=mapping,
     )
 
@@ -112,13 +147,18 @@ def clevertap_nightly_list_cleaning() -> None:
 
     chunks = split_for_bulk(extract.output)
     verify_instant = ClearoutInstantVerifyOperator(
-        task_id="verify_instant", source="{{ ti.xcom_pull(task_ids='extract_delta')['path'] }}"
+        task_id="verify_instant",
+        source="{{ ti.xcom_pull(task_ids='extract_delta')['path'] }}",
+        freshness=freshness,
+        dry_run="{{ params.dry_run }}",
     )
     verify_bulk = ClearoutBulkVerifyOperator.partial(
         task_id="verify_bulk",
         deferrable=True,
-        pool=BULK_LIST_POOL,
+        pool=bulk_list_pool(),
         max_active_tis_per_dagrun=MAX_CONCURRENT_BULK_LISTS,
+        freshness=freshness,
+        dry_run="{{ params.dry_run }}",
     ).expand(source=chunks)
 
     @task(trigger_rule="none_failed_min_one_success")
@@ -137,28 +177,37 @@ def clevertap_nightly_list_cleaning() -> None:
         task_id="load_back",
         mapping=mapping,
         unsubscribe="{{ params.unsubscribe }}",
-        dry_run="{{ params.dry_run }}",
+        dry_run="{{ params.dry_run or not params.write_back }}",
     ).expand(result_path=verification.map(lambda outcome: outcome["result_path"]))
 
     @task(outlets=[VERIFIED_PROFILES])
     def report(
         extracted: dict[str, Any], verification: list[dict[str, Any]], loaded: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        """Write report.md + report.html, fail on any unaccounted contact, and announce the asset."""
-        from clearout_provider.report import RunFacts, check_accounting, write_report
+        """Write report.md + report.html, fail on any unaccounted contact or too many rejections, and
+        announce the asset."""
+        from clearout_provider.report import RunFacts, check_accounting, check_rejections, write_report
         from clearout_provider.run_files import task_folder
 
         context = get_current_context()
         ti = context["ti"]
         loaded = loaded[:]  # the mapped loads' results in one request (iterating would probe past the end)
+        params = context["params"]
         facts = RunFacts.from_xcom(
-            extracted, verification, loaded, dag_id=ti.dag_id, run_id=ti.run_id, mode=verification[0]["mode"]
+            extracted,
+            verification,
+            loaded,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            mode=verification[0]["mode"],
+            write_back=bool(params["write_back"]),
         )
         folder = task_folder(context)
         files = write_report(facts, folder)
         (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
         print(files.summary)
         check_accounting(facts)
+        check_rejections(facts, float(params["max_rejected_share"]))
         context["outlet_events"][VERIFIED_PROFILES].extra = {
             "report": files.markdown,
             "verified": facts.rows,

@@ -20,6 +20,10 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="clearout-airflow-
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # Sandbox lists finish in about a second: poll them every half second, not every 30 s.
 os.environ.setdefault("AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL", "0.5")
+# The shipped DAGs retry failed tasks; a test that expects a failure sees it at once (tests of retries
+# set these themselves before they load a DAG).
+os.environ.setdefault("AIRFLOW__CLEAROUT__TASK_RETRIES", "0")
+os.environ.setdefault("AIRFLOW__CLEAROUT__TASK_RETRY_DELAY", "1")
 # dag.test() only runs DAGs it finds in a bundle: the shipped dags/ and the tests' own small DAG files.
 os.environ.setdefault(
     "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
@@ -63,3 +67,13 @@ def sandbox_factory(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def verdict_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test starts with an empty verdict ledger of its own (the ledger outlives runs by design, so a
+    shared one would let one test's verdicts make another's verifications free)."""
+    folder = tmp_path / "verdict-ledger"
+    monkeypatch.setenv("CLEAROUT_PROVIDER_LEDGER_DIR", str(folder))
+    return folder
+

@@ -67,6 +67,31 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "10",
                         "default": "30",
                     },
+                    "bulk_list_pool": {
+                        "description": "Pool the shipped DAGs' bulk verify tasks run in, to keep every DAG of "
+                        "the deployment within Clearout's 3 concurrent lists (create it with "
+                        "--include-deferred). Empty: no pool; each run caps itself at 3 lists and Clearout's "
+                        "'too many lists' answer (1001) makes a task wait for a free slot.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "clearout_bulk_lists",
+                        "default": "",
+                    },
+                    "task_retries": {
+                        "description": "Retries of the shipped DAGs' tasks (exponential backoff). A retry "
+                        "never pays twice: verdicts are in the verdict ledger and bulk lists are resumed.",
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "2",
+                        "default": "2",
+                    },
+                    "task_retry_delay": {
+                        "description": "Seconds before the first retry of a shipped DAG's task.",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "60",
+                    },
                 },
             },
         },
@@ -80,6 +105,17 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Request timeout (seconds)",
                         "description": "HTTP timeout of one API call; instant verifications may take up to 180 s.",
                         "schema": {"type": ["number", "null"], "default": 190, "minimum": 1},
+                    },
+                    "rpm": {
+                        "label": "Instant verify requests per minute",
+                        "description": "Your Clearout plan's verify RPM (10 on the smallest plan). The hook "
+                        "starts from it and follows Clearout's x-ratelimit headers once they arrive.",
+                        "schema": {"type": ["integer", "null"], "default": 10, "minimum": 1},
+                    },
+                    "finder_rpm": {
+                        "label": "Instant finder requests per minute",
+                        "description": "Your Clearout plan's Email Finder RPM (6 on the smallest plan).",
+                        "schema": {"type": ["integer", "null"], "default": 6, "minimum": 1},
                     },
                 },
                 "ui-field-behaviour": {

@@ -3,7 +3,9 @@
 CleverTap reports request-level failures as an HTTP status plus ``{"status":"fail","error":...,
 "code":...}``; :func:`clearout_provider.hooks.clevertap.interpret_response` turns those into the classes
 below, in one place. Per-record rejections inside an upload are NOT exceptions: they are rows of the
-upload report, because one bad record must not fail the other 999.
+upload report, because one bad record must not fail the other 999. A request that fails as a whole
+(after the hook's retries, for the transient kinds) IS one: an outage must fail the task, not end it
+green with every row "rejected".
 
 Messages are built from what CleverTap said plus fixed advice, never from request headers, so the
 passcode cannot end up in a message, a log line or a traceback.
@@ -21,7 +23,8 @@ class CleverTapError(ServiceError):
 
 
 class CleverTapConfigError(CleverTapError):
-    """The connection itself is unusable (unknown region, missing Account ID or Passcode)."""
+    """The connection itself is unusable (unknown region, missing or malformed Account ID or Passcode, a
+    plain ``http://`` host on another machine); raised before any request is sent, never retried."""
 
     @property
     def advice(self) -> str:
@@ -60,13 +63,31 @@ class CleverTapRateLimited(CleverTapError):
 
 
 class CleverTapServerError(CleverTapError):
-    """HTTP 5xx or a network failure: transient, retried by the hook."""
+    """HTTP 5xx or a network failure: transient, retried by the hook, then raised (also by uploads)."""
 
     transient = True
 
     @property
     def advice(self) -> str:
         return "CleverTap or the network failed temporarily; try again later if the retries did not help."
+
+
+class CleverTapProtocolError(CleverTapError):
+    """CleverTap answered 2xx with a body the hook cannot read: not a JSON object, an upload answer
+    without a numeric ``processed`` or with a malformed ``unprocessed`` list, an export without a usable
+    cursor or ``records`` list.
+
+    Not transient: a malformed answer comes from an intermediary or an API change, not a hiccup a resend
+    within seconds fixes, and an upload it answers may already have been applied. It fails the task, so
+    Airflow's task retry (re-sending plain property sets is safe) decides when to ask again.
+    """
+
+    @property
+    def advice(self) -> str:
+        return (
+            "The request was not resent; retry the task later, and if this persists check for a proxy "
+            "between Airflow and CleverTap or report it to CleverTap support."
+        )
 
 
 class CleverTapCursorNotReady(CleverTapError):

@@ -2,8 +2,8 @@
 
 Everything here happens BEFORE a credit is spent, so it is strict about two things: every input row
 stays accounted for (the ROWS file keeps a ``row_key`` per input row so verdicts can be joined back onto
-duplicates and locally rejected rows too), and nothing that Clearout would charge for twice, or reject
-as a syntax error anyway, is uploaded.
+duplicates and locally rejected rows too), and nothing that Clearout would charge for twice, or that is
+certainly undeliverable, is uploaded.
 
 Decisions, and why:
 
@@ -13,11 +13,17 @@ Decisions, and why:
   touched; only ``normalised_email`` is lower-cased.
 * **IDN domains to punycode** (IDNA 2008 / UTS 46, as email-validator's ``ascii_domain``): what an SMTP
   server and Clearout's upload parser both accept, and one spelling per domain for the dedupe.
-* **email-validator is the syntax authority** (defaults, ``check_deliverability=False``: no DNS). A
-  vectorised fast path only *accelerates* it (each distinct domain is validated once; see the comment
-  above ``_DOT_ATOM_AT_REST`` for why its answers equal email-validator's). A sample of fast-path
-  answers is re-checked with email-validator on every run; on any disagreement the fast path is dropped
-  for that slice of rows. Unicode local parts are accepted as email-validator accepts them (SMTPUTF8).
+* **Never stricter than the verifier.** A row decided locally is written back as a hard-bounce syntax
+  error and unsubscribed without Clearout seeing it, so only what is certainly undeliverable is decided
+  here (no "@", an empty part, whitespace or a second "@" outside quotes, bad dots, a dotless or
+  malformed domain, over 254 bytes...; each row gets its reason in ``local_reason``). Addresses
+  email-validator accepts with quoted local parts, IP literals and SMTPUTF8 allowed (no DNS) are sent in
+  its normal form; borderline forms it rejects for other reasons (IDNA 2003-only domains, obsolete
+  quoting) are sent too. A vectorised fast path judges each distinct domain once (see the comment above
+  ``_DOT_ATOM_AT_REST``); a sample of its answers is re-checked whole on every run.
+* **Wrappers are taken off first.** ``mailto:``, ``<a@b.com>``, ``John Doe <a@b.com>``, surrounding
+  quotes, zero-width and other invisible characters, trailing ``;,.:``: the address inside is verified
+  and deduplicated, and recorded in ``cleaned_email`` (the result reports it as the suggested email).
 * **All CSV columns are read as strings**: phone numbers and ids with leading zeros must survive the
   round trip into the result file unchanged. Parquet columns keep their declared types.
 * **A header-only file is an empty list, not an error**: a nightly delta with no new contacts is normal
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import encodings.idna
 import hashlib
 import io
 import json
@@ -48,7 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, ValidatedEmail, validate_email
 
 from clearout_provider.exceptions import ContactsError
 from clearout_provider.verdicts import EMAIL_COLUMN_NAMES, RESULT_COLUMNS
@@ -65,6 +72,11 @@ DEFAULT_MAX_ROWS = 500_000
 ROW_KEY = "row_key"
 NORMALISED_EMAIL = "normalised_email"
 LOCAL_DECISION = "local_decision"
+#: Why a row was decided locally (``local_decision`` "syntax"), in words; null otherwise.
+LOCAL_REASON = "local_reason"
+#: The address extracted from a wrapper (``John <a@b.com>``, ``mailto:``, invisible characters...) as
+#: written; null when the input was a bare address. The result reports it as the suggested email.
+CLEANED_EMAIL = "cleaned_email"
 #: Header of the upload file: one of the names Clearout's bulk upload recognises (error 1004 otherwise).
 UPLOAD_EMAIL_HEADER = "Email"
 # The ROWS file's schema metadata remembers the input's column names and order for the result file.
@@ -73,7 +85,9 @@ _META_INPUT_COLUMNS = b"clearout_provider.input_columns"
 #: Row groups of the ROWS file: the join streams it a row group at a time, so this bounds its memory.
 _ROW_GROUP_ROWS = 1 << 16
 
-_RESERVED_COLUMNS = frozenset((ROW_KEY, NORMALISED_EMAIL, LOCAL_DECISION, *RESULT_COLUMNS))
+_RESERVED_COLUMNS = frozenset(
+    (ROW_KEY, NORMALISED_EMAIL, LOCAL_DECISION, LOCAL_REASON, CLEANED_EMAIL, *RESULT_COLUMNS)
+)
 
 
 class LocalDecision(StrEnum):
@@ -129,6 +143,10 @@ class TooManyContacts(ContactsError):
         self.rows, self.max_rows = rows, max_rows
 
 
+class ColumnNotText(ContactsError):
+    """The email column holds numbers, lists, structs or bytes that are not UTF-8, not text."""
+
+
 class ContactsAccountingError(ContactsError):
     """Counts do not add up to the rows read: a bug, never a property of the input."""
 
@@ -161,7 +179,8 @@ class PreparedContacts:
     first occurrence: the file for Clearout's bulk upload. Its name carries a hash of its content, so
     Clearout's duplicate-file answer (2043, keyed on name and size) only ever matches the same list.
     ``rows_path``: Parquet, one row per input row: ``row_key``, the input columns, ``normalised_email``,
-    ``local_decision``; :func:`clearout_provider.results.join_results` reads it.
+    ``local_decision``, ``local_reason`` (why it was decided locally) and ``cleaned_email`` (the address
+    taken out of a wrapper); :func:`clearout_provider.results.join_results` reads it.
     """
 
     upload_path: Path | ObjectStoragePath
@@ -182,113 +201,323 @@ class PreparedContacts:
 class NormalisedEmails:
     """Output of :func:`normalise_emails`, aligned with its input.
 
-    ``normalised``: the address to verify when ``valid``; for invalid input the trimmed, lower-cased
-    text (so a report can show what was rejected); null for empty input. ``valid``: passed the syntax
-    check. ``empty``: nothing but whitespace (or null).
+    ``normalised``: the address to verify when ``valid``; for a locally decided row the cleaned,
+    lower-cased text (so a report can show what was rejected); null for empty input. ``valid``: sent to
+    the verifier (not certainly undeliverable). ``empty``: nothing but whitespace, wrappers or invisible
+    characters (or null). ``reason``: why a row is decided locally (null when it is sent or empty).
+    ``cleaned``: the address extracted from a wrapper (``John <a@b.com>``, ``mailto:``, invisible
+    characters...), as written; null when the input needed no cleaning beyond trimming.
     """
 
     normalised: pa.StringArray
     valid: pa.BooleanArray
     empty: pa.BooleanArray
+    reason: pa.StringArray
+    cleaned: pa.StringArray
 
 
 # ----------------------------------------------------------------------------------- normalisation
 
-# The fast path. email-validator (defaults, no DNS) checks an address in independent parts: the local
-# part (an ASCII one is valid exactly when it is an RFC 5322 dot-atom: its DOT_ATOM_TEXT over ATEXT,
-# mirrored below), the domain (on its own), and the total length, 254 UTF-8 bytes, of three spellings:
-# as given, with the domain normalised to Unicode, and with the domain in IDNA ASCII. A dot-atom holds
-# no "@", "<" or quote, so such an address splits at its first "@" exactly as email-validator splits it.
-# Hence for "<dot-atom>@<domain>":
-#     valid  <=>  "a@<domain>" is valid  and  len(local) + 1 + longest spelling of domain <= 254,
-# and its normalised form is "<local>@<ascii domain>". So each DISTINCT domain goes through email-validator
-# once, the local parts and lengths are checked vectorised, and only addresses with another shape (no
-# "@", quoted or non-ASCII local parts, ...) go through email-validator whole. A deterministic sample of
-# fast-path answers is re-checked whole on every run; tests/unit/test_contacts.py checks the equivalence
-# on a corpus of tricky addresses.
+# What is decided locally. A row decided here is written back as a hard-bounce syntax error and then
+# UNSUBSCRIBED without Clearout ever seeing it, so this check must never be stricter than the verifier:
+#
+# * email-validator, with quoted local parts, IP-literal domains and SMTPUTF8 allowed and no DNS
+#   (:data:`_PERMISSIVE`), says what is certainly fine: those addresses are sent in its normal form.
+# * What it rejects is decided locally only when a rule of :func:`_rejected` says the address is
+#   certainly undeliverable (no "@", an empty part, an unquoted second "@", whitespace or a control
+#   character, bad dots in an unquoted local part, a domain without a dot, an invalid domain character or
+#   label, over 254 bytes...). Everything else it rejects (IDNA 2008 disallowed but IDNA 2003 valid
+#   domains such as emoji ones, obsolete quoting, "--" labels...) is borderline and sent as well:
+#   the verifier decides, for at most one credit.
+#
+# The fast path. email-validator checks an address in independent parts: the local part (an ASCII one is
+# valid exactly when it is an RFC 5322 dot-atom: its DOT_ATOM_TEXT over ATEXT, mirrored below), the
+# domain (on its own), and the total length, 254 UTF-8 bytes, of three spellings: as given, with the
+# domain normalised to Unicode, and with the domain in IDNA ASCII. A dot-atom holds no "@", "<" or quote,
+# so such an address splits at its first "@" exactly as email-validator splits it. Hence for
+# "<dot-atom>@<domain>" the verdict is that of "a@<domain>" (:func:`_judge_domain`, the same function
+# the slow path uses for the domain) plus a length check. So each DISTINCT domain is judged once, the
+# local parts and lengths are checked vectorised, and only addresses with another shape (no "@", quoted
+# or non-ASCII local parts, ...) are judged whole. A deterministic sample of fast-path answers is
+# re-checked whole on every run; tests/unit/test_contacts.py checks the equivalence on a corpus.
 _ATEXT = r"a-z0-9_!#$%&'*+\-/=?^`{|}~"
 _DOT_ATOM_AT_REST = rf"^(?P<local>[{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@(?P<domain>.+)$"
 _MAX_EMAIL_BYTES = 254
-#: How many fast-path answers are re-checked with email-validator on each run.
+_MAX_LABEL_BYTES = 63
+#: How many fast-path answers are re-checked with the whole-address judgement on each run.
 FAST_PATH_SAMPLE = 1000
-
+_PERMISSIVE = {
+    "check_deliverability": False,
+    "allow_quoted_local": True,
+    "allow_domain_literal": True,
+    "allow_smtputf8": True,
+}
+_TOO_LONG = "longer than 254 bytes"
 
 #: Addresses are normalised in slices of this many rows: the intermediates of a million-row column
 #: would otherwise cost several hundred MB at once.
 _SLICE_ROWS = 1 << 18
 _NO_TEXT = pa.scalar(None, pa.string())
 
-
-def _validate(address: str) -> str | None:
-    """email-validator's verdict: the address to send (punycode domain), or None when invalid."""
-    try:
-        checked = validate_email(address, check_deliverability=False)
-    except EmailNotValidError:
-        return None
-    return f"{checked.local_part}@{checked.ascii_domain}"
+#: One domain's judgement: (form to send, UTF-8 length of its longest spelling, reason when certainly
+#: undeliverable, whether it carries a wrapper's residue). Cached per distinct domain for a whole column.
+_DomainVerdict = tuple[str, int, str | None, bool]
 
 
-def _validate_domain(domain: str) -> tuple[str | None, int]:
-    """(IDNA ASCII form or None when invalid, UTF-8 length of its longest spelling) of a domain."""
-    try:
-        checked = validate_email(f"a@{domain}", check_deliverability=False)
-    except EmailNotValidError:
-        return None, 0
-    spellings = (domain, checked.domain, checked.ascii_domain)
-    return checked.ascii_domain, max(len(s.encode()) for s in spellings)
+# ------------------------------------------------------------------------------------------ cleaning
+
+# Wrappers people and exports put around an address; the address inside is what is verified. A wrapped
+# address is never dot-atom shaped ("<", ":", quotes and invisible characters are not ATEXT), unless
+# the residue sits in the domain ("'a@b.com'", "a@b.com;"), which the per-domain verdict flags. So only
+# the rows the fast path cannot judge anyway (about 1% of a real list) and the flagged ones are cleaned,
+# in Python, and judged whole. Each rule only ever fires on text email-validator rejects (a valid
+# address neither starts with "mailto:" nor ends in ">", a quote or punctuation, nor holds format
+# characters), so cleaning never turns an acceptable address into another one.
+#
+# Zero-width characters, the BOM, the word joiner and the soft hyphen go; a no-break space is a space
+# (removed at the ends, whitespace inside: "a@b.com\u00a0x" must not become "a@b.comx").
+_INVISIBLE = {**dict.fromkeys(map(ord, "\u200b\u200c\u200d\ufeff\u2060\u00ad")), 0xA0: " "}
+_QUOTE_PAIRS = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}
+_TRAILING_PUNCTUATION = ";,.:"
+_WRAPPED_DOMAIN = re.compile("[\u200b-\u200d\ufeff\u00a0\u2060\u00ad<>]|[;,.:\"'\u201d\u2019]$")
 
 
-def _validate_whole(values: pa.StringArray) -> tuple[pa.StringArray, pa.BooleanArray]:
-    """The slow path: email-validator on each distinct whole address; (normalised or input, valid)."""
-    distinct = pc.unique(values)
-    answers = [(_validate(v), v) for v in distinct.to_pylist()]
-    positions = pc.index_in(values, value_set=distinct)
-    normalised = pa.array([a if a is not None else v for a, v in answers], pa.string())
-    valid = pa.array([a is not None for a, _ in answers], pa.bool_())
-    return normalised.take(positions), valid.take(positions)
+def _unwrap_once(text: str) -> str:
+    """``text`` with its outermost wrapper removed (unchanged when it has none)."""
+    text = text.translate(_INVISIBLE).strip()
+    if text[:7].lower() == "mailto:":
+        return text[7:].split("?", 1)[0]
+    if text.endswith(">") and "<" in text:  # "<a@b.com>", "John Doe <a@b.com>", '"Doe, John" <a@b.com>'
+        return text[text.rindex("<") + 1 : -1]
+    if len(text) > 1 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+        return text[1:-1]
+    return text.rstrip(_TRAILING_PUNCTUATION)
 
 
-def _validate_by_domain(
-    trimmed: pa.StringArray, domains: dict[str, tuple[str | None, int]]
-) -> tuple[pa.BooleanArray, pa.StringArray, pa.BooleanArray]:
-    """The fast path (see above): (dot-atom shaped?, normalised address or null, valid?) per row.
+def extract_address(text: str) -> str:
+    """The address inside any nesting of the usual wrappers: ``mailto:``, angle brackets with or without
+    a display name, surrounding quotes, invisible characters, trailing ``;``/``,``/``.``/``:``.
 
-    ``domains`` caches each domain's verdict across slices, so each distinct domain is checked once.
+    Every step shortens the text, turns a no-break space into a space, or stops, so this ends, and its
+    result has no wrapper left (idempotent).
     """
-    parts = pc.extract_regex(trimmed, _DOT_ATOM_AT_REST)
+    while (inner := _unwrap_once(text)) != text:
+        text = inner
+    return text
+
+
+def _cleaned(trimmed: pa.StringArray) -> tuple[pa.StringArray, pa.StringArray]:
+    """(lower-cased text with wrappers removed, the extracted address as written where that changed the
+    text, else null)."""
+    before = trimmed.to_pylist()
+    after = [extract_address(text) for text in before]
+    changed = pa.array([a if a != b and a else None for a, b in zip(after, before)], pa.string())
+    return pc.utf8_lower(pa.array(after, pa.string())), changed
+
+
+# ---------------------------------------------------------------------------------------- judgement
+
+
+def _split_unquoted_at(address: str) -> tuple[str, str] | str:
+    """(local part, domain) split at the one "@" outside quotes, or why that is impossible.
+
+    Also refuses whitespace outside quotes and unbalanced quotes: both are certain, whatever the parts.
+    """
+    inside = escaped = False
+    at = []
+    for position, char in enumerate(address):
+        if inside:
+            escaped, inside = (not escaped and char == "\\"), (escaped or char != '"')
+        elif char == '"':
+            inside = True
+        elif char == "@":
+            at.append(position)
+        elif char.isspace():
+            return "whitespace in the address"
+    if inside:
+        return "unbalanced quotes"
+    if not at:
+        return "no @"
+    if len(at) > 1:
+        return "more than one @ outside quotes"
+    return address[: at[0]], address[at[0] + 1 :]
+
+
+_LOCAL_SPECIALS = frozenset('\\,:;<>[]"')
+
+
+def _local_reason(local: str) -> str | None:
+    """Why an unquoted local part is certainly invalid, or None (quoted or obsolete forms: the verifier's)."""
+    if not local:
+        return "nothing before the @"
+    if '"' in local:
+        return None
+    if local.startswith(".") or local.endswith("."):
+        return "the part before the @ starts or ends with a dot"
+    if ".." in local:
+        return "two dots in a row before the @"
+    bad = sorted(_LOCAL_SPECIALS.intersection(local))
+    return f"character {bad[0]!r} before the @ outside quotes" if bad else None
+
+
+def _label_bytes(label: str) -> int | None:
+    """Length of a domain label as sent (IDNA ASCII), or None when that cannot be told for certain."""
+    try:
+        prepared = label if label.isascii() else encodings.idna.nameprep(label)
+    except UnicodeError:
+        return None
+    return len(prepared) if prepared.isascii() else len(b"xn--" + prepared.encode("punycode"))
+
+
+_LABEL_SEPARATORS = re.compile("[.\u3002\uff0e\uff61]")
+_NOT_LDH = re.compile(r"[^a-zA-Z0-9\-\u0080-\U0010ffff]")
+
+
+def _label_reason(label: str) -> str | None:
+    if not label:
+        return "an empty label in the domain (dots at the start or two in a row)"
+    if bad := _NOT_LDH.search(label):
+        return f"character {bad.group()!r} in the domain"
+    if label.startswith("-") or label.endswith("-"):
+        return "a domain label starts or ends with a hyphen"
+    length = _label_bytes(label)
+    return "a domain label longer than 63 bytes" if length is not None and length > _MAX_LABEL_BYTES else None
+
+
+def _domain_reason(domain: str) -> str | None:
+    """Why a domain email-validator rejected is certainly undeliverable, or None when only unusual."""
+    if not domain:
+        return "nothing after the @"
+    if "@" in domain:
+        return "more than one @ outside quotes"
+    if any(char.isspace() for char in domain):
+        return "whitespace in the address"
+    if domain.startswith("["):
+        return "not a valid IP address in brackets"  # email-validator parses every valid literal
+    labels = _LABEL_SEPARATORS.split(domain)
+    if len(labels) < 2:
+        return "no dot in the domain"
+    for label in labels:
+        if reason := _label_reason(label):
+            return reason
+    if labels[-1].isascii() and labels[-1].isdigit():
+        return "the top-level domain is all digits"
+    if any(domain == name or domain.endswith(f".{name}") for name in SPECIAL_USE_DOMAIN_NAMES):
+        return "a special-use domain (such as .local, .test, .invalid) that cannot receive mail"
+    return None
+
+
+def _accepted(address: str) -> ValidatedEmail | None:
+    """email-validator's permissive verdict; None when it rejects (its idna may raise UnicodeError)."""
+    try:
+        return validate_email(address, **_PERMISSIVE)
+    except (EmailNotValidError, UnicodeError):
+        return None
+
+
+def _judge_domain(domain: str) -> _DomainVerdict:
+    """A domain's verdict (see :data:`_DomainVerdict`); borderline domains are sent in IDNA 2003 form."""
+    wrapped = _WRAPPED_DOMAIN.search(domain) is not None
+    checked = _accepted(f"a@{domain}")
+    if checked is not None:
+        spellings = (domain, checked.domain, checked.ascii_domain)
+        return checked.ascii_domain, max(len(s.encode()) for s in spellings), None, wrapped
+    try:
+        form = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        form = domain
+    return form, max(len(domain.encode()), len(form.encode())), _domain_reason(domain), wrapped
+
+
+def _judge(address: str, domains: dict[str, _DomainVerdict]) -> tuple[str, str | None]:
+    """One cleaned, lower-cased address: (the form to send, None) or (the text, why it is decided here)."""
+    checked = _accepted(address)
+    if checked is not None:
+        return f"{checked.local_part}@{checked.ascii_domain}", None
+    if len(address.encode()) > _MAX_EMAIL_BYTES:
+        return address, _TOO_LONG
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+        return address, "a control character"  # not even allowed inside quotes (RFC 5321 qtextSMTP)
+    parts = _split_unquoted_at(address)
+    if isinstance(parts, str):
+        return address, parts
+    local, domain = parts
+    if reason := _local_reason(local):
+        return address, reason
+    if domain not in domains:
+        domains[domain] = _judge_domain(domain)
+    form, longest, reason, _ = domains[domain]
+    if reason is None and len(local.encode()) + 1 + longest > _MAX_EMAIL_BYTES:
+        reason = _TOO_LONG
+    if reason is not None:
+        return address, reason
+    local_form = _accepted(f"{local}@a.com")
+    return f"{local_form.local_part if local_form else local}@{form}", None
+
+
+def _judge_whole(
+    values: pa.StringArray, domains: dict[str, _DomainVerdict]
+) -> tuple[pa.StringArray, pa.StringArray]:
+    """The slow path: :func:`_judge` on each distinct whole address; (normalised, reason) per row."""
+    distinct = pc.unique(values)
+    answers = [_judge(v, domains) for v in distinct.to_pylist()]
+    positions = pc.index_in(values, value_set=distinct)
+    normalised = pa.array([a for a, _ in answers], pa.string())
+    reasons = pa.array([r for _, r in answers], pa.string())
+    return normalised.take(positions), reasons.take(positions)
+
+
+def _judge_by_domain(
+    lowered: pa.StringArray, domains: dict[str, _DomainVerdict]
+) -> tuple[pa.BooleanArray, pa.StringArray, pa.StringArray, pa.BooleanArray]:
+    """The fast path (see above): (dot-atom shaped?, address to send, reason decided locally, domain
+    carries a wrapper's residue) per row.
+
+    Rows that are not dot-atom shaped get nulls. ``domains`` caches each domain's verdict across slices.
+    """
+    parts = pc.extract_regex(lowered, _DOT_ATOM_AT_REST)
     local, domain = pc.struct_field(parts, "local"), pc.struct_field(parts, "domain")
     for name in pc.drop_null(pc.unique(domain)).to_pylist():
         if name not in domains:
-            domains[name] = _validate_domain(name)
+            domains[name] = _judge_domain(name)
     known = pa.array(list(domains), pa.string())
-    ascii_forms, lengths = zip(*domains.values()) if domains else ((), ())
+    forms, lengths, reasons, wrapped = zip(*domains.values()) if domains else ((), (), (), ())
     positions = pc.index_in(domain, value_set=known)
-    ascii_domain = pa.array(ascii_forms, pa.string()).take(positions)
     total = pc.add(pc.binary_length(local), pc.add(pa.array(lengths, pa.int32()).take(positions), 1))
-    valid = pc.fill_null(pc.and_(pc.is_valid(ascii_domain), pc.less_equal(total, _MAX_EMAIL_BYTES)), False)
-    return pc.is_valid(parts), pc.binary_join_element_wise(local, ascii_domain, "@"), valid
+    # In the slow path's order: the length as given, then the domain, then the longest spelling.
+    reason = pc.if_else(
+        pc.greater(pc.binary_length(lowered), _MAX_EMAIL_BYTES),
+        _TOO_LONG,
+        pc.coalesce(
+            pa.array(reasons, pa.string()).take(positions),
+            pc.if_else(pc.greater(total, _MAX_EMAIL_BYTES), _TOO_LONG, _NO_TEXT),
+        ),
+    )
+    form = pa.array(forms, pa.string()).take(positions)
+    residue = pc.fill_null(pa.array(wrapped, pa.bool_()).take(positions), False)
+    return pc.is_valid(parts), pc.binary_join_element_wise(local, form, "@"), reason, residue
 
 
 def _fast_path_agrees(
-    trimmed: pa.StringArray,
+    lowered: pa.StringArray,
     shaped: pa.BooleanArray,
     normalised: pa.StringArray,
-    valid: pa.BooleanArray,
+    reason: pa.StringArray,
     sample_size: int,
 ) -> bool:
-    """Re-check an evenly spread, deterministic sample of fast-path answers with email-validator whole."""
+    """Re-check an evenly spread, deterministic sample of fast-path answers with the whole judgement."""
     rows = pc.indices_nonzero(shaped)
     if len(rows) == 0 or sample_size == 0:
         return True
     sample = rows.take(pa.array(np.linspace(0, len(rows) - 1, min(sample_size, len(rows)), dtype=np.int64)))
-    expected = [
-        n if v else None for n, v in zip(normalised.take(sample).to_pylist(), valid.take(sample).to_pylist())
-    ]
-    disagreements = sum(_validate(a) != e for a, e in zip(trimmed.take(sample).to_pylist(), expected))
+    fast = zip(normalised.take(sample).to_pylist(), reason.take(sample).to_pylist())
+    expected = [n if r is None else None for n, r in fast]
+    whole = (_judge(a, {}) for a in lowered.take(sample).to_pylist())  # its own cache: independent
+    disagreements = sum((n if r is None else None) != e for (n, r), e in zip(whole, expected))
     if disagreements:
         log.warning(
-            "Syntax fast path disagreed with email-validator on %d of %d sampled addresses; "
-            "validating these addresses with email-validator alone",
+            "Syntax fast path disagreed with the whole-address check on %d of %d sampled addresses; "
+            "checking these addresses whole",
             disagreements,
             len(sample),
         )
@@ -296,36 +525,49 @@ def _fast_path_agrees(
 
 
 def _normalise_slice(
-    array: pa.StringArray, domains: dict[str, tuple[str | None, int]], sample_size: int
+    array: pa.StringArray, domains: dict[str, _DomainVerdict], sample_size: int
 ) -> NormalisedEmails:
-    trimmed = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(array, "")))
-    empty = pc.equal(pc.binary_length(trimmed), 0)
-    shaped, fast_normalised, valid = _validate_by_domain(trimmed, domains)
-    if not _fast_path_agrees(trimmed, shaped, fast_normalised, valid, sample_size):
-        shaped = valid = pa.array(np.zeros(len(trimmed), dtype=bool))
-    # Invalid input keeps its trimmed text; the slow path overwrites the rows the fast path could not judge.
-    normalised = pc.if_else(valid, fast_normalised, trimmed)
-    del fast_normalised
-    slow = pc.and_(pc.invert(shaped), pc.invert(empty))
+    trimmed = pc.utf8_trim_whitespace(pc.fill_null(array, ""))
+    lowered = pc.utf8_lower(trimmed)
+    shaped, normalised, reason, residue = _judge_by_domain(lowered, domains)
+    if not _fast_path_agrees(lowered, shaped, normalised, reason, sample_size):
+        shaped = residue = pa.array(np.zeros(len(lowered), dtype=bool))
+    # Locally decided rows keep their text; the slow path overwrites the rows the fast path could not
+    # judge and those with a wrapper's residue, after cleaning them.
+    normalised = pc.if_else(pc.is_null(reason), normalised, lowered)
+    empty = pc.equal(pc.binary_length(lowered), 0)
+    cleaned = pa.nulls(len(lowered), pa.string())
+    slow = pc.and_(pc.or_(pc.invert(shaped), residue), pc.invert(empty))
+    del lowered
     if pc.any(slow).as_py():
-        slow_normalised, slow_valid = _validate_whole(trimmed.filter(slow))
+        text, found = _cleaned(trimmed.filter(slow))
+        slow_normalised, slow_reason = _judge_whole(text, domains)
         normalised = pc.replace_with_mask(normalised, slow, slow_normalised)
-        valid = pc.replace_with_mask(valid, slow, slow_valid)
-    return NormalisedEmails(normalised=pc.if_else(empty, _NO_TEXT, normalised), valid=valid, empty=empty)
+        reason = pc.replace_with_mask(reason, slow, slow_reason)
+        cleaned = pc.replace_with_mask(cleaned, slow, found)
+        empty = pc.replace_with_mask(empty, slow, pc.equal(pc.binary_length(text), 0))
+    return NormalisedEmails(
+        normalised=pc.if_else(empty, _NO_TEXT, normalised),
+        valid=pc.and_(pc.invert(empty), pc.is_null(reason)),
+        empty=empty,
+        reason=pc.if_else(empty, _NO_TEXT, reason),
+        cleaned=pc.if_else(empty, _NO_TEXT, cleaned),
+    )
 
 
 def normalise_emails(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> NormalisedEmails:
-    """Trim, lower-case, IDN-to-punycode and syntax-check addresses, vectorised.
+    """Clean, trim, lower-case, IDN-to-punycode and syntax-check addresses, vectorised; never raises.
 
     The one normalisation of this provider: preparation keys the upload on it, and the result readers
-    key Clearout's answers on it, so a verdict always finds its rows.
+    key Clearout's answers on it, so a verdict always finds its rows. It is idempotent: normalising a
+    normalised address gives it back unchanged.
     """
     array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, pa.string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if not pa.types.is_string(array.type):
         array = array.cast(pa.string())
-    domains: dict[str, tuple[str | None, int]] = {}
+    domains: dict[str, _DomainVerdict] = {}
     slices = [
         _normalise_slice(
             array.slice(start, _SLICE_ROWS),
@@ -335,9 +577,10 @@ def normalise_emails(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) 
         for start in range(0, len(array), _SLICE_ROWS)
     ] or [_normalise_slice(array, domains, 0)]
     return NormalisedEmails(
-        normalised=pa.concat_arrays([s.normalised for s in slices]),
-        valid=pa.concat_arrays([s.valid for s in slices]),
-        empty=pa.concat_arrays([s.empty for s in slices]),
+        **{
+            name: pa.concat_arrays([getattr(s, name) for s in slices])
+            for name in ("normalised", "valid", "empty", "reason", "cleaned")
+        }
     )
 
 
@@ -413,41 +656,77 @@ def _first_invalid_utf8(stream: IO[bytes]) -> tuple[int, int, int] | None:
 def read_csv_header(stream: IO[bytes], source: str) -> list[str]:
     """A CSV's column names as pyarrow will see them: the first non-blank line (both skip blank lines).
 
-    Raises :class:`EmptyContactsFile` for a file of only whitespace, UnicodeDecodeError for non-UTF-8.
+    Raises :class:`EmptyContactsFile` for a file of only whitespace (or a byte order mark),
+    :class:`MalformedContactsFile` for a header the csv module cannot split, UnicodeDecodeError for
+    non-UTF-8. Any line ending (LF, CRLF, a lone CR) is accepted, as pyarrow accepts them.
     """
     head = stream.read(1 << 20)
-    if not head.strip():
-        raise EmptyContactsFile(f"{source} is empty: expected a CSV header line with an email column")
     text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
-    return next(row for row in csv.reader(io.StringIO(text)) if row)
+    try:
+        header = next((row for row in csv.reader(io.StringIO(text, newline="")) if row), None)
+    except csv.Error as error:  # a header cell over the csv module's field limit
+        raise MalformedContactsFile(f"{source} has an unreadable CSV header line ({error})") from None
+    if not text.strip() or header is None:
+        raise EmptyContactsFile(f"{source} is empty: expected a CSV header line with an email column")
+    return header
 
 
-def _read_csv(path: Path | ObjectStoragePath, source: str) -> pa.Table:
+#: Pyarrow's CSV block; a value or line longer than it is read again with blocks this many times larger.
+_CSV_BLOCK_BYTES = 1 << 20
+_CSV_BLOCK_GROWTH = 16
+_MAX_CSV_BLOCK_BYTES = 1 << 30
+
+
+class _NotUTF8(Exception):
+    """Pyarrow met bytes that are not UTF-8; :func:`_read_csv` locates them for the error message."""
+
+
+def _parse_csv(path: Path | ObjectStoragePath, source: str, names: Sequence[str]) -> pa.Table:
+    """Every column as text; a line longer than the block is retried with bigger blocks."""
     invalid_rows: list[tuple[int | None, int, int]] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
         invalid_rows.append((row.number, row.expected_columns, row.actual_columns))
         return "error"
 
-    with path.open("rb") as stream:
-        try:
-            names = read_csv_header(stream, source)
-        except UnicodeDecodeError:
-            names = []  # reported below with the offending byte's position
-        if names:
-            stream.seek(0)
+    block = _CSV_BLOCK_BYTES
+    while True:
+        invalid_rows.clear()
+        with path.open("rb") as stream:
             try:
                 return pacsv.read_csv(
                     stream if isinstance(path, ObjectStoragePath) else str(path),
+                    read_options=pacsv.ReadOptions(block_size=block),
                     parse_options=pacsv.ParseOptions(
                         newlines_in_values=True, invalid_row_handler=on_invalid_row
                     ),
                     convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}),
                 )
             except pa.ArrowInvalid as error:
-                if "UTF8" not in str(error):
+                if "UTF8" in str(error):
+                    raise _NotUTF8 from None
+                if "straddl" not in str(error) or block >= _MAX_CSV_BLOCK_BYTES:
                     raise _malformed(source, error, invalid_rows) from None
-        stream.seek(0)
+        block = min(block * _CSV_BLOCK_GROWTH, _MAX_CSV_BLOCK_BYTES)
+
+
+def _read_csv(path: Path | ObjectStoragePath, source: str) -> pa.Table:
+    with path.open("rb") as stream:
+        try:
+            names: list[str] | None = read_csv_header(stream, source)
+        except UnicodeDecodeError:
+            names = None  # reported below with the offending byte's position
+    if names is not None:
+        if any("\x00" in name for name in names):
+            raise MalformedContactsFile(
+                f"{source} has NUL bytes in its header line: it is UTF-16 or a binary file, not a UTF-8 CSV; "
+                "re-export it as UTF-8 CSV"
+            )
+        try:
+            return _parse_csv(path, source, names)
+        except _NotUTF8:
+            pass
+    with path.open("rb") as stream:
         position = _first_invalid_utf8(stream)
     if position is None:  # pyarrow's complaint but no invalid byte: report it as a parse failure
         raise MalformedContactsFile(f"{source} could not be read as CSV")
@@ -464,6 +743,11 @@ def _malformed(
         return MalformedContactsFile(
             f"{source} is not a well-formed CSV: {where} has {actual} fields where the header has {expected}"
         )
+    if "straddl" in str(error):
+        return MalformedContactsFile(
+            f"{source} is not a usable CSV: one line or value is longer than {_MAX_CSV_BLOCK_BYTES >> 20} MiB "
+            "(an unclosed quote makes the rest of the file one value)"
+        )
     return MalformedContactsFile(f"{source} is not a well-formed CSV: {str(error).split(':')[0]}")
 
 
@@ -474,20 +758,30 @@ def _read_parquet(path: Path | ObjectStoragePath, source: str, max_rows: int) ->
             if parquet.metadata.num_rows > max_rows:  # fail before reading the data
                 raise TooManyContacts(source, parquet.metadata.num_rows, max_rows)
             return parquet.read()
-        except pa.ArrowException as error:
+        except (pa.ArrowException, OSError) as error:  # a corrupt page raises a plain OSError
             raise MalformedContactsFile(f"{source} is not a readable Parquet file: {error}") from None
 
 
+#: First bytes of files that are not CSV or Parquet, and what to say about them.
+_FOREIGN_SIGNATURES = (
+    (b"\x1f\x8b", "compressed (gzip or zip/xlsx): give a plain CSV or Parquet file"),
+    (b"PK\x03\x04", "compressed (gzip or zip/xlsx): give a plain CSV or Parquet file"),
+    (b"\xd0\xcf\x11\xe0", "a legacy Excel (.xls) or other Office file: save it as CSV (UTF-8) or Parquet"),
+    (b"\xff\xfe", "UTF-16 text: re-export it as UTF-8 CSV"),
+    (b"\xfe\xff", "UTF-16 text: re-export it as UTF-8 CSV"),
+)
+
+
 def read_contacts(source: StoragePath, *, max_rows: int = DEFAULT_MAX_ROWS) -> pa.Table:
-    """Read a CSV (every column as text) or Parquet file; the format is told by its first bytes."""
+    """Read a CSV (every column as text) or Parquet file; the format is told by its first bytes, never by
+    the file name (a Parquet file named .csv is read as Parquet)."""
     path = resolve_path(source)
     name = str(source)
     with path.open("rb") as stream:
         magic = stream.read(4)
-    if magic.startswith((b"\x1f\x8b", b"PK\x03\x04")):
-        raise MalformedContactsFile(
-            f"{name} is compressed (gzip or zip/xlsx): give a plain CSV or Parquet file"
-        )
+    for signature, what in _FOREIGN_SIGNATURES:
+        if magic.startswith(signature):
+            raise MalformedContactsFile(f"{name} is {what}")
     table = _read_parquet(path, name, max_rows) if magic == b"PAR1" else _read_csv(path, name)
     if table.num_rows > max_rows:
         raise TooManyContacts(name, table.num_rows, max_rows)
@@ -509,6 +803,44 @@ def _check_column_names(columns: Sequence[str], source: str) -> None:
 
 
 # -------------------------------------------------------------------------------------- preparation
+
+
+def email_text(table: pa.Table, column: str, source: str) -> pa.Array:
+    """The email column as text, or :class:`ColumnNotText`: a column of numbers, lists or structs is the
+    wrong column (every row would be decided locally, then unsubscribed), so it is refused up front."""
+    values = table.column(column).combine_chunks()
+    type_ = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+    kinds = (pa.types.is_nested, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    if any(kind(type_) for kind in (*kinds, pa.types.is_temporal, pa.types.is_decimal)):
+        raise ColumnNotText(
+            f"the email column {column!r} of {source} holds {type_} values, not text; name the column that "
+            "holds the addresses with email_column="
+        )
+    try:
+        return values.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise ColumnNotText(
+            f"the email column {column!r} of {source} holds bytes that are not UTF-8 text"
+        ) from None
+
+
+def upload_csv(addresses: pa.Array) -> bytes:
+    """The bulk upload file of ``addresses``: header ``Email``, one address a line, no line breaks in them
+    (control characters are decided locally).
+
+    Unquoted, like a hand-made list, except the few addresses that need it: a quoted local part may hold
+    a comma or a quote (``"doe, john"@x.com``), and pyarrow's "needed" quoting would quote every string.
+    Built with pyarrow compute, so a million addresses take a fraction of a second.
+    """
+    lines = addresses
+    needs = pc.match_substring_regex(lines, '[",]')
+    if pc.any(needs).as_py():
+        escaped = pc.replace_substring(pc.filter(lines, needs), '"', '""')
+        lines = pc.replace_with_mask(lines, needs, pc.binary_join_element_wise('"', escaped, '"', ""))
+    rows = pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines.cast(pa.large_string()))
+    body = pc.binary_join(rows, pa.scalar("\n", pa.large_string()))
+    text = body[0].as_buffer().to_pybytes()
+    return f"{UPLOAD_EMAIL_HEADER}\n".encode() + (text + b"\n" if len(lines) else b"")
 
 
 def _first_occurrences(codes: np.ndarray) -> np.ndarray:
@@ -540,7 +872,7 @@ def prepare_contacts(
     _check_column_names(table.column_names, name)
     column = find_email_column(table.column_names, email_column)
 
-    emails = normalise_emails(table.column(column))
+    emails = normalise_emails(email_text(table, column, name))
     encoded = pc.dictionary_encode(pc.if_else(emails.valid, emails.normalised, pa.scalar(None, pa.string())))
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     first = _first_occurrences(codes)
@@ -568,25 +900,20 @@ def prepare_contacts(
     )
     counts.check()
 
-    # Unquoted, like a hand-made list: a valid address cannot hold a comma, quote or line break (pyarrow
-    # would raise rather than write one), and "needed" quoting would quote every string anyway.
-    upload = io.BytesIO()
-    pacsv.write_csv(
-        pa.table({UPLOAD_EMAIL_HEADER: encoded.dictionary}),
-        upload,
-        pacsv.WriteOptions(quoting_style="none", quoting_header="none"),
-    )
+    upload = upload_csv(encoded.dictionary)
     workdir_path = resolve_path(workdir)
     if isinstance(workdir_path, Path):
         workdir_path.mkdir(parents=True, exist_ok=True)
-    upload_path = workdir_path / f"clearout-upload-{hashlib.sha256(upload.getvalue()).hexdigest()[:16]}.csv"
+    upload_path = workdir_path / f"clearout-upload-{hashlib.sha256(upload).hexdigest()[:16]}.csv"
     with upload_path.open("wb") as stream:
-        stream.write(upload.getvalue())
+        stream.write(upload)
 
     rows = (
         table.add_column(0, ROW_KEY, pa.array(np.arange(table.num_rows, dtype=np.int64)))
         .append_column(NORMALISED_EMAIL, emails.normalised)
         .append_column(LOCAL_DECISION, decision)
+        .append_column(LOCAL_REASON, emails.reason)
+        .append_column(CLEANED_EMAIL, emails.cleaned)
         .replace_schema_metadata({_META_INPUT_COLUMNS: json.dumps(table.column_names).encode()})
     )
     rows_path = workdir_path / "clearout-rows.parquet"
@@ -795,13 +1122,15 @@ def split_into_chunks(
       operator's state file and Clearout's duplicate-file answer (2043) resume instead of paying again.
 
     Columns and their types are kept; rows of one address keep their relative order. An input without
-    rows gives no chunks. Raises :class:`ContactsError` subclasses as :func:`read_contacts` does.
+    rows gives no chunks. Raises :class:`ContactsError` subclasses as :func:`prepare_contacts` does
+    (unreadable file, duplicate or reserved column names, no email column or one that is not text).
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     table = read_contacts(source, max_rows=np.iinfo(np.int64).max)
+    _check_column_names(table.column_names, str(source))
     column = find_email_column(table.column_names, email_column)
-    order, starts = _grouped_order(normalise_emails(table.column(column)))
+    order, starts = _grouped_order(normalise_emails(email_text(table, column, str(source))))
     folder = resolve_path(workdir)
     if isinstance(folder, Path):
         folder.mkdir(parents=True, exist_ok=True)

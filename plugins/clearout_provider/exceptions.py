@@ -59,6 +59,19 @@ class ClearoutError(ServiceError):
     service = "Clearout"
 
 
+class ClearoutConfigError(ClearoutError):
+    """The Clearout connection cannot be used as configured; raised before any request is sent.
+
+    Examples: a plain ``http://`` base URL to another machine (the token would travel in clear text),
+    an extra of the wrong type (``timeout``, ``rpm``), a token with characters no token has. Never
+    retried, and not a per-item failure: every call would fail the same way until the connection is fixed.
+    """
+
+    @property
+    def advice(self) -> str:
+        return "Fix the Clearout connection (host, API token or extras); nothing was sent to Clearout."
+
+
 class ClearoutAuthError(ClearoutError):
     """Invalid token (1000, HTTP 401) or no access to the resource (1008, 1074, HTTP 403)."""
 
@@ -141,6 +154,23 @@ class ClearoutListUnavailable(ClearoutError):
         return "Check the list_id: the list does not exist, was removed, or belongs to another account."
 
 
+class ClearoutListNotFound(ClearoutListUnavailable):
+    """A progress poll answered 1008: the list is gone or belongs to another account.
+
+    Clearout's OpenAPI spec documents 1008 (not only 1029) for the progress of a list that is not
+    usable, so there it means "this list cannot give you a result", not "your token is wrong": a resumed
+    task treats it like 1029 and uploads again. On every other endpoint 1008 stays a
+    :class:`ClearoutAuthError`.
+    """
+
+    @property
+    def advice(self) -> str:
+        return (
+            "The list is gone or belongs to another Clearout account: upload it again with this "
+            "connection (a resumed task does so by itself)."
+        )
+
+
 class ClearoutResultExpired(ClearoutListUnavailable):
     """The list's result file has expired (1007); a kind of unavailable list."""
 
@@ -218,6 +248,25 @@ class ClearoutServerError(ClearoutError):
     @property
     def advice(self) -> str:
         return "Clearout or the network failed temporarily; try again later if retries did not help."
+
+
+class ClearoutProtocolError(ClearoutError):
+    """Clearout said "success" but the answer cannot be read: not JSON, no ``data`` object, or without a
+    field the call needs (an instant verification without ``status``, an upload without ``list_id``...).
+
+    Not transient, so the hook does not resend the request: a malformed answer is a vendor change or an
+    intermediary (proxy, captive portal) rather than a hiccup that a resend within seconds fixes, and
+    the paid calls (instant verify, finder, uploads) may already have been charged for the answer we
+    could not read. The instant callers record it as that one address's "no verdict"; anything else
+    fails the task, and Airflow's own task retry asks again later.
+    """
+
+    @property
+    def advice(self) -> str:
+        return (
+            "The request was not resent (it may already have been charged); retry later, and if this "
+            "persists check for a proxy between Airflow and Clearout or report it to Clearout support."
+        )
 
 
 class ContactsError(Exception):

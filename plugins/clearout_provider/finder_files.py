@@ -50,6 +50,7 @@ from clearout_provider.contacts import (
     resolve_path,
 )
 from clearout_provider.hooks.clearout_models import FinderResult
+from clearout_provider.safe_csv import csv_table
 from clearout_provider.verdicts import FINDER_RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,22 @@ def _clean(values: pa.Array | pa.ChunkedArray | None, rows: int) -> pa.Array:
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.fill_null(array, ""), r"\s+", " "))
 
 
+def _query_text(table: pa.Table, column: str | None, label: str) -> pa.Array | None:
+    """A query column as text (numbers are spelled out), or a named error for lists, structs or bytes
+    that are not UTF-8: refused before anything is sent, never a raw pyarrow error."""
+    if column is None:
+        return None
+    values = table.column(column).combine_chunks()
+    if not pa.types.is_nested(values.type):
+        try:
+            return values.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    raise FinderInputError(
+        f"the column {column!r} of {label} holds {values.type} values, not text: name a text column"
+    )
+
+
 def query_keys(name: pa.Array, domain: pa.Array, company: pa.Array) -> pa.Array:
     """One key per query: cleaned, case-folded name, domain and company (the dedupe and join key)."""
     return pc.binary_join_element_wise(
@@ -325,17 +342,14 @@ def prepare_finder_queries(
     cols = find_finder_columns(names, name_column=name_column, domain_column=domain_column, company_column=company_column)
 
     rows = table.num_rows
-    name = _clean(table.column(cols.name) if cols.name else None, rows)
+    name = _clean(_query_text(table, cols.name, label), rows)
     if cols.first:
-        full = _clean(
-            pc.binary_join_element_wise(
-                _clean(table.column(cols.first), rows), _clean(table.column(cols.last) if cols.last else None, rows), " "
-            ),
-            rows,
-        )
+        first = _clean(_query_text(table, cols.first, label), rows)
+        last = _clean(_query_text(table, cols.last, label), rows)
+        full = _clean(pc.binary_join_element_wise(first, last, " "), rows)
         name = pc.if_else(pc.equal(name, ""), full, name)
-    domain = _clean(table.column(cols.domain) if cols.domain else None, rows)
-    company = _clean(table.column(cols.company) if cols.company else None, rows)
+    domain = _clean(_query_text(table, cols.domain, label), rows)
+    company = _clean(_query_text(table, cols.company, label), rows)
 
     missing_name = pc.equal(name, "").to_numpy(zero_copy_only=False)
     missing_target = pc.and_(pc.equal(domain, ""), pc.equal(company, "")).to_numpy(zero_copy_only=False)
@@ -538,6 +552,9 @@ def write_finder_result(rows_path: StoragePath, answers: pa.Table, out_path: Sto
     Duplicates get their first occurrence's answer (``decided_by`` local_duplicate); rows without name or
     domain/company are not_found with the reason; queries without an answer are not_found,
     missing_from_result. Rows out always equal rows in.
+
+    Parquet is for machines (every value typed, byte for byte); CSV is for people: formula-leading text
+    cells get a leading quote, list/struct input columns become JSON (:mod:`clearout_provider.safe_csv`).
     """
     out = resolve_path(out_path)
     kind = _SUFFIXES.get(out.suffix.lower())
@@ -568,9 +585,7 @@ def write_finder_result(rows_path: StoragePath, answers: pa.Table, out_path: Sto
         if kind == "parquet":
             pq.write_table(result, stream)
         else:
-            at = result.column_names.index("finder_found_at")
-            iso = pc.strftime(result.column(at), "%Y-%m-%dT%H:%M:%SZ")
-            pacsv.write_csv(result.set_column(at, "finder_found_at", iso), stream)
+            pacsv.write_csv(csv_table(result), stream)
     summary = FinderSummary(
         out_path=str(out_path),
         rows=result.num_rows,

@@ -64,10 +64,14 @@ class RunFacts:
     ``prepared`` says where the input rows went before anything was sent. ``credits_spent`` is the sum
     of the measured balance drops (0 when nothing was verified, None when no chunk measured one;
     ``credits_unmeasured`` counts the chunks that did not).
+    The verdict ledger: of the ``prepared.to_verify`` unique addresses, ``reused`` were answered by the
+    ledger (paid for earlier), ``sent`` went to Clearout, ``not_sent`` were held back by a dry run;
+    ``credits_needed`` is what the sent (or, in a dry run, the held-back) addresses may cost.
     Load (CleverTapLoadVerificationOperator): ``load_input == updated + unsubscribed_only + unchanged +
-    rejected``; ``unsubscribed`` counts the profiles unsubscribed among them (by policy reason, e.g.
-    "hard_bounce:406", in ``by_unsubscribe_reason``); ``by_rejection_code`` is keyed by CleverTap's
-    code, or "no_verdict" for rows the verification left without a verdict.
+    not_verified + rejected``; ``unsubscribed`` / ``resubscribed`` count the profiles switched off / back
+    on among them (by policy reason, e.g. "hard_bounce:406", in ``by_unsubscribe_reason``);
+    ``by_rejection_code`` is keyed by CleverTap's code; ``by_no_verdict`` counts the rows left without a
+    verdict (nothing written, still due) by decider.
     """
 
     dag_id: str
@@ -90,16 +94,23 @@ class RunFacts:
     credits_unmeasured: int
     list_ids: tuple[str, ...]
     verify_chunks: int
+    reused: int
+    sent: int
+    credits_needed: int
     # load
     load_input: int
     updated: int
     unsubscribed_only: int
     unchanged: int
+    not_verified: int
     rejected: int
     unsubscribed: int
+    resubscribed: int
     by_rejection_code: dict[str, int]
     by_unsubscribe_reason: dict[str, int]
+    by_no_verdict: dict[str, int]
     dry_run: bool
+    write_back: bool = True
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -113,6 +124,7 @@ class RunFacts:
         run_id: str,
         mode: str,
         timings: Mapping[str, float] | None = None,
+        write_back: bool = True,
     ) -> RunFacts:
         """Facts from the operators' return values; a sequence (a mapped task's XCom) is summed per key.
 
@@ -144,15 +156,22 @@ class RunFacts:
             credits_unmeasured=len(spent) - len(measured),
             list_ids=tuple(str(c["list_id"]) for c in ver if c.get("list_id") is not None),
             verify_chunks=len(ver),
+            reused=_total(ver, "reused", "verify"),
+            sent=_total(ver, "sent", "verify"),
+            credits_needed=_total(ver, "credits_needed", "verify"),
             load_input=_total(lod, "input", "load"),
             updated=_total(lod, "updated", "load"),
             unsubscribed_only=_total(lod, "unsubscribed_only", "load"),
             unchanged=_total(lod, "unchanged", "load"),
+            not_verified=_total(lod, "not_verified", "load"),
             rejected=_total(lod, "rejected", "load"),
             unsubscribed=_total(lod, "unsubscribed", "load"),
+            resubscribed=_total(lod, "resubscribed", "load"),
             by_rejection_code=_merged(lod, "by_rejection_code", "load"),
             by_unsubscribe_reason=_merged(lod, "by_unsubscribe_reason", "load"),
-            dry_run=any(bool(c.get("dry_run")) for c in lod),
+            by_no_verdict=_merged(lod, "by_no_verdict", "load"),
+            dry_run=any(bool(c.get("dry_run")) for c in (*lod, *ver)),
+            write_back=write_back,
             timings={str(k): float(v) for k, v in (timings or {}).items()},
         )
 
@@ -164,7 +183,18 @@ class RunFacts:
             "syntax_invalid": self.prepared.syntax_invalid,
             "empty": self.prepared.empty,
             "fresh": self.fresh,
+            "ledger": self.reused,
         }
+
+    @property
+    def not_sent(self) -> int:
+        """Addresses a dry run held back (what they may cost is in ``credits_needed``)."""
+        return self.prepared.to_verify - self.reused - self.sent if self.dry_run else 0
+
+    @property
+    def rejected_share(self) -> float:
+        """Share of the load's rows CleverTap rejected."""
+        return self.rejected / self.load_input if self.load_input else 0.0
 
     @property
     def credits_saved(self) -> int:
@@ -286,7 +316,16 @@ def _equations(facts: RunFacts) -> list[_Equation]:
                 ("empty", p.empty),
                 ("syntax invalid", p.syntax_invalid),
                 ("duplicates", p.duplicates),
-                ("sent to Clearout", p.to_verify),
+                ("unique to verify", p.to_verify),
+            ),
+        ),
+        _Equation(
+            "ledger",
+            ("unique to verify", p.to_verify),
+            (
+                ("from the verdict ledger", facts.reused),
+                ("sent to Clearout", facts.sent),
+                ("held back (dry run)", facts.not_sent),
             ),
         ),
         _Equation("prepare → verify", ("verify rows", facts.rows), (("input rows", p.total_rows),)),
@@ -309,10 +348,30 @@ def _equations(facts: RunFacts) -> list[_Equation]:
                 ("updated", facts.updated),
                 ("unsubscribed only", facts.unsubscribed_only),
                 ("unchanged", facts.unchanged),
+                ("not verified", facts.not_verified),
                 ("rejected", facts.rejected),
             ),
         ),
     ]
+
+
+class RunRejectedError(Exception):
+    """CleverTap rejected more of the run's rows than the run allows (``max_rejected_share``)."""
+
+
+def check_rejections(facts: RunFacts, max_rejected_share: float) -> None:
+    """Raise :class:`RunRejectedError` when CleverTap rejected more than ``max_rejected_share`` of the rows.
+
+    A few rejections are per-record problems (a value over 512 bytes, a profile without identity) and
+    are listed in the report; many mean something is wrong with the mapping or the account, and the run
+    must not look green. Call it AFTER :func:`write_report`, like :func:`check_accounting`.
+    """
+    if facts.rejected_share > max_rejected_share:
+        raise RunRejectedError(
+            f"CleverTap rejected {facts.rejected:,} of {facts.load_input:,} rows ({facts.rejected_share:.1%}), "
+            f"more than the allowed {max_rejected_share:.1%}: {facts.by_rejection_code}. The report lists "
+            "each code; the outcome files list each row"
+        )
 
 
 def check_accounting(facts: RunFacts) -> None:
@@ -346,14 +405,17 @@ _DECIDERS = {
     DecidedBy.CLEAROUT_INSTANT.value: "Clearout instant API",
     DecidedBy.LOCAL_SYNTAX.value: "local syntax check (empty or malformed; not sent)",
     DecidedBy.LOCAL_DUPLICATE.value: "duplicate in the same file (answer of its first occurrence)",
-    DecidedBy.MISSING_FROM_RESULT.value: "sent, but missing from Clearout's result (kept as unknown)",
-    DecidedBy.CLEAROUT_INSTANT_FAILED.value: "sent, Clearout gave no verdict (unknown; asked again next run)",
+    DecidedBy.MISSING_FROM_RESULT.value: "not verified: sent, but missing from Clearout's result (nothing written; due next run)",
+    DecidedBy.CLEAROUT_INSTANT_FAILED.value: "not verified: Clearout gave no answer (nothing written; due next run)",
+    DecidedBy.LEDGER.value: "verdict ledger (paid for earlier and still fresh; not sent again)",
+    DecidedBy.DRY_RUN.value: "not verified: dry run (nothing sent, nothing written)",
 }
 _SAVINGS = {
     "duplicates": "duplicates (same address twice)",
     "syntax_invalid": "syntax invalid (decided locally)",
     "empty": "empty email (decided locally)",
     "fresh": "fresh (verified recently; skipped)",
+    "ledger": "verdict ledger (paid for earlier; not sent again)",
 }
 
 
@@ -433,6 +495,7 @@ def _headline(facts: RunFacts) -> list[tuple[str, str]]:
         ("credits saved", f"{facts.credits_saved:,}"),
         ("profiles updated", f"{facts.updated:,}"),
         ("unsubscribed", f"{facts.unsubscribed:,}"),
+        ("not verified (no verdict; still due)", f"{facts.not_verified:,}"),
         ("rejected by CleverTap", f"{facts.rejected:,}"),
         ("accounting", "✓ adds up" if not failing else f"✗ {failing} check(s) fail"),
     ]
@@ -445,11 +508,12 @@ def _sections(facts: RunFacts) -> list[_Section]:
     bounces = sorted(facts.by_bounce_type.items(), key=lambda kv: (kv[0] == _NO_BOUNCE, -kv[1]))
     deciders = sorted(facts.by_decided_by.items(), key=lambda kv: -kv[1])
     saved = facts.credits_saved_by
-    sent = facts.prepared.to_verify
+    sent = facts.sent
     outcomes = [
         ("updated", facts.updated, _GREEN),
         ("unsubscribed only", facts.unsubscribed_only, _AMBER),
         ("unchanged", facts.unchanged, _GREY),
+        ("not verified (nothing written)", facts.not_verified, _GREY),
         ("rejected", facts.rejected, _RED),
     ]
     sections = [
@@ -483,6 +547,16 @@ def _sections(facts: RunFacts) -> list[_Section]:
             [
                 ("spent (Clearout balance before − after)", _credits_spent(facts)),
                 ("addresses sent to Clearout", f"{sent:,}"),
+                *(
+                    [
+                        (
+                            f"dry run: addresses that would be sent (≤ {facts.credits_needed:,} credits)",
+                            f"{facts.not_sent:,}",
+                        )
+                    ]
+                    if facts.dry_run
+                    else []
+                ),
                 *((f"saved: {_SAVINGS[k]}", f"{n:,}") for k, n in saved.items()),
                 ("saved in total", f"{facts.credits_saved:,}"),
             ],
@@ -523,6 +597,7 @@ def _sections(facts: RunFacts) -> list[_Section]:
             [
                 *((label, f"{n:,}") for label, n, _ in outcomes),
                 ("unsubscribed from email (among the above)", f"{facts.unsubscribed:,}"),
+                ("resubscribed: an unsubscribe of ours lifted (among the above)", f"{facts.resubscribed:,}"),
             ],
             [_Bar(label, n, f"{n:,}", colour) for label, n, colour in outcomes],
         ),
@@ -535,6 +610,17 @@ def _sections(facts: RunFacts) -> list[_Section]:
                 [
                     (k, _rejection(k), f"{n:,}")
                     for k, n in sorted(facts.by_rejection_code.items(), key=lambda kv: -kv[1])
+                ],
+            )
+        )
+    if facts.by_no_verdict:
+        sections.append(
+            _Section(
+                "Not verified (no verdict: nothing written, verified again next run)",
+                ("Why", "Profiles"),
+                [
+                    (_DECIDERS.get(k, k), f"{n:,}")
+                    for k, n in sorted(facts.by_no_verdict.items(), key=lambda kv: -kv[1])
                 ],
             )
         )
@@ -575,7 +661,9 @@ def _run_line(facts: RunFacts) -> list[tuple[str, str]]:
     if facts.verify_chunks > 1:
         line.append(("chunks", str(facts.verify_chunks)))
     if facts.dry_run:
-        line.append(("dry run", "yes"))
+        line.append(("dry run", "yes: nothing spent, nothing written"))
+    elif not facts.write_back:
+        line.append(("write-back", "off: verified into the ledger, nothing written to CleverTap"))
     return line
 
 
@@ -738,10 +826,11 @@ def _summary(facts: RunFacts, markdown: str, html_path: str) -> str:
     status = " · ".join(f"{_status_label(k)} {n:,}" for k, n in statuses) or "nothing verified"
     credits = (
         f"{_credits_spent(facts)} spent, {facts.credits_saved:,} saved (duplicates {saved['duplicates']:,}, "
-        f"syntax/empty {saved['syntax_invalid'] + saved['empty']:,}, fresh {saved['fresh']:,})"
+        f"syntax/empty {saved['syntax_invalid'] + saved['empty']:,}, fresh {saved['fresh']:,}, ledger {saved['ledger']:,})"
     )
     clevertap = (
-        f"{facts.updated:,} updated, {facts.unsubscribed:,} unsubscribed, {facts.rejected:,} rejected"
+        f"{facts.updated:,} updated, {facts.unsubscribed:,} unsubscribed, {facts.resubscribed:,} resubscribed, "
+        f"{facts.not_verified:,} not verified, {facts.rejected:,} rejected"
         + (" (dry run: nothing written)" if facts.dry_run else "")
     )
     accounting = (

@@ -5,8 +5,13 @@ sub-status *description*) and the instant API's JSON ``data`` object (codes and 
 become one verdict table keyed by ``normalised_email`` with :data:`verdicts.RESULT_COLUMNS` (see
 :data:`VERDICT_SCHEMA`), and :func:`join_results` writes that onto every row of the ROWS file from
 :func:`clearout_provider.contacts.prepare_contacts`: duplicates get their first occurrence's verdict,
-locally rejected rows the local syntax verdict, and rows Clearout did not answer for are kept as
-unknown. Rows in always equal rows out, or the join raises.
+locally rejected rows the local syntax verdict, and rows Clearout did not answer for keep their
+no-verdict decider (:data:`NO_VERDICT`), duplicates included. A row whose address was taken out of a
+wrapper (``cleaned_email`` in the ROWS file) gets that address as ``clearout_suggested_email`` when
+Clearout suggests none. Rows in always equal rows out, or the join raises.
+
+The result is Parquet (for machines: the default) or CSV (for people: see
+:mod:`clearout_provider.safe_csv`).
 
 ``clearout_safe_to_send`` is a boolean: Clearout's "yes" is True, "no" and "risky" are False (risky is
 Clearout's advice *not* to send), "unknown" is null.
@@ -30,6 +35,7 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from clearout_provider.contacts import (
+    CLEANED_EMAIL,
     LOCAL_DECISION,
     NORMALISED_EMAIL,
     ContactsError,
@@ -41,6 +47,7 @@ from clearout_provider.contacts import (
     read_csv_header,
     resolve_path,
 )
+from clearout_provider.safe_csv import csv_schema, csv_table
 from clearout_provider.verdicts import (
     RESULT_COLUMNS,
     SUB_STATUSES,
@@ -63,10 +70,16 @@ class DecidedBy(StrEnum):
     MISSING_FROM_RESULT = "missing_from_result"
     #: Sent to the instant API, which gave no verdict (timed out, refused the input): not charged.
     CLEAROUT_INSTANT_FAILED = "clearout_instant_failed"
+    #: Taken from the verdict ledger: paid for earlier (another profile, an earlier run or try), still fresh.
+    LEDGER = "ledger"
+    #: Would have been sent, but the run is a dry run: no verdict, nothing spent.
+    DRY_RUN = "dry_run_not_sent"
 
 
 #: Deciders whose rows carry no verdict ("unknown" by default): never written over an earlier good one.
-NO_VERDICT: frozenset[str] = frozenset({DecidedBy.MISSING_FROM_RESULT, DecidedBy.CLEAROUT_INSTANT_FAILED})
+NO_VERDICT: frozenset[str] = frozenset(
+    {DecidedBy.MISSING_FROM_RESULT, DecidedBy.CLEAROUT_INSTANT_FAILED, DecidedBy.DRY_RUN}
+)
 
 
 _RESULT_TYPES: dict[str, pa.DataType] = {
@@ -378,11 +391,13 @@ _LOCALLY_INVALID = pa.array([LocalDecision.EMPTY.value, LocalDecision.SYNTAX.val
 @dataclass(frozen=True)
 class _Lookup:
     """Per ROWS row: the row of ``verdicts + _local_rows()`` to take, a decided_by override (duplicates),
-    and whether the row's own address is the verified_email (no Clearout answer for it)."""
+    whether the row's own address is the verified_email (no Clearout answer for it), and the address
+    taken out of the row's wrapper, the suggestion when Clearout has none (null for local rejections)."""
 
     take: pa.Int32Array
     decided_by: pa.StringArray
     own_email: pa.BooleanArray
+    suggested: pa.StringArray
 
 
 def _read_verdicts(verdicts: pa.Table | StoragePath) -> pa.Table:
@@ -395,22 +410,36 @@ def _read_verdicts(verdicts: pa.Table | StoragePath) -> pa.Table:
     return verdicts.select(VERDICT_SCHEMA.names).cast(VERDICT_SCHEMA)
 
 
-def _lookup(emails: pa.StringArray, decision: pa.StringArray, verdict_keys: pa.StringArray) -> _Lookup:
-    """Where each ROWS row finds its verdict: one hash lookup for all rows (the verdict set is built once)."""
-    found = pc.index_in(emails, value_set=verdict_keys, skip_nulls=True)
+def _lookup(
+    emails: pa.StringArray, decision: pa.StringArray, cleaned: pa.StringArray, verdicts: pa.Table
+) -> _Lookup:
+    """Where each ROWS row finds its verdict: one hash lookup for all rows (the verdict set is built once).
+
+    A duplicate is "local_duplicate" only when its first occurrence got a verdict: the duplicates of an
+    address Clearout gave no verdict for keep that no-verdict decider (and no status), so the load
+    writes nothing over their earlier, good verdicts either.
+    """
+    keys = verdicts.column(NORMALISED_EMAIL).combine_chunks()
+    found = pc.index_in(emails, value_set=keys, skip_nulls=True)
     local = pc.fill_null(pc.is_in(decision, value_set=_LOCALLY_INVALID), False)
-    syntax_row, missing_row = (
-        pa.scalar(len(verdict_keys), pa.int32()),
-        pa.scalar(len(verdict_keys) + 1, pa.int32()),
-    )
-    duplicate = pc.and_(
-        pc.fill_null(pc.equal(decision, LocalDecision.DUPLICATE.value), False), pc.is_valid(found)
-    )
+    syntax_row, missing_row = pa.scalar(len(keys), pa.int32()), pa.scalar(len(keys) + 1, pa.int32())
+    no_verdict = pa.array(sorted(str(d) for d in NO_VERDICT), pa.string())
+    deciders = verdicts.column("decided_by").take(found)
+    answered = pc.and_(pc.is_valid(found), pc.invert(pc.is_in(deciders, value_set=no_verdict)))
+    duplicate = pc.and_(pc.fill_null(pc.equal(decision, LocalDecision.DUPLICATE.value), False), answered)
     return _Lookup(
         take=pc.if_else(local, syntax_row, pc.coalesce(found.cast(pa.int32()), missing_row)),
         decided_by=pc.if_else(duplicate, DecidedBy.LOCAL_DUPLICATE.value, pa.scalar(None, pa.string())),
         own_email=pc.or_(local, pc.is_null(found)),
+        suggested=pc.if_else(local, pa.scalar(None, pa.string()), cleaned),
     )
+
+
+def _cleaned_emails(parquet: pq.ParquetFile) -> pa.StringArray:
+    """The ROWS file's cleaned_email column (all null in ROWS files written before it existed)."""
+    if CLEANED_EMAIL not in parquet.schema_arrow.names:
+        return pa.nulls(parquet.metadata.num_rows, pa.string())
+    return parquet.read(columns=[CLEANED_EMAIL]).column(CLEANED_EMAIL).combine_chunks()
 
 
 def _value_counts(values: pa.Array) -> Counter[Any]:
@@ -418,26 +447,24 @@ def _value_counts(values: pa.Array) -> Counter[Any]:
 
 
 class _Writer:
-    """One result file, Parquet or CSV by suffix; the CSV spells timestamps as ISO 8601."""
+    """One result file by suffix: Parquet for machines (every value typed, byte for byte: what the load
+    should read), or CSV for people (:mod:`clearout_provider.safe_csv`: formula-leading text cells
+    quoted, lists and structs as JSON, timestamps as ISO 8601)."""
 
     def __init__(self, path: Path | ObjectStoragePath, schema: pa.Schema) -> None:
         self._csv = _SUFFIXES[path.suffix.lower()] == "csv"
         self._stream = path.open("wb")
         if self._csv:
-            schema = pa.schema(
-                [f.with_type(pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema]
+            self._writer: pq.ParquetWriter | pacsv.CSVWriter = pacsv.CSVWriter(
+                self._stream, csv_schema(schema)
             )
-            self._writer: pq.ParquetWriter | pacsv.CSVWriter = pacsv.CSVWriter(self._stream, schema)
         else:
             self._writer = pq.ParquetWriter(self._stream, schema)
         self.schema = schema
 
     def write(self, columns: list[pa.Array | pa.ChunkedArray]) -> None:
-        if self._csv:
-            columns = [
-                pc.strftime(c, "%Y-%m-%dT%H:%M:%SZ") if pa.types.is_timestamp(c.type) else c for c in columns
-            ]
-        self._writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        self._writer.write_table(csv_table(table) if self._csv else table)
 
     def close(self) -> None:
         self._writer.close()
@@ -454,6 +481,11 @@ def join_results(
     """Write ONE result file: every ROWS row, input columns first (original names and order), then
     :data:`verdicts.RESULT_COLUMNS`; Parquet or CSV by ``out_path``'s suffix. ``verdicts`` is a
     :data:`VERDICT_SCHEMA` table or a Parquet file of one.
+
+    Parquet is for machines (the load, a later run): every value as typed, byte for byte. CSV is for
+    people: text cells a spreadsheet would run as a formula get a leading quote and list/struct/map
+    input columns are written as JSON (:mod:`clearout_provider.safe_csv`), so read a CSV result back
+    only for display.
 
     Rows are matched on ``normalised_email``; when the verdict table holds one address twice, its first
     row wins. Memory stays bounded for a million rows: only the verdict table (one row per unique
@@ -472,7 +504,7 @@ def join_results(
         row_email = keys.column(NORMALISED_EMAIL).combine_chunks()
         decision = keys.column(LOCAL_DECISION).combine_chunks()
         del keys
-        lookup = _lookup(row_email, decision, answers.column(NORMALISED_EMAIL).combine_chunks())
+        lookup = _lookup(row_email, decision, _cleaned_emails(parquet), answers)
         del decision, answers
         # The lookup's hash table is gone: hand its memory back before the batches need theirs.
         pa.default_memory_pool().release_unused()
@@ -489,6 +521,9 @@ def join_results(
                 own = lookup.own_email[part]
                 replaced = {
                     "verified_email": pc.if_else(own, row_email[part], verdict.column("verified_email")),
+                    "clearout_suggested_email": pc.coalesce(
+                        verdict.column("clearout_suggested_email"), lookup.suggested[part]
+                    ),
                     "decided_by": decided,
                 }
                 writer.write([*batch.columns, *(replaced.get(n, verdict.column(n)) for n in RESULT_COLUMNS)])

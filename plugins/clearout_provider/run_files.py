@@ -12,12 +12,17 @@ retries, so XCom alone cannot carry that memory).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "CLEAROUT_PROVIDER_DATA_DIR"
 
@@ -51,15 +56,55 @@ def task_folder(context: Mapping[str, Any], workdir: str | None = None) -> Objec
     return folder
 
 
-def read_json(path: ObjectStoragePath) -> dict[str, Any] | None:
-    """A small JSON state file, or None when it does not exist yet."""
+def _local_path(path: ObjectStoragePath | Path) -> Path | None:
+    """The local file behind ``path``, or None on an object store."""
+    if isinstance(path, Path):
+        return path
+    return Path(path.path) if path.protocol in ("", "file", "local") else None
+
+
+def read_json(path: ObjectStoragePath | Path) -> dict[str, Any] | None:
+    """A small JSON state file, or None when it does not exist yet.
+
+    A torn or empty file (a crash mid-write by an older version, a full disk, a hand edit) is treated as
+    absent, with a WARNING naming it: the state only saves work (it remembers an upload), so starting
+    over is safe, whereas failing every retry on a JSONDecodeError is not.
+    """
     if not path.exists():
         return None
-    with path.open("r") as handle:
-        return json.load(handle)
+    with path.open("rb") as handle:
+        data = handle.read()
+    try:
+        payload = json.loads(data)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        reason = "empty" if not data.strip() else f"not valid JSON ({error})"
+        log.warning("State file %s is %s; treating it as absent", path, reason)
+        return None
+    if not isinstance(payload, dict):
+        kind = type(payload).__name__
+        log.warning("State file %s holds a JSON %s, not an object; treating it as absent", path, kind)
+        return None
+    return payload
 
 
-def write_json(path: ObjectStoragePath, payload: Mapping[str, Any]) -> None:
-    """Write a small JSON state file (whole-file replace; these files are tiny)."""
-    with path.open("w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+def write_json(path: ObjectStoragePath | Path, payload: Mapping[str, Any]) -> None:
+    """Write a small JSON state file atomically: readers see the old file or the new one, never a torn one.
+
+    On local disk the bytes go to a temporary file in the same folder, which is then renamed over the
+    target (atomic on POSIX and Windows); on an object store a single put is atomic already.
+    """
+    data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+    local = _local_path(path)
+    if local is None:
+        with path.open("wb") as handle:
+            handle.write(data)
+        return
+    temporary = local.with_name(f".{local.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, local)
+    finally:
+        temporary.unlink(missing_ok=True)

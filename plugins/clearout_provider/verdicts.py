@@ -210,6 +210,14 @@ RECOMMENDED_APPEND: tuple[str, ...] = ("Clearout Safe To Send", "Clearout Verifi
 #: The per-profile email preference; ``False`` stops email to that one profile.
 UNSUBSCRIBE_PROPERTY = "MSG-email"
 
+#: The marker of an unsubscribe THIS provider made: why (the policy reason, e.g. "hard_bounce:406") and
+#: when. Only a profile carrying it is ever resubscribed (a later deliverable verdict for its current
+#: address lifts it); a profile switched off without it (the person opted out) is never touched.
+UNSUBSCRIBED_REASON_PROPERTY = "Clearout Unsubscribed Reason"
+UNSUBSCRIBED_AT_PROPERTY = "Clearout Unsubscribed At"
+#: Properties the load manages itself (never a mapping's target name), and the export reads back.
+MANAGED_PROPERTIES: tuple[str, ...] = (UNSUBSCRIBE_PROPERTY, UNSUBSCRIBED_REASON_PROPERTY, UNSUBSCRIBED_AT_PROPERTY)
+
 _BOOLEAN_COLUMNS = frozenset(
     {"clearout_safe_to_send", "clearout_disposable", "clearout_role", "clearout_free", "clearout_gibberish"}
 )
@@ -283,8 +291,9 @@ class PropertyMapping:
         clashes = sorted({n for n in names if names.count(n) > 1})
         if clashes:
             raise ValueError(f"Several columns would write the same CleverTap property: {clashes}")
-        if UNSUBSCRIBE_PROPERTY in names:
-            raise ValueError(f"{UNSUBSCRIBE_PROPERTY!r} is the email preference; rename to another property")
+        for managed in MANAGED_PROPERTIES:
+            if managed in names:
+                raise ValueError(f"{managed!r} is managed by the load (unsubscribes); rename to another property")
 
     @classmethod
     def from_params(
@@ -337,6 +346,8 @@ class UnsubscribePolicy:
 
     Defaults: hard bounces, disposable addresses and spam traps; ``sub_status_codes`` adds any other
     codes (e.g. 602 blocklisted). Soft bounces and unknowns stay subscribed: they may recover.
+    ``resubscribe``: lift an unsubscribe this provider made (the profile carries
+    :data:`UNSUBSCRIBED_REASON_PROPERTY`) once its current address is verified deliverable.
     """
 
     hard_bounce: bool = True
@@ -345,6 +356,7 @@ class UnsubscribePolicy:
     sub_status_codes: frozenset[int] = frozenset()
     method: UnsubscribeMethod = UnsubscribeMethod.BOTH
     enabled: bool = True
+    resubscribe: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sub_status_codes) - set(SUB_STATUSES))
@@ -397,3 +409,12 @@ class UnsubscribePolicy:
         if self.disposable and _clevertap_value("clearout_disposable", row.get("clearout_disposable")):
             return "disposable"
         return None
+
+    def lifts(self, row: Mapping[str, Any]) -> bool:
+        """Whether this verdict lifts an earlier unsubscribe of ours: deliverable, nothing to unsubscribe."""
+        return (
+            self.enabled
+            and self.resubscribe
+            and row.get("clearout_status") == Status.VALID.value
+            and self.reason(row) is None
+        )

@@ -261,7 +261,7 @@ def test_list_cancelled_in_the_app_fails_the_task(
     assert failure["type"] == "ClearoutBulkJobCancelled"
     assert (
         f"list {list_id} was cancelled at" in failure["message"]
-        and "uploads the list again" in failure["message"]
+        and "uploads only the rest" in failure["message"]
     )
 
 
@@ -278,7 +278,7 @@ def test_list_removed_while_waiting_fails_the_task(
     [failure] = failures(data_dir)
     assert failure["type"] == "ClearoutBulkJobFailed"
     assert "Could not follow Clearout verify list" in failure["message"]
-    assert "List is not available (Clearout code 1029" in failure["message"]
+    assert "(Clearout code 1008" in failure["message"]  # the spec's answer for a list that is gone
     assert server.clearout_stats()["lists"] == {}
 
 
@@ -403,7 +403,7 @@ def test_retry_without_the_state_file_resumes_through_the_duplicate_answer(
     assert xcom(dr, "verify")["credits_spent"] is None
 
 
-def test_retry_after_a_cancelled_list_uploads_it_again(
+def test_retry_after_a_cancelled_list_keeps_what_it_processed_and_uploads_only_the_rest(
     sandbox_factory: Factory,
     clearout_connection: Callable[..., str],
     data_dir: Path,
@@ -422,13 +422,20 @@ def test_retry_after_a_cancelled_list_uploads_it_again(
     assert task(dr).state == "success" and task(dr).try_number == 2, failures(data_dir)
     assert [f["type"] for f in failures(data_dir)] == ["ClearoutBulkJobCancelled"]
     lists = server.clearout_stats()["lists"]
-    assert server.clearout_stats()["bulk_uploads"] == 2
-    assert sorted(v["status"] for v in lists.values()) == ["cancelled", "completed"]
-    assert lists[xcom(dr, "verify")["list_id"]]["status"] == "completed"
+    result = xcom(dr, "verify")
+    # What the cancelled list processed came from the ledger; only the rest was uploaded again.
+    assert result["reused"] + result["sent"] == 30 and result["reused"] > 0
+    uploads, used, charged = billing(server)
+    assert uploads == 1 + (result["sent"] > 0) and used == charged  # each address paid for at most once
+    billable = sum(n for status, n in result["counts"].items() if status in ("valid", "invalid", "catch_all"))
+    assert used == billable
+    if result["sent"]:
+        assert sorted(v["status"] for v in lists.values()) == ["cancelled", "completed"]
+        assert lists[result["list_id"]]["status"] == "completed"
 
 
 @pytest.mark.parametrize("expired", [False, True])
-def test_cleared_and_rerun_task_downloads_the_completed_list_again(
+def test_cleared_and_rerun_task_pays_nothing_again(
     expired: bool,
     sandbox_factory: Factory,
     clearout_connection: Callable[..., str],
@@ -455,17 +462,10 @@ def test_cleared_and_rerun_task_downloads_the_completed_list_again(
     assert task(second).state == "success", failures(data_dir)
     second_result = xcom(second, "verify")
     assert second.run_id == first.run_id and second_result["counts"] == first_result["counts"]
-    if expired:
-        assert (
-            second_result["list_id"] != first_result["list_id"]
-            and server.clearout_stats()["bulk_uploads"] == 2
-        )
-        assert server.clearout_stats()["credits_used"] == 2 * used
-    else:
-        assert second_result["list_id"] == first_result["list_id"]
-        assert (
-            server.clearout_stats()["bulk_uploads"] == 1 and server.clearout_stats()["credits_used"] == used
-        )
+    # The verdicts are in the ledger since the first download: nothing is sent or downloaded again, even
+    # when Clearout has dropped the result meanwhile.
+    assert second_result["list_id"] is None and second_result["reused"] == 10
+    assert server.clearout_stats()["bulk_uploads"] == 1 and server.clearout_stats()["credits_used"] == used
 
 
 # ---------------------------------------------------------------------------------------------- sensor
@@ -509,4 +509,4 @@ def test_sensor_fails_clearly_on_an_unavailable_list(
     assert time.monotonic() - started < 15  # at once, not after the sensor's 30 s timeout
     [failure] = failures(data_dir)
     assert failure["type"] == "ClearoutBulkJobFailed"
-    assert f"Could not follow Clearout verify list {'0' * 24}: List is not available" in failure["message"]
+    assert f"Could not follow Clearout verify list {'0' * 24}: You are not authorized" in failure["message"]

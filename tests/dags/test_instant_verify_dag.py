@@ -20,15 +20,20 @@ from conftest import load_dag
 
 from clearout_provider.exceptions import ClearoutCreditsError
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.instant_calls import Checkpoint
+from clearout_provider.contacts import Freshness
 from clearout_provider.operators.instant_verify import (
-    CHECKPOINT_NAME,
     ClearoutInstantVerifyOperator,
     TooManyForInstant,
     verify_addresses,
 )
 from clearout_provider.results import DecidedBy
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+from clearout_provider.verification.ledger import VerdictLedger
+
+
+def ledger_addresses() -> list[str]:
+    """Every address the verdict ledger holds a paid-for verdict of."""
+    return sorted(VerdictLedger().entries()["address"].to_pylist())
 
 Factory = Callable[[SandboxSettings], SandboxProcess]
 
@@ -130,7 +135,7 @@ def test_documented_test_addresses_get_their_statuses_and_every_row_is_kept(
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_retry_after_a_killed_try_does_not_verify_checkpointed_addresses_again(
+def test_retry_after_a_killed_try_does_not_verify_recorded_addresses_again(
     tmp_path: Path, sandbox_factory: Factory, clearout_connection: Callable[..., str]
 ) -> None:
     # 26 addresses at 0.3 s each with one call in flight take at least 7.8 s, so the DAG's execution_timeout
@@ -147,17 +152,17 @@ def test_retry_after_a_killed_try_does_not_verify_checkpointed_addresses_again(
     assert ti.try_number == 2  # the first try was killed by its timeout
     account = server.clearout_stats()
     assert account["instant_calls"] == len(emails)  # nobody was verified twice
-    checkpoint = Checkpoint(folder, CHECKPOINT_NAME).load()
-    assert sorted(checkpoint) == sorted(emails)
+    assert ledger_addresses() == sorted(emails)  # each answer recorded once, the moment it arrived
     result = pd.read_csv(folder / "clearout-result.csv", keep_default_na=False)
     assert result["Email"].tolist() == emails
-    assert set(result["decided_by"]) == {"clearout_instant"}
+    # The retry took the first try's answers from the ledger and asked Clearout only for the rest.
+    assert set(result["decided_by"]) == {"clearout_instant", "ledger"}
     billable = int(result["clearout_status"].ne("unknown").sum())
     assert account["credits_used"] == billable  # paid once per billable verdict
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_timed_out_addresses_become_unknown_with_a_reason_and_the_task_succeeds(
+def test_timed_out_addresses_get_no_verdict_with_a_reason_and_the_task_succeeds(
     tmp_path: Path, sandbox_factory: Factory, clearout_connection: Callable[..., str]
 ) -> None:
     server = sandbox_factory(SandboxSettings(fault_rate_524=0.5, fault_seed=3))
@@ -176,11 +181,11 @@ def test_timed_out_addresses_become_unknown_with_a_reason_and_the_task_succeeds(
     assert len(result) == len(emails)
     failed = result[result["decided_by"] == DecidedBy.CLEAROUT_INSTANT_FAILED]
     assert 0 < len(failed) < len(emails)  # seed 3 at 50 %: some, not all
-    assert set(failed["clearout_status"]) == {"unknown"}
+    assert set(failed["clearout_status"]) == {""}  # no verdict: not "unknown", nothing to write
     assert failed["clearout_sub_status"].str.contains("Timeout Occurred").all()
     assert failed["clearout_sub_status_code"].eq("").all()  # no code was invented
-    # Failed addresses are not checkpointed: they cost nothing, so a rerun may ask again.
-    assert set(Checkpoint(folder, CHECKPOINT_NAME).load()) == set(
+    # Failed addresses are not recorded: they cost nothing, so the next run asks again.
+    assert ledger_addresses() == sorted(
         result.loc[result["decided_by"] != DecidedBy.CLEAROUT_INSTANT_FAILED, "Email"]
     )
 
@@ -192,20 +197,21 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
     poor = sandbox_factory(SandboxSettings(credits=4))
     monkeypatch.setenv("AIRFLOW_CONN_CLEAROUT_DEFAULT", json.dumps(
         {"conn_type": "clearout", "host": poor.clearout_url, "password": poor.settings.clearout_token}))  # fmt: skip
-    store = ObjectStoragePath(f"file://{tmp_path}/task")
-    with Checkpoint(store, CHECKPOINT_NAME) as checkpoint, pytest.raises(ClearoutCreditsError) as raised:
-        verify_addresses(ClearoutHook(), emails, checkpoint, max_concurrency=3)
-    answered = len(Checkpoint(store, CHECKPOINT_NAME).load())
+    ledger = VerdictLedger(ObjectStoragePath(f"file://{tmp_path}/ledger"))
+    with ledger.journal(source="instant", recorded_by="d/r/t/") as journal, pytest.raises(ClearoutCreditsError) as raised:
+        verify_addresses(ClearoutHook(), emails, journal, max_concurrency=3)
+    answered = ledger.entries().num_rows
     assert 4 <= answered < len(emails)  # 4 credits: at least 4 answers (unknowns are free), not all
     assert any(f"{answered} of {len(emails)} were answered" in note for note in raised.value.__notes__)
 
     rich = sandbox_factory(SandboxSettings())
     monkeypatch.setenv("AIRFLOW_CONN_CLEAROUT_DEFAULT", json.dumps(
         {"conn_type": "clearout", "host": rich.clearout_url, "password": rich.settings.clearout_token}))  # fmt: skip
-    with Checkpoint(store, CHECKPOINT_NAME) as checkpoint:
-        outcome = verify_addresses(ClearoutHook(), emails, checkpoint, max_concurrency=3)
-    assert sorted(outcome.answers) == sorted(emails)
-    assert outcome.resumed == answered
+    known = set(ledger.lookup(emails, Freshness())["normalised_email"].to_pylist())
+    assert len(known) == answered
+    with ledger.journal(source="instant", recorded_by="d/r2/t/") as journal:
+        outcome = verify_addresses(ClearoutHook(), [e for e in emails if e not in known], journal, max_concurrency=3)
+    assert sorted([*outcome.verdicts, *known]) == sorted(emails)
     assert rich.clearout_stats()["instant_calls"] == len(emails) - answered
 
 
@@ -216,5 +222,5 @@ def test_inputs_above_max_addresses_are_refused_before_any_call(tmp_path: Path) 
         clearout_conn_id="no_such_connection",
     )  # fmt: skip
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="verify", map_index=-1)
-    with pytest.raises(TooManyForInstant, match="5 unique addresses.*ClearoutBulkVerifyOperator"):
+    with pytest.raises(TooManyForInstant, match="5 addresses to verify.*ClearoutBulkVerifyOperator"):
         operator.execute({"ti": ti})  # type: ignore[arg-type]

@@ -23,8 +23,10 @@ from clearout_provider.exceptions import (
     ClearoutDailyLimitError,
     ClearoutDuplicateFile,
     ClearoutError,
+    ClearoutListNotFound,
     ClearoutListUnavailable,
     ClearoutNotCancellable,
+    ClearoutProtocolError,
     ClearoutResultExpired,
     ClearoutServerError,
     ClearoutTimeout,
@@ -233,9 +235,12 @@ def test_bulk_verify_upload_progress_download_remove(clearout_hook: ClearoutHook
     assert not list((tmp_path / "out").glob(".*part"))  # no temp file left behind
     removed = clearout_hook.remove_list(upload.list_id)
     assert removed.list_id == upload.list_id and removed.name == src.name and removed.created_on is not None
-    with pytest.raises(ClearoutListUnavailable) as gone:
+    with pytest.raises(ClearoutListNotFound) as gone:  # 1008 on progress: gone, a resumed task re-uploads
         clearout_hook.get_bulk_progress(upload.list_id)
-    assert gone.value.code == 1029 and type(gone.value) is ClearoutListUnavailable
+    assert gone.value.code == 1008 and isinstance(gone.value, ClearoutListUnavailable)
+    with pytest.raises(ClearoutListUnavailable) as unavailable:  # 1029 on the other list endpoints
+        clearout_hook.download_bulk_result(upload.list_id, tmp_path / "again.csv")
+    assert unavailable.value.code == 1029 and type(unavailable.value) is ClearoutListUnavailable
 
 
 def test_bulk_verify_accepts_xlsx(clearout_hook: ClearoutHook, tmp_path: Path) -> None:
@@ -327,7 +332,7 @@ def test_cancel_concurrency_limit_and_not_cancellable(
     hook.cancel_finder_list(finder.list_id)
     assert hook.get_finder_bulk_progress(finder.list_id).status == "cancelled"
     hook.remove_finder_list(finder.list_id, ignore_result=True)
-    with pytest.raises(ClearoutListUnavailable):
+    with pytest.raises(ClearoutListNotFound):
         hook.get_finder_bulk_progress(finder.list_id)
 
 
@@ -504,6 +509,45 @@ def test_burst_of_three_times_the_rpm_from_threads_gets_no_429(
     assert stats["instant_calls"] == 60
     # 60 calls at 20 per 2 s window need two full windows; >= 95 % throughput keeps it near that.
     assert 4.0 <= elapsed < 4.0 / 0.95 + 1.0
+
+
+def test_the_connections_rpm_is_the_starting_quota_and_a_burst_gets_no_429(
+    sandbox_factory: StartSandbox, clearout_connect: Connect
+) -> None:
+    server = sandbox_factory(fast_settings(rpm=5, rate_window=1.0))
+    hook = clearout_connect(server, extra={"rpm": 5})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda i: hook.verify_email(f"user{i}@example.org"), range(15)))
+    assert len(results) == 15
+    stats = server.clearout_stats()
+    assert stats["rate_limited"] == 0 and stats["instant_calls"] == 15
+
+
+# ----------------------------------------------------------------------------------- malformed answers
+
+
+def test_malformed_instant_success_is_a_protocol_error_and_not_resent(
+    sandbox_factory: StartSandbox, clearout_connect: Connect, http_log
+) -> None:
+    server = sandbox_factory(fast_settings(instant_malformed=1.0))
+    hook = clearout_connect(server)
+    for _ in range(2):  # the sandbox alternates {"status":"success"} and {"status":"success","data":{}}
+        with pytest.raises(ClearoutProtocolError) as info:
+            hook.verify_email("valid@example.com")
+        assert "instant verify" in str(info.value) and not info.value.transient
+    assert sent_requests(http_log, "/email_verify/instant") == [200, 200]  # one request per call
+
+
+def test_upload_answer_without_list_id_is_a_protocol_error(
+    sandbox_factory: StartSandbox, clearout_connect: Connect, tmp_path: Path, http_log
+) -> None:
+    server = sandbox_factory(fast_settings(upload_without_list_id=True))
+    hook = clearout_connect(server)
+    with pytest.raises(ClearoutProtocolError, match="list_id"):
+        hook.upload_bulk_verify(write_csv(tmp_path, ["valid@example.com"]))
+    with pytest.raises(ClearoutProtocolError, match="list_id"):
+        hook.upload_bulk_finder(write_csv(tmp_path, ["Steven Morris,apple.com"], header="Name,Domain"))
+    assert sent_requests(http_log, "/email_verify/bulk") == [200]
 
 
 # ----------------------------------------------------------------------------------- secrets

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from clearout_helpers import Connect, expire_list, fast_settings, write_csv
@@ -22,9 +26,12 @@ from clearout_provider.exceptions import (
     ClearoutBadInput,
     ClearoutCreditsError,
     ClearoutDuplicateFile,
+    ClearoutListNotFound,
     ClearoutListUnavailable,
     ClearoutNotCancellable,
+    ClearoutProtocolError,
     ClearoutResultExpired,
+    ClearoutServerError,
     ClearoutTimeout,
 )
 from clearout_provider.hooks.clearout import ClearoutHook
@@ -102,8 +109,9 @@ async def test_bulk_verify_lifecycle(clearout_hook: ClearoutHook, tmp_path: Path
     assert downloaded.bytes == downloaded.path.stat().st_size
     removed = await clearout_hook.aremove_list(upload.list_id)
     assert removed.list_id == upload.list_id
-    with pytest.raises(ClearoutListUnavailable):
+    with pytest.raises(ClearoutListNotFound) as gone:  # the sync path's decision: one protocol table
         await clearout_hook.aget_bulk_progress(upload.list_id)
+    assert gone.value.code == 1008 and isinstance(gone.value, ClearoutListUnavailable)
 
 
 async def test_expired_result(sandbox: SandboxProcess, clearout_hook: ClearoutHook, tmp_path: Path) -> None:
@@ -209,3 +217,66 @@ async def test_burst_from_asyncio_gather_gets_no_429_and_never_blocks_the_loop(
     assert stats["rate_limited"] == 0 and stats["instant_calls"] == 60
     assert 4.0 <= elapsed < 4.0 / 0.95 + 1.0
     assert max(gaps) < 0.2  # the triggerer's "blocked event loop" threshold
+
+
+async def test_malformed_answers_are_protocol_errors_as_on_the_sync_path(
+    sandbox_factory: StartSandbox, clearout_connect: Connect, tmp_path: Path, hook_log
+) -> None:
+    server = sandbox_factory(fast_settings(instant_malformed=1.0, upload_without_list_id=True))
+    hook = clearout_connect(server)
+    for _ in range(2):
+        with pytest.raises(ClearoutProtocolError, match="instant verify"):
+            await hook.averify_email("valid@example.com")
+    with pytest.raises(ClearoutProtocolError, match="list_id"):
+        await hook.aupload_bulk_verify(write_csv(tmp_path, ["valid@example.com"]))
+    assert attempts(hook_log, "/email_verify/instant") == [200, 200]  # never resent
+    assert attempts(hook_log, "/email_verify/bulk") == [200]
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """A forward proxy that answers every request itself, recording the absolute URL it was asked for."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        _Proxy.seen.append(self.path)
+        body = json.dumps({"status": "success", "data": {"available_credits": 42}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    _Proxy.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_both_transports_honour_http_proxy_and_no_proxy(
+    sandbox: SandboxProcess, clearout_connect: Connect, proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clearout_provider.sandbox.process import free_port
+
+    api = f"http://127.0.0.1:{free_port()}/v2"  # nothing listens here: only the proxy can answer
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    hook = clearout_connect(sandbox, host=api, max_retries=0)
+    assert (await hook.aget_credits()).available == 42
+    assert (await asyncio.to_thread(hook.get_credits)).available == 42
+    assert _Proxy.seen == [f"{api}/email_verify/getcredits"] * 2  # absolute URLs: proxied requests
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with pytest.raises(ClearoutServerError):
+        await clearout_connect(sandbox, host=api, max_retries=0).aget_credits()
+    assert len(_Proxy.seen) == 2

@@ -19,6 +19,7 @@ from clearout_provider.clevertap_errors import (
     CleverTapBadRequest,
     CleverTapConfigError,
     CleverTapError,
+    CleverTapProtocolError,
     CleverTapRateLimited,
     CleverTapServerError,
 )
@@ -45,6 +46,7 @@ def connect(
     passcode: str = PASSCODE,
     region: str | None = "eu1",
     host: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Point connection ``conn_id`` at ``server`` (or at a region when ``server`` is None)."""
     conn: dict[str, Any] = {
@@ -56,8 +58,8 @@ def connect(
         conn["host"] = f"{server.url}/clevertap"
     if host is not None:
         conn["host"] = host
-    if region is not None:
-        conn["extra"] = {"region": region}
+    if region is not None or extra:
+        conn["extra"] = ({"region": region} if region is not None else {}) | (extra or {})
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 
@@ -146,15 +148,43 @@ def test_provider_registers_the_clevertap_connection_form() -> None:
         (503, None, CleverTapServerError),
         (400, {"status": "fail", "error": "batch_size too big", "code": 400}, CleverTapBadRequest),
         (200, {"status": "fail", "error": "Something request-level", "code": 555}, CleverTapBadRequest),
-        (200, "not json", CleverTapServerError),
+        (200, "not json", CleverTapProtocolError),
+        (200, ["a", "list"], CleverTapProtocolError),
+        (302, None, CleverTapConfigError),
     ],
 )
 def test_interpret_response_decides_in_one_place(status: int, body: Any, expected: type[Exception]) -> None:
     with pytest.raises(expected) as err:
         interpret_response(status, body)
-    assert isinstance(err.value, CleverTapError) and err.value.transient == (
-        status in (429, 503) or body == "not json"
-    )
+    # Only what a resend can fix is transient; an unreadable answer is not resent (it may have been applied).
+    assert isinstance(err.value, CleverTapError) and err.value.transient == (status in (429, 503))
+
+
+def test_vendor_text_in_messages_is_bounded_and_masks_the_passcode() -> None:
+    body = {"status": "fail", "error": f"bad passcode {PASSCODE} " + "x" * 5000, "code": 400}
+    with pytest.raises(CleverTapBadRequest) as err:
+        interpret_response(400, body, secrets=(PASSCODE,))
+    assert PASSCODE not in str(err.value) and len(err.value.message) < 600
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["http://api.clevertap.example/clevertap", "http://10.1.2.3:8765/clevertap"],
+)
+def test_plain_http_to_another_machine_is_refused(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    connect(monkeypatch, None, host=host)
+    with pytest.raises(CleverTapConfigError) as err:
+        CleverTapHook().get_profile(identity="1")
+    assert "use https" in str(err.value) and "allow_insecure_http: true" in str(err.value)
+    assert PASSCODE not in str(err.value)
+    connect(monkeypatch, None, host=host, extra={"allow_insecure_http": "true"})
+    assert CleverTapHook().base_url == host  # the explicit opt-in (a trusted network) is honoured
+
+
+def test_loopback_http_is_the_sandbox_and_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for host in ("http://127.0.0.1:1/clevertap", "http://localhost:1/clevertap", "http://[::1]:1/clevertap"):
+        connect(monkeypatch, None, host=host)
+        assert CleverTapHook().base_url == host
 
 
 def test_waitable_and_per_record_answers_are_returned() -> None:
@@ -299,7 +329,7 @@ def test_429_answers_are_retried_until_every_batch_lands(
     assert seen["records_processed"] == 6000 and seen["max_concurrent"] == 2
 
 
-def test_server_errors_are_retried_and_give_ups_reported_per_row(
+def test_server_errors_are_retried_and_an_outage_fails_the_upload(
     monkeypatch: pytest.MonkeyPatch, sandbox_factory: Callable[..., SandboxProcess]
 ) -> None:
     flaky = sandbox_factory(SandboxSettings(seed_contacts=100, clevertap_fault_rate_503=0.4, fault_seed=3))
@@ -308,12 +338,30 @@ def test_server_errors_are_retried_and_give_ups_reported_per_row(
     report = CleverTapHook(**FAST, max_retries=10).upload_profiles(rows, batch_size=1)
     assert report.ok and report.processed == 10 and stats(flaky)["faults_503"] > 0
 
+    # An outage is not "every row rejected" (a green task): it raises, and Airflow retries the task.
     down = sandbox_factory(SandboxSettings(seed_contacts=100, clevertap_fault_rate_503=1.0))
     connect(monkeypatch, down)
-    report = CleverTapHook(**FAST, max_retries=2).upload_profiles(rows, batch_size=4)
-    assert report.processed == 0 and len(report.rejections) == 10
-    assert {(r.code, r.stage) for r in report.rejections} == {(503, "transport")}
-    assert report.requests == 3 * 3  # 3 batches x (1 + 2 retries)
+    with pytest.raises(CleverTapServerError) as err:
+        CleverTapHook(**FAST, max_retries=2).upload_profiles(rows, batch_size=4, max_concurrency=1)
+    assert err.value.http_status == 503
+    assert any("0 confirmed before this error" in note for note in err.value.__notes__)
+    # The failing batch made 1 + 2 attempts; the next one may have started (it then finishes its own
+    # attempts), the one queued behind it is cancelled: never 3 x 3.
+    assert stats(down)["faults_503"] in (3, 6)
+    with pytest.raises(CleverTapServerError):
+        CleverTapHook(**FAST, max_retries=0).subscribe(["a@example.com"])
+
+
+def test_429_that_outlasts_the_backoff_fails_the_upload(
+    monkeypatch: pytest.MonkeyPatch, sandbox_factory: Callable[..., SandboxProcess]
+) -> None:
+    server = sandbox_factory(SandboxSettings(seed_contacts=100, clevertap_max_concurrency=1, latency_ms=300))
+    connect(monkeypatch, server)
+    rows = ({"identity": f"busy-{n}", "profileData": {"Plan": "pro"}} for n in range(40))
+    with pytest.raises(CleverTapRateLimited) as err:
+        CleverTapHook(**FAST, max_retries=1).upload_profiles(rows, batch_size=10, max_concurrency=4)
+    assert err.value.transient and err.value.http_status == 429  # transient: Airflow's retry may succeed
+    assert stats(server)["too_many_requests"] >= 2  # the failing batch was retried before giving up
 
 
 def test_bad_credentials_abort_the_upload(monkeypatch: pytest.MonkeyPatch, shared: SandboxProcess) -> None:

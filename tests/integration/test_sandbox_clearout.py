@@ -540,17 +540,21 @@ def test_duplicate_file_2043_names_the_earlier_list(co: Clearout, kind: str) -> 
 
 
 @pytest.mark.parametrize("kind", [VERIFY, FINDER])
-def test_unknown_or_other_kind_list_is_1029(co: Clearout, kind: str) -> None:
+def test_unknown_or_other_kind_list_is_1008_for_progress_and_1029_otherwise(co: Clearout, kind: str) -> None:
+    """Clearout's spec documents 1008 on progress_status for a list that is gone or not yours."""
     other = FINDER if kind == VERIFY else VERIFY
     content = csv_bytes(["Name", "Domain", "Email"], [["Ann Lee", "acme.com", "valid@example.com"]])
     list_id = co.list_of(other, f"kind-{kind}.csv", content)
     co.wait(other, list_id)
     for candidate in ("0" * 24, list_id):
-        assert failure(co.get(_PATHS[kind]["progress"], list_id=candidate), 200, 1029)["message"] == (
-            "List is not available"
-        )
+        progress = co.get(_PATHS[kind]["progress"], list_id=candidate)
+        assert progress.status_code == 200 and progress.json() == {
+            "status": "failed",
+            "error": {"code": 1008, "message": "You are not authorized to access this resource"},
+        }
         for action in ("download", "cancel", "remove"):
-            failure(co.post(_PATHS[kind][action], {"list_id": candidate}), 200, 1029)
+            error = failure(co.post(_PATHS[kind][action], {"list_id": candidate}), 200, 1029)
+            assert error["message"] == "List is not available"
 
 
 def test_presigned_result_url_needs_no_token_and_rejects_tampering(co: Clearout) -> None:
@@ -704,7 +708,8 @@ def test_cancel_stops_at_once_and_unprocessed_rows_are_free_unknown_605(slow: Cl
     list_id = slow.list_of(VERIFY, "cancel.csv", emails_csv(emails))
     time.sleep(0.5)
     summary = data_of(slow.post("/email_verify/list/cancel", {"list_id": list_id}))
-    assert summary["name"] == "cancel.csv" and summary["source"] == "upload"
+    assert set(summary) == {"list_id", "name", "source", "created_on"}
+    assert summary["list_id"] == list_id and summary["name"] == "cancel.csv" and summary["source"] == "upload"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", summary["created_on"])
     progress = slow.progress(VERIFY, list_id)
     assert progress["progress_status"] == "cancelled" and 0 < progress["percentile"] < 50
@@ -729,8 +734,8 @@ def test_remove_rules(slow: Clearout) -> None:
     error = failure(slow.post("/email_verify/list/remove", {"list_id": list_id}), 200, 1116)
     assert "ignore_result" in error["message"]
     removed = data_of(slow.post("/email_verify/list/remove", {"list_id": list_id, "ignore_result": True}))
-    assert removed["name"] == "remove.csv"
-    failure(slow.get("/email_verify/bulk/progress_status", list_id=list_id), 200, 1029)
+    assert removed["name"] == "remove.csv" and removed["list_id"] == list_id
+    failure(slow.get("/email_verify/bulk/progress_status", list_id=list_id), 200, 1008)
     failure(slow.post("/email_verify/list/remove", {"list_id": list_id, "ignore_result": True}), 200, 1029)
     assert list_id not in slow.stats()["lists"]
     downloaded = slow.list_of(VERIFY, "downloaded.csv", emails_csv(["valid@example.com"]))

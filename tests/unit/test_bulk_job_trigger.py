@@ -220,12 +220,12 @@ async def test_unavailable_list_fails_at_once_with_the_clearout_reason(
     assert time.monotonic() - started < 3
     assert (
         event["status"] == "error"
-        and event["error_type"] == "ClearoutListUnavailable"
-        and event["error_code"] == 1029
+        and event["error_type"] == "ClearoutListNotFound"  # 1008: the spec's answer for a gone list
+        and event["error_code"] == 1008
     )
-    with pytest.raises(ClearoutBulkJobFailed, match="0{24}.*List is not available") as info:
+    with pytest.raises(ClearoutBulkJobFailed, match="0{24}.*not authorized") as info:
         raise_for_event(event)
-    assert info.value.error_code == 1029
+    assert info.value.error_code == 1008
 
 
 async def test_a_wrong_token_fails_without_leaking_it(
@@ -303,3 +303,19 @@ async def test_a_list_that_completes_as_the_deadline_passes_is_a_success(
     event = await first_event(trigger)  # the cancel is refused (1116: not cancellable), the last look wins
     assert event["status"] == "success" and looks == 2
     assert lists(server)[list_id]["status"] == "completed"
+
+
+def test_an_undocumented_progress_status_fails_after_a_bounded_number_of_polls() -> None:
+    """An unknown word must not hold a list's slot and a task until the 12-hour deadline."""
+    from clearout_provider.hooks.clearout_models import BulkProgress
+    from clearout_provider.triggers.bulk_job import MAX_UNKNOWN_POLLS
+
+    trigger = ClearoutBulkJobTrigger(list_id="a" * 24)
+    weird = BulkProgress("a" * 24, "weird_status", 40.0)
+    assert all(trigger.judge(weird, None) is None for _ in range(MAX_UNKNOWN_POLLS - 1))
+    assert trigger.judge(BulkProgress("a" * 24, "running", 41.0), None) is None  # a known word resets it
+    assert all(trigger.judge(weird, None) is None for _ in range(MAX_UNKNOWN_POLLS - 1))
+    event = trigger.judge(weird, None)
+    assert event is not None and event["status"] == "error" and "weird_status" in event["message"]
+    with pytest.raises(ClearoutBulkJobFailed, match="undocumented progress status"):
+        raise_for_event(event)

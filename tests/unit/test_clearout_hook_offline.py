@@ -1,16 +1,19 @@
-"""The parts of ClearoutHook that need no server: result parsing, the streamed multipart body, URL and
-secret handling. (Everything that talks HTTP is tested against the sandbox in tests/integration.)"""
+"""The parts of ClearoutHook that need no server: result parsing, the streamed multipart body, URL,
+connection-extra and secret handling. (Everything that talks HTTP is tested against the sandbox in
+tests/integration, and against hostile local servers in tests/badinput.)"""
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
+import json
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from clearout_provider.exceptions import ClearoutConfigError
 from clearout_provider.hooks.clearout import ClearoutHook, normalise_base_url
 from clearout_provider.hooks.clearout_models import (
     BulkProgress,
@@ -127,20 +130,27 @@ def test_verify_result_normalises_types() -> None:
     assert result.time_taken_ms == 812
 
 
-def test_verify_result_with_unknown_status_spelling_falls_back_to_the_sub_status() -> None:
+def test_verify_result_with_unknown_optional_fields_falls_back_to_the_sub_status() -> None:
+    # status and email_address are checked by the protocol (an unknown status is a ClearoutProtocolError).
     result = VerifyResult.from_api(
-        {"status": "deliverable?", "sub_status": {"code": 406}, "bounce_type": "odd"}
+        {"email_address": "a@b.com", "status": "invalid", "sub_status": {"code": 406}, "bounce_type": "odd"}
     )
     assert result.status is Status.INVALID
     assert result.bounce_type is Bounce.HARD
     assert result.sub_status_desc == "Mailbox Not Found"
+    odd = VerifyResult.from_api({"email_address": "a@b.com", "status": "valid", "time_taken": 1e400})
+    assert odd.time_taken_ms is None and odd.sub_status_code == 500
 
 
 def test_progress_reads_either_percent_key() -> None:
-    verify = BulkProgress.from_api("l1", {"progress_status": "running", "percentile": 42})
+    verify = BulkProgress.from_api("l1", {"progress_status": "running", "percentile": 42.5})
     finder = BulkProgress.from_api("l2", {"progress_status": "Completed", "percentage": "100"})
-    assert (verify.percent, verify.finished) == (42.0, False)
+    assert (verify.percent, verify.finished) == (42.5, False)
     assert (finder.percent, finder.status, finder.finished) == (100.0, "completed", True)
+    for odd, percent in (("NaN", 0.0), (1e400, 0.0), (-3, 0.0), (250, 100.0), ({"x": 1}, 0.0)):
+        assert (
+            BulkProgress.from_api("l3", {"progress_status": "running", "percentile": odd}).percent == percent
+        )
 
 
 def test_credits_flag_and_finder_parsing() -> None:
@@ -175,3 +185,46 @@ def test_network_errors_are_named_without_query_strings() -> None:
     error = _transport_error("http://127.0.0.1", info.value)
     assert "s3cr3t" not in str(error) and "ConnectionError" in str(error)
     assert error.transient and error.maybe_processed is False
+
+
+def connect(monkeypatch: pytest.MonkeyPatch, host: str, **extra: object) -> ClearoutHook:
+    conn = {"conn_type": "clearout", "host": host, "password": TOKEN, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_CLEAROUT_DEFAULT", json.dumps(conn))
+    return ClearoutHook()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://127.0.0.1:8000/clearout/v2",
+        "http://127.8.9.10/v2",
+        "http://localhost:8000/v2",
+        "http://LOCALHOST/v2",
+        "http://[::1]:8000/v2",
+        "https://api.clearout.io/v2",
+        "api.clearout.io",
+    ],
+)
+def test_https_anywhere_and_plain_http_only_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    assert connect(monkeypatch, host)._settings().base_url.startswith(("http://", "https://"))
+
+
+def test_plain_http_to_another_machine_needs_the_explicit_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ClearoutConfigError) as info:
+        connect(monkeypatch, "http://api.clearout.io/v2")._settings()
+    assert "use https" in str(info.value) and "allow_insecure_http: true" in str(info.value)
+    assert TOKEN not in str(info.value)
+    settings = connect(monkeypatch, "http://10.0.0.5/v2", allow_insecure_http=True)._settings()
+    assert settings.allow_insecure_http and settings.base_url == "http://10.0.0.5/v2"
+
+
+def test_rate_limiters_start_from_the_connections_rpm(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = connect(monkeypatch, "https://api.clearout.io/v2", rpm="55", finder_rpm=40, timeout="30")
+    settings = hook._settings()
+    assert (settings.rpm, settings.finder_rpm, settings.timeout) == (55, 40, 30.0)
+    assert (hook._buckets["verify"].initial_limit, hook._buckets["finder"].initial_limit) == (55, 40)
+    defaults = connect(monkeypatch, "https://api.clearout.io/v2")
+    defaults._settings()
+    assert (defaults._buckets["verify"].initial_limit, defaults._buckets["finder"].initial_limit) == (10, 6)

@@ -1,4 +1,5 @@
-"""The one decision table (HTTP status + headers + body → data or typed exception) and the retry policy."""
+"""The one decision table (HTTP status + headers + body + endpoint → data or typed exception) and the retry
+policy: malformed successes, per-endpoint codes (1008 on progress), bounded rate-limit waits."""
 
 from __future__ import annotations
 
@@ -13,24 +14,30 @@ from clearout_provider.exceptions import (
     ClearoutAuthError,
     ClearoutBadInput,
     ClearoutBulkLimitReached,
+    ClearoutConfigError,
     ClearoutCreditsError,
     ClearoutDailyLimitError,
     ClearoutDuplicateFile,
     ClearoutError,
+    ClearoutListNotFound,
     ClearoutListUnavailable,
     ClearoutNotCancellable,
+    ClearoutProtocolError,
     ClearoutRateLimited,
     ClearoutResultExpired,
     ClearoutServerError,
     ClearoutTimeout,
 )
+from clearout_provider.hooks import clearout_protocol as protocol
 from clearout_provider.hooks.clearout_protocol import (
     RATE_WINDOW_SECONDS,
+    Endpoint,
     interpret_response,
     parse_body,
     retry_after_seconds,
     retry_arguments,
 )
+from clearout_provider.hooks.http_safety import MAX_MESSAGE_CHARS
 
 
 def failed(code: int | None, message: str = "boom", **additional: Any) -> dict[str, Any]:
@@ -58,11 +65,107 @@ JOI = {
 }
 
 
+def success(data: Any) -> dict[str, Any]:
+    return {"status": "success", "data": data}
+
+
+VERIFIED = {"email_address": "a@b.com", "status": "valid", "sub_status": {"code": 200}}
+
+
 def test_success_returns_data() -> None:
-    assert interpret_response(200, {}, {"status": "success", "data": {"list_id": "a" * 24}}) == {
-        "list_id": "a" * 24
-    }
-    assert interpret_response(200, {}, {"status": "success"}) == {}
+    data = {"list_id": "a" * 24}
+    assert interpret_response(200, {}, success(data), protocol.BULK_UPLOAD) == data
+    assert interpret_response(200, {}, success({})) == {}  # an endpoint that needs no field
+    assert interpret_response(200, {}, success(VERIFIED | {"status": "Catch-All"}), protocol.INSTANT_VERIFY)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        (protocol.ANY, {"status": "success"}),
+        (protocol.ANY, success(None)),
+        (protocol.ANY, success(["a list"])),
+        (protocol.ANY, success("text")),
+        (protocol.INSTANT_VERIFY, success({"email_address": "a@b.com"})),
+        (protocol.INSTANT_VERIFY, success({"status": "valid"})),
+        (protocol.INSTANT_VERIFY, success(VERIFIED | {"status": "deliverable"})),
+        (protocol.INSTANT_VERIFY, success(VERIFIED | {"status": 1})),
+        (protocol.INSTANT_VERIFY, success(VERIFIED | {"email_address": "  "})),
+        (protocol.FLAG_CHECKS["business"], success({"email_address": "a@b.com"})),
+        (
+            protocol.FLAG_CHECKS["business"],
+            success({"email_address": "a@b.com", "business_account": "maybe"}),
+        ),
+        (protocol.BULK_UPLOAD, success({})),
+        (protocol.BULK_UPLOAD, success({"list_id": 123})),
+        (protocol.BULK_UPLOAD, success({"list_id": "../../etc/passwd"})),
+        (protocol.BULK_PROGRESS, success({"percentile": 50})),
+        (protocol.BULK_PROGRESS, success({"progress_status": None, "percentile": 50})),
+        (protocol.RESULT_URL, success({})),
+        (protocol.RESULT_URL, success({"url": "file:///etc/passwd"})),
+        (protocol.RESULT_URL, success({"url": "not a url"})),
+        (protocol.CREDITS, success({"credits": {}})),
+        (protocol.CREDITS, success({"available_credits": "lots"})),
+        (protocol.CREDITS, success({"available_credits": True})),
+        (protocol.CREDITS, success({"available_credits": float("inf")})),
+        (protocol.FINDER, success({"confidence_score": 10})),
+        (protocol.FINDER, success({"emails": [{"role": "no"}]})),
+        (protocol.FINDER_QUEUE, success({})),
+        (protocol.FINDER_QUEUE, success({"query_status": "completed"})),
+    ],
+)
+def test_every_malformed_success_is_a_protocol_error(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    with pytest.raises(ClearoutProtocolError) as info:
+        interpret_response(200, {}, body, endpoint)
+    assert endpoint.name in str(info.value) and "malformed" in str(info.value)
+    assert not info.value.transient and info.value.http_status == 200
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "data"),
+    [
+        (protocol.CREDITS, {"credits": {"available": 5}}),
+        (protocol.CREDITS, {"available_credits": "95"}),
+        (protocol.FLAG_CHECKS["catchall"], {"email_address": "a@b.com", "catchall": "yes"}),
+        (protocol.FLAG_CHECKS["role"], {"email_address": "a@b.com", "role_account": False}),
+        (protocol.BULK_PROGRESS, {"progress_status": "running"}),
+        (protocol.RESULT_URL, {"url": "https://s3.example.com/r.csv?sig=1"}),
+        (protocol.LIST_CHANGE, {}),
+        (protocol.FINDER, {"emails": []}),
+        (protocol.FINDER_QUEUE, {"query_status": "running"}),
+    ],
+)
+def test_readable_successes_of_each_endpoint(endpoint: Endpoint, data: dict[str, Any]) -> None:
+    assert interpret_response(200, {}, success(data), endpoint) == data
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (protocol.BULK_PROGRESS, ClearoutListNotFound),
+        (protocol.ANY, ClearoutAuthError),
+        (protocol.CREDITS, ClearoutAuthError),
+        (protocol.BULK_UPLOAD, ClearoutAuthError),
+        (protocol.RESULT_URL, ClearoutAuthError),
+        (protocol.LIST_CHANGE, ClearoutAuthError),
+        (protocol.INSTANT_VERIFY, ClearoutAuthError),
+        (protocol.FINDER_QUEUE, ClearoutAuthError),
+    ],
+)
+def test_1008_means_list_gone_on_progress_and_no_access_elsewhere(
+    endpoint: Endpoint, expected: type[ClearoutError]
+) -> None:
+    with pytest.raises(ClearoutError) as info:
+        interpret_response(200, {}, failed(1008, "You are not authorized to access this resource"), endpoint)
+    assert type(info.value) is expected and info.value.code == 1008
+    # What a resumed task catches to upload again: the progress answer is an unavailable list.
+    assert isinstance(info.value, ClearoutListUnavailable) == (endpoint is protocol.BULK_PROGRESS)
+
+
+def test_1029_on_progress_is_still_plain_unavailable() -> None:
+    with pytest.raises(ClearoutListUnavailable) as info:
+        interpret_response(200, {}, failed(1029), protocol.BULK_PROGRESS)
+    assert type(info.value) is ClearoutListUnavailable
 
 
 @pytest.mark.parametrize(
@@ -107,11 +210,43 @@ def test_http_200_with_failed_status_is_never_success() -> None:
         interpret_response(200, {}, failed(1029, "List is not available") | {"data": {"list_id": "x"}})
 
 
-def test_2xx_without_envelope_is_an_error_not_empty_data() -> None:
-    with pytest.raises(ClearoutError, match="envelope"):
-        interpret_response(200, {}, None)
-    with pytest.raises(ClearoutError):
+def test_2xx_without_envelope_is_a_protocol_error_not_empty_data() -> None:
+    with pytest.raises(ClearoutProtocolError, match=r"non-JSON body \(text/html\)"):
+        interpret_response(200, {"Content-Type": "text/html"}, None)
+    with pytest.raises(ClearoutProtocolError, match="not an object"):
         interpret_response(200, {}, ["not", "a", "mapping"])
+    with pytest.raises(ClearoutProtocolError):
+        interpret_response(204, {}, {"status": "failed", "error": "not an object"})
+
+
+def test_redirects_are_configuration_errors_naming_only_the_origin() -> None:
+    with pytest.raises(ClearoutConfigError) as info:
+        interpret_response(301, {"Location": "https://user:pw@api.example.com/v2/x?sig=1"}, None)
+    assert "https://api.example.com" in str(info.value) and "pw" not in str(info.value)
+
+
+def test_vendor_text_is_bounded_and_never_echoes_the_token() -> None:
+    token = "0123456789abcdef0123456789abcdef:" + "ab" * 32
+    body = failed(None, f"bad header Authorization: {token} " + "x" * 5000)
+    with pytest.raises(ClearoutBadInput) as info:
+        interpret_response(400, {}, body, secrets=(token,))
+    assert token not in str(info.value) and "***" in str(info.value)
+    assert len(info.value.message) <= MAX_MESSAGE_CHARS + 1
+
+
+def test_ids_in_error_details_must_look_like_ids() -> None:
+    with pytest.raises(ClearoutProtocolError, match="2043"):
+        interpret_response(200, {}, failed(2043, "Duplicate file", list_id="../../x"))
+    with pytest.raises(ClearoutTimeout) as info:
+        interpret_response(524, {}, failed(None, "Timeout", queue_id={"$ne": 1}))
+    assert info.value.queue_id is None
+    with pytest.raises(ClearoutError) as huge:
+        interpret_response(200, {}, failed(float("inf"), "odd code"))  # type: ignore[arg-type]
+    assert huge.value.code is None
+
+
+def test_parse_body_survives_hostile_nesting() -> None:
+    assert parse_body(b"[" * 100_000 + b"]" * 100_000) is None
 
 
 def test_validation_failure_names_field_and_messages() -> None:
@@ -178,6 +313,18 @@ def test_rate_limit_wait_parsed_from_message_date() -> None:
     assert retry_after_seconds(None, f"try calling after {iso} or upgrade", now=now) == pytest.approx(12.0)
 
 
+def test_rate_limit_wait_from_an_epoch_reset_is_a_point_in_time_and_bounded() -> None:
+    import time
+
+    soon = {"x-ratelimit-reset": str(int(time.time()) + 20)}
+    assert 18.0 <= retry_after_seconds(soon, "") <= 20.0
+    assert (
+        retry_after_seconds({"x-ratelimit-reset": str(int(time.time()) + 86_400)}, "") == RATE_WINDOW_SECONDS
+    )
+    assert retry_after_seconds({"x-ratelimit-reset": "1000000"}, "") == RATE_WINDOW_SECONDS  # ~11 days
+    assert retry_after_seconds({"x-ratelimit-reset": "1000000001"}, "") == 0.0  # a time long past
+
+
 def test_rate_limit_wait_is_clamped_and_defaulted() -> None:
     far = datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=2))).strftime("%a %b %d %Y %H:%M:%S GMT+0200")
     assert retry_after_seconds({}, f"try calling after {far}", now=0.0) == RATE_WINDOW_SECONDS
@@ -208,6 +355,8 @@ def test_messages_tell_what_to_do() -> None:
         ClearoutDuplicateFile("dup", code=2043, http_status=200, list_id="l1"),
         ClearoutServerError("down", http_status=503, maybe_processed=False),
         ClearoutResultExpired("gone", code=1007, http_status=200),
+        ClearoutListNotFound("not yours", code=1008, http_status=200),
+        ClearoutProtocolError("no data", http_status=200),
     ],
 )
 def test_exceptions_survive_pickling(exc: ClearoutError) -> None:
@@ -268,6 +417,8 @@ def test_rate_limited_waits_what_the_server_said() -> None:
 @pytest.mark.parametrize(
     "failure",
     [
+        ClearoutProtocolError("malformed success"),
+        ClearoutConfigError("http to another machine"),
         ClearoutAuthError("bad token", code=1000),
         ClearoutCreditsError("no credits", code=1002),
         ClearoutBadInput("validation failed"),

@@ -18,10 +18,8 @@ from clearout_provider.clevertap_rules import date_value
 from clearout_provider.contacts import Freshness, freshness_reasons
 from clearout_provider.hooks import clevertap_models
 from clearout_provider.hooks.clevertap_export import as_text
-from clearout_provider.operators.clevertap import (
-    CleverTapLoadError,
-    iter_result_batches,
-    plan_row,
+from clearout_provider.operators.clevertap import CleverTapLoadError, iter_result_batches, plan_row
+from clearout_provider.operators.settings import (
     resolve_flag,
     resolve_freshness,
     resolve_mapping,
@@ -31,9 +29,12 @@ from clearout_provider.results import normalise_instant_result
 from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN, verdict_for
 from clearout_provider.verdicts import (
     CLEVERTAP_PROPERTIES,
+    MANAGED_PROPERTIES,
     RESULT_COLUMNS,
     SUB_STATUSES,
     UNSUBSCRIBE_PROPERTY,
+    UNSUBSCRIBED_AT_PROPERTY,
+    UNSUBSCRIBED_REASON_PROPERTY,
     VERIFICATION_PROPERTIES,
     PropertyMapping,
     UnsubscribeMethod,
@@ -286,7 +287,7 @@ def test_operator_settings_accept_rendered_text() -> None:
 
 # ------------------------------------------------------------------------------------- the load's plan
 
-EXPORTED = frozenset((*VERIFICATION_PROPERTIES, UNSUBSCRIBE_PROPERTY))
+EXPORTED = frozenset((*VERIFICATION_PROPERTIES, *MANAGED_PROPERTIES))
 DECIDED = datetime(2026, 2, 4, tzinfo=UTC)
 
 
@@ -375,6 +376,47 @@ def test_plan_unsubscribes_a_locally_malformed_address_on_its_profile_only(metho
         decided_at=DECIDED,
     )
     assert verified.address == (None if method == "profile" else "a@example.com")
+
+
+def test_an_unsubscribe_of_ours_is_marked_with_its_reason_and_date() -> None:
+    plan = plan_row(exported_row("mailbox_not_found@example.com"), PropertyMapping(), UnsubscribePolicy(),
+                    exported=EXPORTED, decided_at=DECIDED)  # fmt: skip
+    assert plan.update[UNSUBSCRIBE_PROPERTY] is False
+    assert plan.update[UNSUBSCRIBED_REASON_PROPERTY] == "hard_bounce:406"
+    assert plan.update[UNSUBSCRIBED_AT_PROPERTY] == date_value(DECIDED)
+
+
+def test_a_person_who_opted_out_never_gets_our_marker_nor_a_resubscribe() -> None:
+    """MSG-email already false without the marker: someone else switched it off. Leave it alone for good."""
+    opted_out = {UNSUBSCRIBE_PROPERTY: "False"}
+    bounce = plan_row(exported_row("mailbox_not_found@example.com", **opted_out), PropertyMapping(),
+                      UnsubscribePolicy(), exported=EXPORTED, decided_at=DECIDED)  # fmt: skip
+    assert UNSUBSCRIBED_REASON_PROPERTY not in bounce.update and UNSUBSCRIBE_PROPERTY not in bounce.update
+    valid = plan_row(exported_row("valid@example.com", **opted_out), PropertyMapping(), UnsubscribePolicy(),
+                     exported=EXPORTED, decided_at=DECIDED)  # fmt: skip
+    assert not valid.resubscribe and UNSUBSCRIBE_PROPERTY not in valid.update and valid.address is None
+
+
+@pytest.mark.parametrize(("method", "address"), [("both", "valid@example.com"), ("profile", None)])
+def test_a_fixed_address_verified_valid_lifts_our_unsubscribe(method: str, address: str | None) -> None:
+    ours = {UNSUBSCRIBE_PROPERTY: "False", UNSUBSCRIBED_REASON_PROPERTY: "hard_bounce:406",
+            UNSUBSCRIBED_AT_PROPERTY: "2026-01-01T00:00:00Z"}  # fmt: skip
+    policy = UnsubscribePolicy(method=UnsubscribeMethod(method))
+    plan = plan_row(exported_row("valid@example.com", **ours), PropertyMapping(), policy, exported=EXPORTED,
+                    decided_at=DECIDED)  # fmt: skip
+    assert plan.resubscribe and plan.update[UNSUBSCRIBE_PROPERTY] is True
+    assert plan.update[UNSUBSCRIBED_REASON_PROPERTY] == plan.update[UNSUBSCRIBED_AT_PROPERTY] == {"$delete": 1}
+    assert plan.address == address and plan.subscription == ("Resubscribe" if address else None)
+    # Not lifted by an uncertain verdict, nor when the policy says not to.
+    for row, lifting in ((exported_row("catch_all@example.com", **ours), policy),
+                         (exported_row("valid@example.com", **ours), UnsubscribePolicy(resubscribe=False))):  # fmt: skip
+        kept = plan_row(row, PropertyMapping(), lifting, exported=EXPORTED, decided_at=DECIDED)
+        assert not kept.resubscribe and UNSUBSCRIBE_PROPERTY not in kept.update
+
+
+def test_mappings_may_not_write_the_properties_the_load_manages() -> None:
+    with pytest.raises(ValueError, match="managed by the load"):
+        PropertyMapping.from_params(None, {"clearout_status": UNSUBSCRIBED_REASON_PROPERTY})
 
 
 def test_result_files_are_read_in_batches_typed_as_results(tmp_path: Path) -> None:

@@ -45,10 +45,17 @@ def upload_lines(prepared: contacts.PreparedContacts) -> list[str]:
     return Path(prepared.upload_path).read_text().splitlines()
 
 
-def reference(address: str) -> str | None:
-    """email-validator's own verdict on the trimmed, lower-cased address: what normalise must equal."""
+def permissive(address: str) -> str | None:
+    """email-validator's verdict with quoted local parts, IP literals and SMTPUTF8 allowed, no DNS, on the
+    trimmed, lower-cased address: whatever it accepts must be sent, in exactly this form."""
     try:
-        checked = validate_email(address.strip().lower(), check_deliverability=False)
+        checked = validate_email(
+            address.strip().lower(),
+            check_deliverability=False,
+            allow_quoted_local=True,
+            allow_domain_literal=True,
+            allow_smtputf8=True,
+        )
     except EmailNotValidError:
         return None
     return f"{checked.local_part}@{checked.ascii_domain}"
@@ -118,16 +125,71 @@ TRICKY = [
 ]
 
 
-def test_normalise_matches_email_validator_on_tricky_addresses() -> None:
+def test_everything_email_validator_accepts_is_sent_in_its_normal_form() -> None:
     result = normalise_emails(TRICKY)
-    for address, normalised, valid in zip(TRICKY, result.normalised.to_pylist(), result.valid.to_pylist()):
-        expected = reference(address)
-        assert valid == (expected is not None), address
+    rows = zip(TRICKY, result.normalised.to_pylist(), result.valid.to_pylist(), result.reason.to_pylist())
+    for address, normalised, sent, reason in rows:
+        expected = permissive(address)
         if expected is not None:
-            assert normalised == expected, address
+            assert (sent, normalised, reason) == (True, expected, None), address
+        assert sent == (reason is None), address  # a row is sent, or decided locally with a reason
 
 
-def test_fast_path_never_accepts_what_email_validator_rejects() -> None:
+# What the local check used to decide (email-validator's defaults) but now sends: RFC-valid or merely
+# unusual forms the verifier must judge. The rest of the corpus that it rejected stays decided locally.
+NOW_SENT = {
+    '"quoted local"@example.com': '"quoted local"@example.com',
+    '"a"@example.com': "a@example.com",
+    "user@[127.0.0.1]": "user@[127.0.0.1]",
+    "user@[IPv6:::1]": "user@[IPv6:::1]",
+    "Display Name <user@example.com>": "user@example.com",
+    "user@example.com.": "user@example.com",
+    "user@ab--cd.com": "user@ab--cd.com",
+    "user@xn--zz.com": "user@xn--zz.com",
+    "user\u200b@example.com": "user@example.com",
+    "user@exam\u200bple.com": "user@example.com",
+    "user@example.com\u00a0": "user@example.com",
+}
+STILL_LOCAL = {
+    ".leading@example.com": "the part before the @ starts or ends with a dot",
+    "trailing.@example.com": "the part before the @ starts or ends with a dot",
+    "double..dot@example.com": "two dots in a row before the @",
+    "user@.example.com": "an empty label in the domain (dots at the start or two in a row)",
+    "user@example..com": "an empty label in the domain (dots at the start or two in a row)",
+    "user@-example.com": "a domain label starts or ends with a hyphen",
+    "user@example-.com": "a domain label starts or ends with a hyphen",
+    "user@exa_mple.com": "character '_' in the domain",
+    "user@localhost": "no dot in the domain",
+    "user@example.local": "a special-use domain (such as .local, .test, .invalid) that cannot receive mail",
+    "user@example.123": "the top-level domain is all digits",
+    "user@123.123.123.123": "the top-level domain is all digits",
+    "user@@example.com": "more than one @ outside quotes",
+    "us er@example.com": "whitespace in the address",
+    "user@exam ple.com": "whitespace in the address",
+    "@example.com": "nothing before the @",
+    "user@": "nothing after the @",
+    "user": "no @",
+    "user＠example.com": "no @",
+    "a" * 243 + "@example.com": "longer than 254 bytes",
+    "user@" + "l" * 64 + ".com": "a domain label longer than 63 bytes",
+    "x@" + "ü" * 60 + ".de": "a domain label longer than 63 bytes",
+}
+
+
+@pytest.mark.parametrize(("address", "expected"), NOW_SENT.items())
+def test_borderline_forms_are_sent_to_the_verifier(address: str, expected: str) -> None:
+    result = normalise_emails([address])
+    assert (result.valid.to_pylist(), result.normalised.to_pylist()) == ([True], [expected])
+
+
+@pytest.mark.parametrize(("address", "reason"), STILL_LOCAL.items())
+def test_certainly_undeliverable_forms_are_decided_locally_with_a_reason(address: str, reason: str) -> None:
+    result = normalise_emails([address])
+    assert (result.valid.to_pylist(), result.reason.to_pylist()) == ([False], [reason])
+    assert permissive(address) is None  # never stricter than email-validator
+
+
+def test_fast_path_agrees_with_the_whole_address_judgement() -> None:
     # The fast path alone (no slow path, no sample check), on the tricky corpus plus random strings
     # built from the characters that matter to email syntax.
     rng = random.Random(20240501)
@@ -145,33 +207,48 @@ def test_fast_path_never_accepts_what_email_validator_rejects() -> None:
     fuzz = [f"{a}@{b}" for a, b in zip(locals_, domains + long_domains)]
     fuzz += [f"{'a' * rng.randint(1, 130)}@{d}" for d in long_domains]
     corpus = pa.array([a.strip().lower() for a in TRICKY + fuzz])
-    shaped, normalised, valid = contacts._validate_by_domain(corpus, {})
-    accepted = 0
-    for address, is_shaped, fast, ok in zip(
-        corpus.to_pylist(), shaped.to_pylist(), normalised.to_pylist(), valid.to_pylist()
+    shaped, normalised, reason, _ = contacts._judge_by_domain(corpus, {})
+    sent = 0
+    for address, is_shaped, fast, why in zip(
+        corpus.to_pylist(), shaped.to_pylist(), normalised.to_pylist(), reason.to_pylist()
     ):
         if is_shaped:
-            assert (fast if ok else None) == reference(address), address
-            accepted += ok
+            whole, whole_reason = contacts._judge(address, {})
+            assert (fast if why is None else None) == (whole if whole_reason is None else None), address
+            sent += why is None
     # The corpus exercises both answers of the fast path, not only one.
-    assert accepted > 150 and sum(shaped.to_pylist()) - accepted > 150
+    assert sent > 150 and sum(shaped.to_pylist()) - sent > 150
 
 
 def test_a_disagreeing_fast_path_is_caught_by_the_sample_and_dropped(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(contacts, "_validate_domain", lambda domain: (domain, len(domain)))  # accepts all
+    judge_by_domain = contacts._judge_by_domain
+
+    def accepts_all(lowered: pa.Array, domains: dict) -> tuple:
+        shaped, normalised, _, residue = judge_by_domain(lowered, domains)
+        return shaped, normalised, pa.nulls(len(lowered), pa.string()), residue
+
+    monkeypatch.setattr(contacts, "_judge_by_domain", accepts_all)
     with caplog.at_level(logging.WARNING, logger="clearout_provider.contacts"):
-        result = normalise_emails(["good@example.com", "bad@localhost", "bad@example.com."])
+        result = normalise_emails(["good@example.com", "bad@localhost", "bad@example..com"])
     assert result.valid.to_pylist() == [True, False, False]
-    assert "disagreed with email-validator" in caplog.text
+    assert "disagreed with the whole-address check" in caplog.text
 
 
 def test_empty_and_null_addresses_are_empty_not_invalid() -> None:
-    result = normalise_emails(["", "   ", None, "x"])
-    assert result.empty.to_pylist() == [True, True, True, False]
-    assert result.normalised.to_pylist() == [None, None, None, "x"]
-    assert result.valid.to_pylist() == [False, False, False, False]
+    result = normalise_emails(["", "   ", None, "x", "<>", "\u200b"])
+    assert result.empty.to_pylist() == [True, True, True, False, True, True]
+    assert result.normalised.to_pylist() == [None, None, None, "x", None, None]
+    assert result.valid.to_pylist() == [False] * 6
+    assert result.reason.to_pylist() == [None, None, None, "no @", None, None]
+
+
+def test_wrappers_are_removed_and_the_extracted_address_recorded() -> None:
+    result = normalise_emails(["John Doe <John@Example.com>", "mailto:ann@x.org?subject=hi", "plain@x.org"])
+    assert result.normalised.to_pylist() == ["john@example.com", "ann@x.org", "plain@x.org"]
+    assert result.cleaned.to_pylist() == ["John@Example.com", "ann@x.org", None]
+    assert result.valid.to_pylist() == [True, True, True]
 
 
 # ------------------------------------------------------------------------------------ column detection

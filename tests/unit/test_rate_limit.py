@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clearout_provider.hooks.rate_limit import RateLimitBucket, parse_rate_headers
+from clearout_provider.hooks.rate_limit import (
+    DEFAULT_VERIFY_RPM,
+    RATE_WINDOW_SECONDS,
+    RateLimitBucket,
+    bounded_reset,
+    parse_rate_headers,
+)
 
 
 class Clock:
@@ -45,21 +51,94 @@ def test_headers_parse_case_insensitively_with_float_or_int_reset() -> None:
     assert not parse_rate_headers(None).complete
 
 
-def test_only_one_request_goes_before_the_quota_is_known() -> None:
+def test_before_any_headers_the_configured_rpm_goes_at_once_not_one_by_one() -> None:
     clock = Clock()
-    bucket = RateLimitBucket("verify", clock=clock)
-    assert bucket.try_acquire() == 0.0
-    assert bucket.try_acquire() > 0.0  # second caller waits for the first answer
-    bucket.release(headers(20, 19, 60.0))
-    assert all(bucket.try_acquire() == 0.0 for _ in range(19))
+    bucket = RateLimitBucket("verify", initial_limit=8, clock=clock)
+    assert [bucket.try_acquire() for _ in range(8)] == [0.0] * 8  # 8 concurrent calls, none waits
+    assert bucket.try_acquire() == pytest.approx(0.01)  # answers pending: they may teach the quota
+    bucket.release(headers(20, 11, 60.0))
+    assert sum(bucket.try_acquire() == 0.0 for _ in range(20)) == 11 - 7  # headers win once they come
+
+
+def test_the_default_quota_is_the_lowest_plan() -> None:
+    bucket = RateLimitBucket("verify", clock=Clock())
+    assert DEFAULT_VERIFY_RPM == 10
+    assert sum(bucket.try_acquire() == 0.0 for _ in range(20)) == 10
+    with pytest.raises(ValueError):
+        RateLimitBucket("verify", initial_limit=0)
+
+
+def test_without_headers_the_configured_quota_is_a_sliding_window() -> None:
+    clock = Clock()
+    bucket = RateLimitBucket("verify", initial_limit=3, window=60.0, safety_margin=0.05, clock=clock)
+    for _ in range(3):
+        assert bucket.try_acquire() == 0.0
+    clock.now = 10.0
+    for _ in range(3):
+        bucket.release(None)  # answered, but without headers: the quota stays the configured one
+    wait = bucket.try_acquire()
+    assert 50.0 < wait <= 60.0 + 0.05 + 1.0  # until the first send leaves the window (plus slack)
+    clock.now += wait
+    assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert bucket.try_acquire() > 0.0
 
 
 def test_a_failed_first_request_lets_the_next_one_learn() -> None:
-    bucket = RateLimitBucket("verify", clock=Clock())
+    bucket = RateLimitBucket("verify", initial_limit=1, clock=Clock())
     assert bucket.try_acquire() == 0.0
     bucket.release(None)  # 503 without headers
+    assert bucket.try_acquire() > 0.0  # the configured quota is spent either way
+    bucket.release(headers(5, 4, 30.0))  # ... until an answer says what is left
     assert bucket.try_acquire() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [
+        ("12.5", 12.5),
+        ("3600", RATE_WINDOW_SECONDS),  # an hour: bounded by the window
+        ("-4", 0.0),
+        ("1700000030", 30.0),  # a Unix time 30 s after wall_now
+        ("1700000000000", RATE_WINDOW_SECONDS),  # milliseconds since the epoch: far future, bounded
+        ("1699990000", 0.0),  # a time already past
+        ("nan", None),
+        ("inf", None),
+        ("soon", None),
+    ],
+)
+def test_reset_values_are_bounded_and_epochs_are_times(reset: str, expected: float | None) -> None:
+    info = parse_rate_headers({"x-ratelimit-reset": reset}, wall_now=1_700_000_000.0)
+    assert info.reset == (pytest.approx(expected) if expected is not None else None)
+    assert bounded_reset(1e18) == RATE_WINDOW_SECONDS
+
+
+def test_an_epoch_reset_makes_the_bucket_wait_until_that_time_at_most_one_window() -> None:
+    clock = Clock()
+    bucket = RateLimitBucket("verify", safety_margin=0.0, clock=clock, wall_clock=lambda: 1_700_000_000.0)
+    bucket.try_acquire()
+    bucket.release(headers(5, 0, 1_700_000_020.0))
+    assert bucket.try_acquire() == pytest.approx(20.0)
+    bucket = RateLimitBucket("verify", safety_margin=0.0, clock=clock, wall_clock=lambda: 1_700_000_000.0)
+    bucket.try_acquire()
+    bucket.release(headers(5, 0, 1_800_000_000.0))  # three years ahead: a clock skew or a bug
+    assert bucket.try_acquire() == pytest.approx(RATE_WINDOW_SECONDS)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"x-ratelimit-limit": "0", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "60"},
+        {"x-ratelimit-limit": "-5", "x-ratelimit-remaining": "-5", "x-ratelimit-reset": "60"},
+        {"x-ratelimit-limit": "inf", "x-ratelimit-remaining": "inf", "x-ratelimit-reset": "60"},
+        {"x-ratelimit-limit": "1e30", "x-ratelimit-remaining": "nan", "x-ratelimit-reset": "60"},
+    ],
+)
+def test_hostile_headers_are_ignored_rather_than_stalling_callers(hostile: dict[str, str]) -> None:
+    assert not parse_rate_headers(hostile).complete
+    bucket = RateLimitBucket("verify", initial_limit=2, clock=Clock())
+    bucket.try_acquire()
+    bucket.release(hostile)
+    assert bucket.try_acquire() == 0.0  # still the configured quota, not a quota of zero
 
 
 def test_used_quota_waits_until_window_end_plus_margin() -> None:
@@ -144,7 +223,7 @@ def test_answer_showing_an_unused_quota_means_no_window_is_open() -> None:
 
 
 async def test_async_acquire_waits_without_blocking_the_loop() -> None:
-    bucket = RateLimitBucket("verify", poll_interval=0.005)
+    bucket = RateLimitBucket("verify", initial_limit=1, poll_interval=0.005)
     await bucket.aacquire()
     ticks = 0
 
@@ -190,12 +269,21 @@ class FixedWindowServer:
 
 
 def simulate(
-    *, limit: int, window: float, total: int, workers: int, seed: int, fault_rate: float = 0.0
+    *,
+    limit: int,
+    window: float,
+    total: int,
+    workers: int,
+    seed: int,
+    fault_rate: float = 0.0,
+    initial_limit: int = DEFAULT_VERIFY_RPM,
 ) -> tuple[FixedWindowServer, float]:
     """Run ``total`` requests from ``workers`` concurrent callers; return the server and the finish time."""
     rng = random.Random(seed)
     clock = Clock()
-    bucket = RateLimitBucket("verify", safety_margin=0.05, poll_interval=0.01, clock=clock)
+    bucket = RateLimitBucket(
+        "verify", initial_limit=initial_limit, safety_margin=0.05, poll_interval=0.01, clock=clock
+    )
     server = FixedWindowServer(limit, window)
     events: list[tuple[float, int, str, dict[str, str] | None]] = []
     order = itertools.count()
@@ -246,4 +334,20 @@ def test_throughput_is_at_least_95_percent_of_the_quota_in_short_windows(seed: i
 @pytest.mark.parametrize("seed", range(4))
 def test_answers_without_headers_never_cause_429(seed: int) -> None:
     server, _ = simulate(limit=10, window=1.0, total=100, workers=12, seed=seed, fault_rate=0.3)
+    assert server.rejected == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_server_that_never_sends_headers_gets_the_configured_rpm_without_429(seed: int) -> None:
+    # Clearout's spec documents no rate headers: fault_rate=1.0 strips them from every answer.
+    server, finished = simulate(limit=10, window=60.0, total=30, workers=8, seed=seed, fault_rate=1.0)
+    assert server.rejected == 0
+    # Three windows of 10: the third starts about two windows (plus the limiter's slack) after the first.
+    assert finished < 2 * (60.0 + 0.05 + 1.0) + 1.0
+    assert server.accepted[9] - server.accepted[0] < 0.1  # the first 10 went together, not one by one
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_configured_rpm_above_the_real_quota_is_corrected_by_the_first_headers(seed: int) -> None:
+    server, _ = simulate(limit=20, window=2.0, total=100, workers=16, seed=seed, initial_limit=16)
     assert server.rejected == 0

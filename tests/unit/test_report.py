@@ -54,10 +54,13 @@ LOAD = {
     "updated": 8,
     "unsubscribed_only": 1,
     "unchanged": 2,
+    "not_verified": 0,
     "rejected": 1,
     "unsubscribed": 5,
+    "resubscribed": 0,
     "by_rejection_code": {"515": 1},
     "by_unsubscribe_reason": {"hard_bounce:406": 2, "hard_bounce:400": 2, "spam_trap:401": 1},
+    "by_no_verdict": {},
     "dry_run": False,
 }
 
@@ -114,6 +117,10 @@ def verify_xcom(
         "by_decided_by": dict(Counter(r[3] for r in rows)),
         "prepared": prepared,
         "credits_spent": credits_spent,
+        "sent": prepared["to_verify"],
+        "reused": 0,
+        "credits_needed": prepared["to_verify"],
+        "dry_run": False,
     }
 
 
@@ -169,7 +176,8 @@ def test_report_shows_counts_credits_and_outcomes(tmp_path: Path) -> None:
         "| spam_trap:401 | 1 |",
         "|   of which never verified | 8 |",
         "| extract | exported = no email + fresh + to verify | 20 = 2 + 6 + 12 | ✓ |",
-        "| load | load input = updated + unsubscribed only + unchanged + rejected | 12 = 8 + 1 + 2 + 1 | ✓ |",
+        "| load | load input = updated + unsubscribed only + unchanged + not verified + rejected | 12 = 8 + 1 + 2 + 0 + 1 | ✓ |",
+            "| ledger | unique to verify = from the verdict ledger + sent to Clearout + held back (dry run) | 9 = 0 + 9 + 0 | ✓ |",
     ):
         assert line in md, line
     assert "**mode** bulk" in md and "list-123" in md
@@ -221,9 +229,9 @@ def test_summary_is_a_few_lines_for_the_log(tmp_path: Path) -> None:
     assert 4 <= len(lines) <= 7
     assert "20 exported, 12 to verify, 6 fresh, 2 without email" in lines[0]
     assert "Valid 6 · Invalid 5 · Catch All 1" in files.summary
-    assert "9 spent, 9 saved (duplicates 1, syntax/empty 2, fresh 6)" in files.summary
-    assert "8 updated, 5 unsubscribed, 1 rejected" in files.summary
-    assert "✓ all 9 checks add up" in files.summary
+    assert "9 spent, 9 saved (duplicates 1, syntax/empty 2, fresh 6, ledger 0)" in files.summary
+    assert "8 updated, 5 unsubscribed, 0 resubscribed, 0 not verified, 1 rejected" in files.summary
+    assert "✓ all 10 checks add up" in files.summary
     assert files.html in files.summary
 
 
@@ -235,16 +243,16 @@ def test_mismatch_raises_naming_the_equation_after_the_report_is_written(tmp_pat
         check_accounting(facts)
     message = str(raised.value)
     assert (
-        "load: load input = updated + unsubscribed only + unchanged + rejected: 12 ≠ 7 + 1 + 2 + 1 (= 11)"
+        "load: load input = updated + unsubscribed only + unchanged + not verified + rejected: 12 ≠ 7 + 1 + 2 + 0 + 1 (= 11)"
         in (message)
     )
-    assert "1 of 9 checks fail" in message
+    assert "1 of 10 checks fail" in message
     assert "extract" not in message  # only the failing equation is listed
     md = read(files.markdown)
     assert "✗ The counts do not add up" in md
     assert (
-        "| load | load input = updated + unsubscribed only + unchanged + rejected "
-        "| 12 ≠ 7 + 1 + 2 + 1 (= 11) | ✗ |" in md
+        "| load | load input = updated + unsubscribed only + unchanged + not verified + rejected "
+        "| 12 ≠ 7 + 1 + 2 + 0 + 1 (= 11) | ✗ |" in md
     )
     assert "✗ 1 check(s) fail" in files.summary
     assert 'class="bad"' in read(files.html)
@@ -447,6 +455,9 @@ def test_facts_from_a_real_prepare_and_join(tmp_path: Path) -> None:
         "prepared": asdict(prepared.counts),
         "credits_spent": prepared.counts.to_verify,
         "mode": "instant",
+        "sent": prepared.counts.to_verify,
+        "reused": 0,
+        "credits_needed": prepared.counts.to_verify,
     }
     extract = {**EXTRACT, "exported": 9, "no_email": 2, "fresh": 0, "to_verify": 7, "by_reason": {}}
     load = {**LOAD, "input": 7, "updated": 6, "unsubscribed_only": 0, "unchanged": 0, "rejected": 1}
@@ -460,6 +471,7 @@ def test_facts_from_a_real_prepare_and_join(tmp_path: Path) -> None:
         "syntax_invalid": 1,
         "empty": 0,
         "fresh": 0,
+        "ledger": 0,
     }
     files = write_report(facts, tmp_path / "report")
     md = read(files.markdown)

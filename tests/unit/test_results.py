@@ -330,3 +330,76 @@ def test_summary_check_catches_counts_that_do_not_add_up() -> None:
         ResultSummary(
             "x", rows=3, by_status={"valid": 2}, by_sub_status_code={"200": 3}, by_decided_by={"a": 3}
         ).check()
+
+
+def test_duplicates_of_an_address_without_a_verdict_carry_no_verdict_either(prepared, tmp_path: Path) -> None:
+    # carol@example.com was sent but the instant API gave no verdict (timed out): no status.
+    failed = {
+        "normalised_email": "carol@example.com",
+        "verified_email": "carol@example.com",
+        "clearout_sub_status": "Not verified: timed out",
+        "decided_by": "clearout_instant_failed",
+    }
+    answered = normalise_instant_result(verdict_for("ann@example.com").as_instant(VERIFIED))
+    summary = join_results(prepared.rows_path, verdict_table([answered, failed]), tmp_path / "r.parquet")
+    rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    carol = [(r["decided_by"], r["clearout_status"], r["clearout_sub_status"]) for r in rows[5:]]
+    assert carol == [("clearout_instant_failed", None, "Not verified: timed out")] * 2
+    assert rows[2]["decided_by"] == "local_duplicate"  # ann's duplicate still copies her verdict
+    assert (
+        summary.by_decided_by["clearout_instant_failed"] == 2
+        and summary.by_decided_by["local_duplicate"] == 1
+    )
+
+
+def test_an_address_taken_out_of_a_wrapper_is_the_suggested_email(tmp_path: Path) -> None:
+    source = tmp_path / "c.csv"
+    source.write_text(
+        'id,Email\n1,"Ann Example <Ann@Example.com>"\n2,ann@example.com\n3,mailto:bob@example.com\n'
+    )
+    prepared = prepare_contacts(source, workdir=tmp_path / "w")
+    assert pq.read_table(prepared.rows_path).column("cleaned_email").to_pylist() == [
+        "Ann@Example.com",
+        None,
+        "bob@example.com",
+    ]
+    answers = bulk_csv(
+        tmp_path / "a.csv",
+        [
+            clearout_row("ann@example.com", "Valid", "Success"),
+            clearout_row(
+                "bob@example.com", "Invalid", "Mailbox Not Found", Suggested_Email="bob@example.org"
+            ),
+        ],
+    )
+    join_results(prepared.rows_path, normalise_bulk_result(answers), tmp_path / "r.parquet")
+    rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert [r["clearout_suggested_email"] for r in rows] == ["Ann@Example.com", None, "bob@example.org"]
+    assert rows[0]["Email"] == "Ann Example <Ann@Example.com>"  # the input column is untouched
+
+
+def test_csv_result_neutralises_formulas_and_writes_nested_columns_as_json(tmp_path: Path) -> None:
+    source = tmp_path / "c.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "Email": ["ann@example.com", "bob@example.com"],
+                "note": ['=HYPERLINK("http://x")', "-2+3"],
+                "tags": [["a", "b"], None],
+                "address": [{"city": "Köln"}, {"city": "@home"}],
+                "score": [-5, 7],
+            }
+        ),
+        source,
+    )
+    prepared = prepare_contacts(source, workdir=tmp_path / "w")
+    join_results(prepared.rows_path, verdict_table([]), tmp_path / "r.csv")
+    join_results(prepared.rows_path, verdict_table([]), tmp_path / "r.parquet")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    assert [r["note"] for r in rows] == ['\'=HYPERLINK("http://x")', "'-2+3"]
+    assert [r["tags"] for r in rows] == ['["a", "b"]', ""]
+    assert [r["address"] for r in rows] == ['{"city": "Köln"}', '{"city": "@home"}']
+    assert [r["score"] for r in rows] == ["-5", "7"]  # numbers cannot hold a formula: kept
+    parquet = pq.read_table(tmp_path / "r.parquet")  # Parquet round-trips unchanged
+    assert parquet.column("note").to_pylist() == ['=HYPERLINK("http://x")', "-2+3"]
+    assert parquet.column("tags").to_pylist() == [["a", "b"], None]

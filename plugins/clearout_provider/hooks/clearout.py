@@ -8,8 +8,15 @@ function :func:`.clearout_protocol.interpret_response` and retry with the ONE po
 :func:`.clearout_protocol.retry_arguments`.
 
 Connection (type ``clearout``): API token in the password; base URL in the host (default
-``https://api.clearout.io/v2``; with or without scheme, a bare host gets ``/v2``); extra ``timeout``
-(seconds per HTTP call, default 190 — instant verifications may legitimately take 180 s).
+``https://api.clearout.io/v2``; with or without scheme, a bare host gets ``/v2``). Extras:
+
+- ``timeout``: seconds per HTTP call, default 190 (instant verifications may legitimately take 180 s);
+- ``rpm`` / ``finder_rpm``: the plan's instant verify / finder requests per minute, default 10 / 6 (the
+  lowest plans); the rate limiter starts from them and follows ``x-ratelimit-*`` headers once they come;
+- ``allow_insecure_http``: default false. Plain ``http://`` is refused for any host but this machine
+  (the sandbox on 127.0.0.1): the token would cross the network in clear text.
+
+Both transports honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` and never follow redirects on API calls.
 
 Uploads and retries ("never spend twice"): an upload is retried after a 5xx or a broken connection,
 because Clearout may not have received it — but it may have. With ``ignore_duplicate_file=False``
@@ -28,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -46,9 +55,13 @@ from clearout_provider import __version__
 from clearout_provider.exceptions import (
     ClearoutAuthError,
     ClearoutBadInput,
+    ClearoutConfigError,
+    ClearoutError,
+    ClearoutProtocolError,
     ClearoutServerError,
     ClearoutTimeout,
 )
+from clearout_provider.hooks import clearout_protocol as protocol
 from clearout_provider.hooks.clearout_models import (
     FLAG_FIELDS,
     BulkProgress,
@@ -61,9 +74,21 @@ from clearout_provider.hooks.clearout_models import (
     ListInfo,
     VerifyResult,
 )
-from clearout_provider.hooks.clearout_protocol import interpret_response, parse_body, retry_arguments
+from clearout_provider.hooks.clearout_protocol import (
+    Endpoint,
+    interpret_response,
+    parse_body,
+    retry_arguments,
+)
+from clearout_provider.hooks.http_safety import (
+    ALLOW_INSECURE_HTTP,
+    as_flag,
+    header_problem,
+    origin,
+    url_problem,
+)
 from clearout_provider.hooks.multipart import MultipartFileBody, content_type_for
-from clearout_provider.hooks.rate_limit import RateLimitBucket
+from clearout_provider.hooks.rate_limit import DEFAULT_FINDER_RPM, DEFAULT_VERIFY_RPM, RateLimitBucket
 from clearout_provider.masking import mask_email
 
 if TYPE_CHECKING:
@@ -94,9 +119,11 @@ def normalise_base_url(host: str | None) -> str:
         return DEFAULT_BASE_URL
     if "://" not in text:
         text = "https://" + text
-    if not urlsplit(text).path:
-        text += "/v2"
-    return text
+    try:
+        has_path = bool(urlsplit(text).path)
+    except ValueError:
+        return text  # not a URL at all: the connection check says so
+    return text if has_path else text + "/v2"
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,51 @@ class _ConnSettings:
     base_url: str
     timeout: float
     token: str = field(repr=False)
+    rpm: int = DEFAULT_VERIFY_RPM
+    finder_rpm: int = DEFAULT_FINDER_RPM
+    allow_insecure_http: bool = False
+
+
+def _extras(conn: Any) -> Mapping[str, Any]:
+    extra = conn.extra_dejson or {}
+    if not isinstance(extra, Mapping):
+        raise ClearoutConfigError(f"Connection {conn.conn_id!r}: the extra must be a JSON object")
+    return extra
+
+
+def _seconds_extra(where: str, extra: Mapping[str, Any], name: str, default: float) -> float:
+    """A positive, finite number of seconds (absent or empty: ``default``)."""
+    value = extra.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ClearoutConfigError(f"{where}: extra {name!r} must be a positive number of seconds")
+    return seconds
+
+
+def _rpm_extra(where: str, extra: Mapping[str, Any], name: str, default: int) -> int:
+    """A plan's requests per minute: a whole number of at least 1 (absent or empty: ``default``)."""
+    value = extra.get(name)
+    if value is None or value == "":
+        return default
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ClearoutConfigError(
+            f"{where}: extra {name!r} must be a whole number of requests per minute (at least 1), "
+            "the rate of the account's Clearout plan"
+        )
+    return int(text)
+
+
+def _flag_extra(where: str, extra: Mapping[str, Any], name: str) -> bool:
+    flag = as_flag(extra.get(name))
+    if flag is None:
+        raise ClearoutConfigError(f"{where}: extra {name!r} must be true or false")
+    return flag
 
 
 @dataclass(frozen=True)
@@ -123,6 +195,8 @@ class _Request:
     upload: tuple[Path, Mapping[str, str]] | None = None
     """A file and the form fields to send with it as multipart."""
     resend_safe: bool = True
+    endpoint: Endpoint = protocol.ANY
+    """How to read the answer: the fields its success must hold, and codes with a meaning of their own."""
 
 
 class ClearoutHook(BaseHook):
@@ -167,10 +241,8 @@ class ClearoutHook(BaseHook):
         """State that is per process and never serialised: resolved connection, session, limiters."""
         self._conn: _ConnSettings | None = None
         self._session: requests.Session | None = None
-        self._buckets = {
-            family: RateLimitBucket(family, safety_margin=self.rate_limit_margin)
-            for family in ("verify", "finder")
-        }
+        self._buckets: dict[str, RateLimitBucket] = {}  # built with the connection: they start from its RPM
+        self._adopt_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clearout_conn_id={self.clearout_conn_id!r})"
@@ -179,7 +251,7 @@ class ClearoutHook(BaseHook):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle only the configuration: the token, session and locks stay in this process."""
-        runtime = {"_conn", "_session", "_buckets", "_log"}
+        runtime = {"_conn", "_session", "_buckets", "_adopt_lock", "_log"}
         return {k: v for k, v in self.__dict__.items() if k not in runtime}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -190,28 +262,49 @@ class ClearoutHook(BaseHook):
 
     @staticmethod
     def _settings_from(conn: Any) -> _ConnSettings:
+        """Read and check the connection; every problem is found here, before anything is sent."""
+        where = f"Connection {conn.conn_id!r}"
         token = (conn.password or "").strip()
         if not token:
-            raise ClearoutAuthError(f"Connection {conn.conn_id!r} has no API token in its password field")
-        extra = conn.extra_dejson or {}
-        try:
-            timeout = float(extra.get("timeout") or DEFAULT_TIMEOUT)
-        except (TypeError, ValueError):
-            raise ClearoutBadInput(
-                f"Connection {conn.conn_id!r}: extra 'timeout' must be a number of seconds"
-            ) from None
-        return _ConnSettings(base_url=normalise_base_url(conn.host), timeout=timeout, token=token)
+            raise ClearoutAuthError(f"{where} has no API token in its password field")
+        if problem := header_problem(token):
+            raise ClearoutConfigError(f"{where}: the API token {problem}")
+        extra = _extras(conn)
+        insecure = _flag_extra(where, extra, ALLOW_INSECURE_HTTP)
+        base_url = normalise_base_url(conn.host)
+        if problem := url_problem(base_url, allow_insecure_http=insecure):
+            raise ClearoutConfigError(f"{where}: the base URL {origin(base_url)} {problem}")
+        return _ConnSettings(
+            base_url=base_url,
+            timeout=_seconds_extra(where, extra, "timeout", DEFAULT_TIMEOUT),
+            token=token,
+            rpm=_rpm_extra(where, extra, "rpm", DEFAULT_VERIFY_RPM),
+            finder_rpm=_rpm_extra(where, extra, "finder_rpm", DEFAULT_FINDER_RPM),
+            allow_insecure_http=insecure,
+        )
+
+    def _adopt(self, conn: _ConnSettings) -> _ConnSettings:
+        """Keep the first resolved connection and build the limiters from its RPM (once, for all threads)."""
+        with self._adopt_lock:
+            if self._conn is None:
+                self._buckets = {
+                    family: RateLimitBucket(family, initial_limit=rpm, safety_margin=self.rate_limit_margin)
+                    for family, rpm in (("verify", conn.rpm), ("finder", conn.finder_rpm))
+                }
+                self._conn = conn
+            return self._conn
 
     def _settings(self) -> _ConnSettings:
         if self._conn is None:
-            self._conn = self._settings_from(self.get_connection(self.clearout_conn_id))
+            return self._adopt(self._settings_from(self.get_connection(self.clearout_conn_id)))
         return self._conn
 
     async def _asettings(self) -> _ConnSettings:
         if self._conn is None:
             from airflow.providers.common.compat.connection import get_async_connection
 
-            self._conn = self._settings_from(await get_async_connection(self.clearout_conn_id, hook=self))
+            conn = await get_async_connection(self.clearout_conn_id, hook=self)
+            return self._adopt(self._settings_from(conn))
         return self._conn
 
     def get_conn(self) -> requests.Session:
@@ -268,10 +361,18 @@ class ClearoutHook(BaseHook):
                 path, fields = req.upload
                 with MultipartFileBody(fields, "file", path) as body:
                     headers["Content-Type"] = body.content_type
-                    resp = self.get_conn().post(url, data=body, headers=headers, timeout=timeout)
+                    resp = self.get_conn().post(
+                        url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                    )
             else:
                 resp = self.get_conn().request(
-                    req.method, url, json=req.json, params=req.params, headers=headers, timeout=timeout
+                    req.method,
+                    url,
+                    json=req.json,
+                    params=req.params,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
                 )
             answer_headers = resp.headers
         except requests.RequestException as exc:
@@ -286,7 +387,9 @@ class ClearoutHook(BaseHook):
             resp.status_code,
             time.monotonic() - started,
         )
-        return interpret_response(resp.status_code, resp.headers, parse_body(resp.content))
+        return interpret_response(
+            resp.status_code, resp.headers, parse_body(resp.content), req.endpoint, secrets=(conn.token,)
+        )
 
     @asynccontextmanager
     async def _aclient(self) -> AsyncIterator[aiohttp.ClientSession]:
@@ -297,7 +400,8 @@ class ClearoutHook(BaseHook):
         the import lock makes concurrent first calls wait for the whole module).
         """
         aiohttp = await asyncio.to_thread(importlib.import_module, "aiohttp")
-        async with aiohttp.ClientSession(headers={"User-Agent": _USER_AGENT}) as s:
+        # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do for requests on the sync path.
+        async with aiohttp.ClientSession(headers={"User-Agent": _USER_AGENT}, trust_env=True) as s:
             yield s
 
     async def _acall(self, session: aiohttp.ClientSession, req: _Request) -> dict[str, Any]:
@@ -322,7 +426,11 @@ class ClearoutHook(BaseHook):
             timeout = aiohttp.ClientTimeout(
                 sock_connect=CONNECT_TIMEOUT, sock_read=max(conn.timeout, req.read_timeout or 0.0)
             )
-            kwargs: dict[str, Any] = {"headers": self._headers(conn), "timeout": timeout}
+            kwargs: dict[str, Any] = {
+                "headers": self._headers(conn),
+                "timeout": timeout,
+                "allow_redirects": False,
+            }
             if req.upload:
                 path, fields = req.upload
                 with path.open("rb") as fh:
@@ -343,7 +451,9 @@ class ClearoutHook(BaseHook):
         log.debug(
             "Clearout %s %s → HTTP %s in %.3f s", req.method, req.path, status, time.monotonic() - started
         )
-        return interpret_response(status, answer_headers, parse_body(raw))
+        return interpret_response(
+            status, answer_headers, parse_body(raw), req.endpoint, secrets=(conn.token,)
+        )
 
     # ------------------------------------------------------------------ credits and connection test
 
@@ -561,6 +671,7 @@ class ClearoutHook(BaseHook):
         import requests
 
         conn = self._settings()
+        _check_result_url(conn, url)
         part = _partial_path(dest)
         written = 0
         try:
@@ -573,7 +684,7 @@ class ClearoutHook(BaseHook):
                         written += len(chunk)
             os.replace(part, dest)
         except requests.RequestException as exc:
-            raise _transport_error(_origin(url), exc) from None
+            raise _transport_error(origin(url), exc) from None
         finally:
             part.unlink(missing_ok=True)
         log.info("Downloaded Clearout result %s (%d bytes) to %s", urlsplit(url).path, written, dest)
@@ -593,6 +704,7 @@ class ClearoutHook(BaseHook):
         import aiohttp
 
         conn = await self._asettings()
+        _check_result_url(conn, url)
         part = _partial_path(dest)
         written = 0
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=conn.timeout)
@@ -608,7 +720,7 @@ class ClearoutHook(BaseHook):
                     await asyncio.to_thread(fh.close)
             await asyncio.to_thread(os.replace, part, dest)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(_origin(url), exc) from None
+            raise _transport_error(origin(url), exc) from None
         finally:
             await asyncio.to_thread(part.unlink, True)
         log.info("Downloaded Clearout result %s (%d bytes) to %s", urlsplit(url).path, written, dest)
@@ -621,7 +733,7 @@ _Family = Literal["verify", "finder"]
 _VERIFY: _Family = "verify"
 _FINDER: _Family = "finder"
 
-_CREDITS = _Request("GET", "/email_verify/getcredits")
+_CREDITS = _Request("GET", "/email_verify/getcredits", endpoint=protocol.CREDITS)
 
 
 def _instant_wait(timeout_ms: int | None, default_ms: int) -> float:
@@ -642,6 +754,7 @@ def _verify(email: str, timeout_ms: int | None) -> _Request:
         json=_with_timeout({"email": email}, timeout_ms),
         bucket="verify",
         read_timeout=_instant_wait(timeout_ms, INSTANT_VERIFY_DEFAULT_MS),
+        endpoint=protocol.INSTANT_VERIFY,
     )
 
 
@@ -654,20 +767,29 @@ def _flag(email: str, kind: str, timeout_ms: int | None) -> _Request:
         json=_with_timeout({"email": email}, timeout_ms),
         bucket="verify",
         read_timeout=_instant_wait(timeout_ms, INSTANT_VERIFY_DEFAULT_MS),
+        endpoint=protocol.FLAG_CHECKS[kind],
     )
 
 
 def _bulk_verify(path: Path, optimize: str, ignore_duplicate_file: bool) -> _Request:
     fields = {"optimize": optimize, "ignore_duplicate_file": "true" if ignore_duplicate_file else "false"}
     return _Request(
-        "POST", "/email_verify/bulk", upload=(path, fields), resend_safe=not ignore_duplicate_file
+        "POST",
+        "/email_verify/bulk",
+        upload=(path, fields),
+        resend_safe=not ignore_duplicate_file,
+        endpoint=protocol.BULK_UPLOAD,
     )
 
 
 def _bulk_finder(path: Path, ignore_duplicate_file: bool) -> _Request:
     fields = {"ignore_duplicate_file": "true" if ignore_duplicate_file else "false"}
     return _Request(
-        "POST", "/email_finder/bulk", upload=(path, fields), resend_safe=not ignore_duplicate_file
+        "POST",
+        "/email_finder/bulk",
+        upload=(path, fields),
+        resend_safe=not ignore_duplicate_file,
+        endpoint=protocol.BULK_UPLOAD,
     )
 
 
@@ -677,20 +799,25 @@ _LIST = {"verify": "/email_verify/list", "finder": "/email_finder/list"}
 
 
 def _progress(family: _Family, list_id: str) -> _Request:
-    return _Request("GET", _PROGRESS[family], params={"list_id": list_id})
+    return _Request("GET", _PROGRESS[family], params={"list_id": list_id}, endpoint=protocol.BULK_PROGRESS)
 
 
 def _result_url(family: _Family, list_id: str) -> _Request:
-    return _Request("POST", _RESULT[family], json={"list_id": list_id})
+    return _Request("POST", _RESULT[family], json={"list_id": list_id}, endpoint=protocol.RESULT_URL)
 
 
 def _cancel(family: _Family, list_id: str) -> _Request:
-    return _Request("POST", f"{_LIST[family]}/cancel", json={"list_id": list_id})
+    return _Request(
+        "POST", f"{_LIST[family]}/cancel", json={"list_id": list_id}, endpoint=protocol.LIST_CHANGE
+    )
 
 
 def _remove(family: _Family, list_id: str, ignore_result: bool) -> _Request:
     return _Request(
-        "POST", f"{_LIST[family]}/remove", json={"list_id": list_id, "ignore_result": ignore_result}
+        "POST",
+        f"{_LIST[family]}/remove",
+        json={"list_id": list_id, "ignore_result": ignore_result},
+        endpoint=protocol.LIST_CHANGE,
     )
 
 
@@ -701,11 +828,18 @@ def _find(name: str, domain: str, timeout_ms: int | None, queue: bool) -> _Reque
         json=_with_timeout({"name": name, "domain": domain, "queue": queue}, timeout_ms),
         bucket="finder",
         read_timeout=_instant_wait(timeout_ms, FINDER_DEFAULT_MS),
+        endpoint=protocol.FINDER,
     )
 
 
 def _queue_status(queue_id: str) -> _Request:
-    return _Request("GET", "/email_finder/instant/queue_status", params={"qid": queue_id}, bucket="finder")
+    return _Request(
+        "GET",
+        "/email_finder/instant/queue_status",
+        params={"qid": queue_id},
+        bucket="finder",
+        endpoint=protocol.FINDER_QUEUE,
+    )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -719,6 +853,12 @@ def _check_deadline(queue_id: str, deadline: float, poll: float, max_wait: float
         )
 
 
+def _check_result_url(conn: _ConnSettings, url: str) -> None:
+    """The presigned result URL carries the addresses' verdicts: the same transport rules as the API."""
+    if problem := url_problem(url, allow_insecure_http=conn.allow_insecure_http):
+        raise ClearoutConfigError(f"The result URL Clearout gave ({origin(url)}) {problem}")
+
+
 def _partial_path(dest: Path) -> Path:
     """A temporary name next to ``dest``, so the final rename is atomic and readers never see half a file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -726,12 +866,6 @@ def _partial_path(dest: Path) -> Path:
 
 
 _QUERY = re.compile(r"\?[^\s'\")]*")
-
-
-def _origin(url: str) -> str:
-    """Scheme and host of a URL: enough to name it in an error, without its signature."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _check_file_answer(status: int, headers: Mapping[str, str]) -> None:
@@ -746,12 +880,21 @@ def _check_file_answer(status: int, headers: Mapping[str, str]) -> None:
     interpret_response(status, headers, None)
 
 
-def _transport_error(where: str, exc: BaseException) -> ClearoutServerError | ClearoutTimeout:
-    """Describe a network failure; query strings (a presigned URL's signature) are cut from its text."""
+def _transport_error(where: str, exc: BaseException) -> ClearoutError:
+    """Describe a network failure; query strings (a presigned URL's signature) are cut from its text.
+
+    A body that arrived but cannot be decoded (a broken ``Content-Encoding``) is a malformed answer, not
+    a network failure: like any unreadable answer it is not resent, since a paid call may have been charged.
+    """
     import aiohttp
     import requests
+    from aiohttp.http_exceptions import ContentEncodingError
     from urllib3.exceptions import NewConnectionError
 
+    if isinstance(exc, requests.ContentDecodingError) or isinstance(exc.__cause__, ContentEncodingError):
+        return ClearoutProtocolError(
+            f"The answer from {where} could not be decoded (a broken Content-Encoding)"
+        )
     kind = f"{type(exc).__name__}: {_QUERY.sub('?…', str(exc))}" if str(exc) else type(exc).__name__
     if isinstance(exc, requests.ConnectTimeout | aiohttp.ConnectionTimeoutError):
         return ClearoutServerError(f"Could not connect to {where} ({kind})", maybe_processed=False)

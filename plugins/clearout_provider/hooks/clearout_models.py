@@ -2,12 +2,16 @@
 
 Clearout answers with loosely typed JSON ("yes"/"no" strings, status spellings that vary, nested
 objects that may be missing). Each dataclass here has a ``from_api`` that reads the ``data`` object
-of one answer once, tolerantly, so operators work with booleans, enums and datetimes instead of
-re-parsing strings everywhere. Status knowledge comes from :mod:`clearout_provider.verdicts`.
+of one answer once, so operators work with booleans, enums and datetimes instead of re-parsing strings
+everywhere. The fields a result cannot do without were checked by
+:mod:`~clearout_provider.hooks.clearout_protocol` before ``from_api`` runs (a malformed answer is a
+``ClearoutProtocolError`` there); optional fields are read tolerantly here. Status knowledge comes from
+:mod:`clearout_provider.verdicts`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,8 +53,17 @@ def _text(value: Any) -> str | None:
 def _int(value: Any) -> int | None:
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _percent(value: Any) -> float:
+    """A percentage within 0..100; 0 when absent or not a finite number (a progress bar, not a verdict)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return min(max(number, 0.0), 100.0) if math.isfinite(number) else 0.0
 
 
 def _when(value: Any) -> datetime | None:
@@ -133,17 +146,13 @@ class VerifyResult:
         sub = _mapping(data.get("sub_status"))
         code = _int(sub.get("code"))
         known = sub_status(code if code is not None else 500)
-        try:
-            status = normalise_status(str(data.get("status") or ""))
-        except ValueError:
-            # A status spelling we do not know: the sub-status code still says what it means.
-            status = known.status
+        status = normalise_status(str(data["status"]))  # a spelling the protocol check accepted
         try:
             bounce = Bounce(str(data.get("bounce_type") or "").strip().lower())
         except ValueError:
             bounce = known.bounce
         return cls(
-            email_address=str(data.get("email_address") or ""),
+            email_address=str(data["email_address"]),
             status=status,
             sub_status_code=known.code if code is None else code,
             sub_status_desc=_text(sub.get("desc")) or known.desc,
@@ -210,12 +219,8 @@ class BulkProgress:
     @classmethod
     def from_api(cls, list_id: str, data: Mapping[str, Any]) -> BulkProgress:
         # Verify says "percentile", the finder "percentage"; accept either for both.
-        raw = data.get("percentile", data.get("percentage"))
-        try:
-            percent = float(raw) if raw is not None else 0.0
-        except (TypeError, ValueError):
-            percent = 0.0
-        return cls(list_id=list_id, status=str(data.get("progress_status") or "").lower(), percent=percent)
+        percent = _percent(data.get("percentile", data.get("percentage")))
+        return cls(list_id=list_id, status=str(data["progress_status"]).strip().lower(), percent=percent)
 
 
 @dataclass(frozen=True)

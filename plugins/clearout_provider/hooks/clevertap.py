@@ -3,7 +3,9 @@
 Connection ``clevertap`` (default ``clevertap_default``): login = Account ID, password = Passcode,
 extra ``region`` (eu1, in1, us1, sg1, aps3, mec1; default eu1) and an optional host override (the
 sandbox, or a proxy) that wins over the region. A region typo fails at first use with the list of
-valid regions, instead of the 401 CleverTap would answer later.
+valid regions, instead of the 401 CleverTap would answer later. A plain ``http://`` host override is
+refused unless it is this machine (the sandbox) or the extra ``allow_insecure_http`` is true: the
+passcode travels in a header of every request.
 
 Why the hook looks the way it does:
 
@@ -15,7 +17,12 @@ Why the hook looks the way it does:
   concurrent uploads per account). Every response's ``unprocessed[]`` is mapped back to input rows,
   by "Skipped record number : k" or by the echoed record, so the report accounts for every row.
 * Transient failures (429, 5xx, network) are retried with exponential backoff by tenacity, decided
-  in one place (:func:`interpret_response` + :attr:`CleverTapError.transient`).
+  in one place (:func:`interpret_response` + :attr:`CleverTapError.transient`). Once the retries are
+  used up the error is RAISED, by uploads too: an outage fails the task (and Airflow retries it)
+  instead of ending it green with every row "rejected". A 2xx answer the hook cannot read raises
+  :class:`~clearout_provider.clevertap_errors.CleverTapProtocolError`. Only CleverTap's own per-record
+  verdicts (``unprocessed``) and the hook's pre-send checks are rows of the upload report.
+* Redirects are never followed: requests would carry the passcode header to wherever one points.
 * The passcode lives only in request headers: never in a message, a log line or ``repr``; emails in
   log lines are masked.
 
@@ -46,6 +53,7 @@ from clearout_provider.clevertap_errors import (
     CleverTapConfigError,
     CleverTapCursorNotReady,
     CleverTapError,
+    CleverTapProtocolError,
     CleverTapRateLimited,
     CleverTapServerError,
 )
@@ -61,6 +69,14 @@ from clearout_provider.hooks.clevertap_models import (
     ExportResult,
     RecordRejection,
     UploadReport,
+)
+from clearout_provider.hooks.http_safety import (
+    ALLOW_INSECURE_HTTP,
+    as_flag,
+    header_problem,
+    origin,
+    url_problem,
+    vendor_text,
 )
 from clearout_provider.masking import mask_email
 
@@ -82,6 +98,8 @@ DEFAULT_REGION = "eu1"
 SUBSCRIBE_STATUSES = ("Unsubscribe", "Resubscribe")
 _SKIPPED_RE = re.compile(r"Skipped record number\s*:\s*(\d+)")
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+#: What an export cursor may contain: it goes back into the URL verbatim (already percent-encoded).
+_CURSOR_RE = re.compile(r"[A-Za-z0-9%._~+/=-]{1,4096}")
 
 
 def resolve_base_url(region: str | None, host: str | None = None, port: int | None = None) -> str:
@@ -92,7 +110,7 @@ def resolve_base_url(region: str | None, host: str | None = None, port: int | No
     >>> resolve_base_url("eu1", "http://127.0.0.1:8765/clevertap")
     'http://127.0.0.1:8765/clevertap'
     """
-    name = (region or DEFAULT_REGION).strip().lower()
+    name = str(region or DEFAULT_REGION).strip().lower()
     if name not in REGION_HOSTS:
         raise CleverTapConfigError(
             f"Unknown CleverTap region {region!r}: choose one of {', '.join(REGION_HOSTS)} "
@@ -103,25 +121,36 @@ def resolve_base_url(region: str | None, host: str | None = None, port: int | No
     url = host.strip().rstrip("/")
     if "://" not in url:
         url = f"https://{url}"
-    parts = urlsplit(url)
-    if port and parts.port is None:
-        url = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    try:
+        parts = urlsplit(url)
+        if port and parts.port is None:
+            url = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    except ValueError:
+        pass  # not a URL at all: the connection check (url_problem) says so
     return url
 
 
-def interpret_response(http_status: int, body: Any) -> dict[str, Any]:
+def interpret_response(http_status: int, body: Any, *, secrets: Sequence[str] = ()) -> dict[str, Any]:
     """CleverTap's answer → its JSON body, or the typed error it means. The ONE place that decides.
 
     Export "not ready" (code 2) and "throttled" (code 1) answers are returned, whatever their HTTP
     status, for the export loop to wait out on the same cursor. An HTTP 200 ``"status": "fail"`` is
     returned when it carries per-record results (``unprocessed``) and raised otherwise: a request-level
-    failure must not pass for "zero records processed".
+    failure must not pass for "zero records processed". A 2xx body that is not a JSON object is a
+    :class:`CleverTapProtocolError`; a redirect is a configuration error (the host is not the API's).
+    Vendor text is bounded and has ``secrets`` (the passcode) masked, in case a server echoes a request.
     """
     data = body if isinstance(body, dict) else {}
     if data.get("status") == "fail" and data.get("code") in (1, 2):
         return data
-    message = str(data.get("error") or f"HTTP {http_status} from CleverTap")
-    code = data.get("code") if isinstance(data.get("code"), int) else None
+    message = vendor_text(data.get("error") or f"HTTP {http_status} from CleverTap", secrets)
+    code = data.get("code") if type(data.get("code")) is int else None
+    if 300 <= http_status < 400:
+        raise CleverTapConfigError(
+            f"CleverTap answered HTTP {http_status}, a redirect; API calls are not redirected (the passcode "
+            "would follow it): set the connection's host override to the API's real address",
+            http_status=http_status,
+        )
     if http_status in (401, 403):
         raise CleverTapAuthError(message, code=code, http_status=http_status)
     if http_status == 429:
@@ -131,7 +160,7 @@ def interpret_response(http_status: int, body: Any) -> dict[str, Any]:
     if http_status >= 400:
         raise CleverTapBadRequest(message, code=code, http_status=http_status)
     if not isinstance(body, dict):
-        raise CleverTapServerError(
+        raise CleverTapProtocolError(
             "CleverTap answered with a body that is not a JSON object", http_status=http_status
         )
     if data.get("status") == "fail" and "unprocessed" not in data:
@@ -234,21 +263,29 @@ class CleverTapHook(BaseHook):
     # --- connection -----------------------------------------------------------------------------
     @property
     def credentials(self) -> _Credentials:
-        """Account ID, passcode and API root from the connection (read once; region checked here)."""
+        """Account ID, passcode and API root from the connection (read once; every setting checked here)."""
         if self._credentials is None:
-            conn = self.get_connection(self.clevertap_conn_id)
-            if not conn.login or not conn.password:
-                raise CleverTapConfigError(
-                    f"Connection {self.clevertap_conn_id!r} needs the Account ID as login and the Passcode as password"
-                )
-            extra = conn.extra_dejson or {}
-            region = extra.get("region") or extra.get("extra__clevertap__region")  # older form UIs prefix it
-            self._credentials = _Credentials(
-                base_url=resolve_base_url(region, conn.host, conn.port),
-                account_id=conn.login.strip(),
-                passcode=conn.password,
-            )
+            self._credentials = self._credentials_from(self.get_connection(self.clevertap_conn_id))
         return self._credentials
+
+    def _credentials_from(self, conn: Any) -> _Credentials:
+        where = f"Connection {self.clevertap_conn_id!r}"
+        account_id, passcode = (conn.login or "").strip(), (conn.password or "").strip()
+        if not account_id or not passcode:
+            raise CleverTapConfigError(f"{where} needs the Account ID as login and the Passcode as password")
+        for name, value in (("Account ID", account_id), ("Passcode", passcode)):
+            if problem := header_problem(value):
+                raise CleverTapConfigError(f"{where}: the {name} {problem}")
+        extra = conn.extra_dejson or {}
+        if not isinstance(extra, Mapping):
+            raise CleverTapConfigError(f"{where}: the extra must be a JSON object")
+        base_url = resolve_base_url(_extra(extra, "region"), conn.host, conn.port)
+        insecure = as_flag(_extra(extra, ALLOW_INSECURE_HTTP))
+        if insecure is None:
+            raise CleverTapConfigError(f"{where}: extra {ALLOW_INSECURE_HTTP!r} must be true or false")
+        if problem := url_problem(base_url, allow_insecure_http=insecure):
+            raise CleverTapConfigError(f"{where}: the host {origin(base_url)} {problem}")
+        return _Credentials(base_url=base_url, account_id=account_id, passcode=passcode)
 
     @property
     def base_url(self) -> str:
@@ -283,16 +320,22 @@ class CleverTapHook(BaseHook):
         url = self.base_url + path
         data = body if isinstance(body, bytes) or body is None else json.dumps(body, separators=(",", ":"))
         try:
-            response = self._session().request(method, url, data=data, timeout=self.timeout)
+            response = self._session().request(
+                method, url, data=data, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.ContentDecodingError:
+            raise CleverTapProtocolError(
+                f"The answer from CleverTap at {self.base_url} could not be decoded (a broken Content-Encoding)"
+            ) from None
         except requests.RequestException as exc:
             raise CleverTapServerError(
                 f"Network error talking to CleverTap at {self.base_url} ({type(exc).__name__})"
             ) from None
         try:
             payload = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             payload = None
-        return interpret_response(response.status_code, payload)
+        return interpret_response(response.status_code, payload, secrets=(self.credentials.passcode,))
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[dict[str, Any], int]:
         """One API call, retried while the failure is transient; returns (body, HTTP calls made).
@@ -341,7 +384,12 @@ class CleverTapHook(BaseHook):
             if 404 in (exc.http_status, exc.code):
                 return None
             raise
-        return body.get("record") if body.get("status") == "success" else None
+        if body.get("status") != "success":
+            return None
+        record = body.get("record")
+        if not isinstance(record, dict):
+            raise CleverTapProtocolError("CleverTap's profile answer says success but has no 'record' object")
+        return record
 
     def export_profiles(
         self,
@@ -370,17 +418,17 @@ class CleverTapHook(BaseHook):
             body, requests_made = self._call(
                 "POST", f"/1/profiles.json?batch_size={batch_size}", dict(query or {})
             )
-            cursor = body.get("cursor")
-            if not cursor:
-                raise CleverTapBadRequest(f"CleverTap returned no export cursor: {body.get('error') or body}")
+            cursor = _cursor(body.get("cursor"), "export start")
+            if cursor is None:
+                raise CleverTapProtocolError("CleverTap's export start answer has no cursor")
             upcoming: Future[tuple[dict[str, Any], int]] | None = fetcher.submit(self._page, cursor)
             while upcoming is not None:
                 page, calls = upcoming.result()
                 requests_made += calls
-                cursor = page.get("next_cursor")
+                records = _records(page)
+                cursor = _cursor(page.get("next_cursor"), "export page")
                 # Fetch the next page while this one is written: at most two pages are ever in memory.
                 upcoming = fetcher.submit(self._page, cursor) if cursor else None
-                records = page.get("records") or []
                 writer.write(flatten(r, properties) for r in records)
                 count += len(records)
                 pages += 1
@@ -409,7 +457,10 @@ class CleverTapHook(BaseHook):
                     f"Export page still unavailable after {self.cursor_wait_timeout:.0f} s", code=code
                 )
             log.info(
-                "CleverTap export cursor %s (code %s); asking again in %.1f s", body.get("error"), code, pause
+                "CleverTap export cursor %s (code %s); asking again in %.1f s",
+                "not ready" if code == 2 else "throttled",
+                code,
+                pause,
             )
             time.sleep(pause)
 
@@ -428,6 +479,10 @@ class CleverTapHook(BaseHook):
         a record that breaks one is reported (stage "local") and not sent. With ``dry_run`` CleverTap
         validates without saving (``?dryRun=1``). A batch whose request failed transiently is sent
         again: safe for plain values, not for ``$incr``/``$add`` operators, which may then apply twice.
+        When a batch still fails after the retries (CleverTap down, 429s that outlast the backoff) or
+        is answered with something unreadable, the call raises (CleverTapServerError,
+        CleverTapRateLimited, CleverTapProtocolError...; a note says how far it got): the rows are
+        not reported as rejected, because CleverTap never judged them.
         """
 
         def prepared() -> Iterator[RecordRejection | _Item]:
@@ -511,9 +566,11 @@ class CleverTapHook(BaseHook):
                         merge(done)
                 done, pending = wait(pending)
                 merge(done)
-            except BaseException:
+            except BaseException as exc:
                 for future in pending:
                     future.cancel()
+                if isinstance(exc, CleverTapError):
+                    exc.add_note(_progress_note(report, path))
                 raise
         report.rejections.sort(key=lambda r: r.row)
         log.info(
@@ -566,36 +623,31 @@ class CleverTapHook(BaseHook):
             yield _Batch(_body(parts), rows, keys, values)
 
     def _send_batch(self, path: str, batch: _Batch) -> _BatchOutcome:
-        """Send one encoded batch; map every ``unprocessed`` entry back to its input row."""
+        """Send one encoded batch; map every ``unprocessed`` entry back to its input row.
+
+        A request that fails as a whole raises (after the retries of :meth:`_call`). When CleverTap's
+        counts do not add up (it confirms N of M records but names fewer than M - N as unprocessed), the
+        rows it did not name are reported as rejected (code 0, "may not have been applied") rather than
+        raised: the request succeeded, only those rows are in doubt, and failing the task would resend
+        every batch of the load for them. A later run sends them again.
+        """
         size = len(batch.rows)
-        try:
-            body, calls = self._call("POST", path, batch.body)
-        except CleverTapAuthError:
-            raise
-        except CleverTapError as exc:
-            stage = "transport" if exc.transient else "api"
-            code = exc.http_status or exc.code or 0
-            attempts = self.max_retries + 1 if exc.transient else 1
-            return _BatchOutcome(
-                0, attempts, [_rejection(batch, n, code, str(exc), stage) for n in range(size)]
-            )
+        body, calls = self._call("POST", path, batch.body)
+        processed, unprocessed = _upload_answer(body)
         outcome = _BatchOutcome(requests=calls)
         claimed: set[int] = set()
         unexplained = 0
-        for entry in body.get("unprocessed") or []:
+        for entry in unprocessed:
             index = _index_of(entry, batch, claimed)
             if index is None:
                 unexplained += 1
                 continue
             claimed.add(index)
-            error = str(entry.get("error", ""))
+            error = vendor_text(entry.get("error", ""), (self.credentials.passcode,))
             outcome.rejections.append(
-                _rejection(
-                    batch, index, int(entry.get("code") or 0), _SKIPPED_RE.sub("", error).strip(), "api"
-                )
+                _rejection(batch, index, _record_code(entry), _SKIPPED_RE.sub("", error).strip())
             )
         remaining = [n for n in range(size) if n not in claimed]
-        processed = int(body.get("processed") or 0)
         if processed == len(remaining) and not unexplained:
             outcome.processed = processed
         else:  # CleverTap's counts do not say which rows were applied: report them all, never guess
@@ -603,12 +655,63 @@ class CleverTapHook(BaseHook):
                 f"CleverTap confirmed {processed} of {size} records in this batch without saying which; "
                 "this row may not have been applied"
             )
-            outcome.rejections.extend(_rejection(batch, n, 0, message, "api") for n in remaining)
+            outcome.rejections.extend(_rejection(batch, n, 0, message) for n in remaining)
         return outcome
 
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _extra(extra: Mapping[str, Any], name: str) -> Any:
+    """A connection extra by its name, or by the ``extra__clevertap__`` prefix older form UIs stored."""
+    return extra.get(name, extra.get(f"extra__clevertap__{name}"))
+
+
+def _upload_answer(body: Mapping[str, Any]) -> tuple[int, list[Mapping[str, Any]]]:
+    """``processed`` and ``unprocessed`` of an upload/subscribe answer, or CleverTapProtocolError."""
+    processed, unprocessed = body.get("processed"), body.get("unprocessed", [])
+    if type(processed) is not int or processed < 0:
+        raise CleverTapProtocolError("CleverTap's upload answer has no count of processed records")
+    if not isinstance(unprocessed, list) or not all(isinstance(e, Mapping) for e in unprocessed):
+        raise CleverTapProtocolError(
+            "CleverTap's upload answer has an 'unprocessed' that is not a list of records"
+        )
+    return processed, unprocessed
+
+
+def _record_code(entry: Mapping[str, Any]) -> int:
+    """CleverTap's per-record code (515, 516, ...), 0 when it gave none or something else."""
+    code = entry.get("code")
+    if type(code) is int:
+        return code
+    return int(code) if isinstance(code, str) and code.isdigit() and len(code) < 10 else 0
+
+
+def _cursor(value: Any, where: str) -> str | None:
+    """An export cursor to send back verbatim; None at the end; CleverTapProtocolError if unusable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and _CURSOR_RE.fullmatch(value):
+        return value
+    raise CleverTapProtocolError(f"CleverTap's {where} answer has a cursor that cannot go back into a URL")
+
+
+def _records(page: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The profiles of one export page (none when absent), or CleverTapProtocolError."""
+    records = page.get("records") or []
+    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+        raise CleverTapProtocolError("CleverTap's export page has 'records' that are not a list of profiles")
+    return records
+
+
+def _progress_note(report: UploadReport, path: str) -> str:
+    """What a failed upload/subscribe had done before the error, for the task log."""
+    return (
+        f"CleverTap {path.split('?')[0]}: {report.received} rows read, {report.processed} confirmed "
+        "before this error. A retry of the task sends the rows again, which is safe for plain property "
+        "values and (un)subscribes, not for $incr/$add operators."
+    )
 
 
 def _body(parts: list[str]) -> bytes:
@@ -629,14 +732,14 @@ def _index_of(entry: Mapping[str, Any], batch: _Batch, claimed: set[int]) -> int
     return None
 
 
-def _rejection(batch: _Batch, n: int, code: int, error: str, stage: str) -> RecordRejection:
-    """The rejection of the batch's ``n``-th record (its identifier is the one key its payload carried)."""
+def _rejection(batch: _Batch, n: int, code: int, error: str) -> RecordRejection:
+    """CleverTap's rejection of the batch's ``n``-th record (its identifier is the one key its payload carried)."""
     key, value = batch.keys[n], batch.values[n]
     return RecordRejection(
         row=batch.rows[n],
         code=code,
         error=error,
-        stage=stage,  # type: ignore[arg-type]
+        stage="api",
         identity=value if key == "identity" else None,
         object_id=value if key == "objectId" else None,
         email=value if key == "value" else None,

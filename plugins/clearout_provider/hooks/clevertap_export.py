@@ -5,6 +5,10 @@ arrives (a Parquet row group, or CSV lines) to a temporary file that is renamed 
 the export completed: a failed export never leaves a truncated file that looks finished. Every
 column is a nullable string and every column is present even when no record has it, so downstream
 code can rely on the schema.
+
+Parquet (the default) is for machines: values byte for byte. CSV is for people: profile values come
+from the app's users, so a text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``,
+tab, CR first) gets a leading quote (:mod:`clearout_provider.safe_csv`; ``safe_csv.restore`` undoes it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pyarrow.parquet as pq
 
 from clearout_provider.clevertap_rules import parse_date_value
 from clearout_provider.hooks.clevertap_models import EXPORT_BASE_COLUMNS
+from clearout_provider.safe_csv import neutralise
 
 SUFFIXES = (".parquet", ".csv")
 
@@ -73,7 +78,8 @@ def export_columns(properties: Sequence[str]) -> tuple[str, ...]:
 
 
 class ProfileFileWriter:
-    """``with ProfileFileWriter(path, columns) as w: w.write(rows)`` — Parquet or CSV by suffix."""
+    """``with ProfileFileWriter(path, columns) as w: w.write(rows)`` — Parquet (for machines) or CSV (for
+    people: formula-leading cells neutralised) by suffix."""
 
     def __init__(self, path: str | os.PathLike[str], columns: Sequence[str]) -> None:
         self.path = Path(path)
@@ -95,7 +101,7 @@ class ProfileFileWriter:
         else:
             self._csv_file = open(self._tmp, "w", newline="", encoding="utf-8")
             self._csv = csv.writer(self._csv_file)
-            self._csv.writerow(self.columns)
+            self._csv.writerow([neutralise(c) for c in self.columns])
         return self
 
     def write(self, rows: Iterable[Mapping[str, str | None]]) -> None:
@@ -106,7 +112,7 @@ class ProfileFileWriter:
                 arrays = [pa.array([r.get(c) for r in rows], pa.string()) for c in self.columns]
                 self._parquet.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         else:
-            self._csv.writerows([[r.get(c) for c in self.columns] for r in rows])
+            self._csv.writerows([[neutralise(r.get(c)) for c in self.columns] for r in rows])
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

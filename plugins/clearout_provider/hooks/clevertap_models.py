@@ -16,9 +16,9 @@ from clearout_provider.verdicts import VERIFICATION_PROPERTIES  # noqa: F401
 #: Columns every export file starts with, in order.
 EXPORT_BASE_COLUMNS: tuple[str, ...] = ("identity", "objectId", "email", "name")
 
-#: Where a record was turned away: by the hook's own checks before sending ("local"), by CleverTap
-#: in the response ("api"), or because the request kept failing after all retries ("transport").
-Stage = Literal["local", "api", "transport"]
+#: Where a record was turned away: by the hook's own checks before sending ("local"), or by CleverTap
+#: in the response ("api"). A request that fails as a whole is not a rejection: the hook raises.
+Stage = Literal["local", "api"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class UploadReport:
 
     @property
     def rejected(self) -> int:
-        """Rows that were sent and not applied (CleverTap's rejections and transport give-ups)."""
+        """Rows that were sent and not applied (CleverTap's per-record rejections)."""
         return sum(1 for r in self.rejections if r.stage != "local")
 
     @property

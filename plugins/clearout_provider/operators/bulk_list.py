@@ -17,7 +17,9 @@ and finish (``_send_upload``, ``_list_progress``, ``_download_result``, ``_check
 uploaded list is the state file ``clearout_list.json`` in the task instance's folder (stable across
 retries and clears of the same run). It names the list and a hash of the uploaded content; a later try
 with the same content resumes that list unless Clearout says it was cancelled or is gone (then it
-uploads again). If the state file is lost, Clearout's own duplicate-file check catches the re-upload:
+uploads again). What a cancelled list processed before the cancel (a user cleared the deferred task,
+whose trigger cancels the list; a deadline; the Clearout app) was paid for: the bulk verify operator
+downloads it into the verdict ledger and uploads only the rest. If the state file is lost, Clearout's own duplicate-file check catches the re-upload:
 the upload file's NAME is deterministic per task instance and content (dag, run, task, map index and a
 content hash), and Clearout answers 2043 with the earlier list's id for the same name and size.
 
@@ -77,6 +79,16 @@ BULK_LIST_POOL = "clearout_bulk_lists"
 MAX_CONCURRENT_BULK_LISTS = 3
 
 
+def bulk_list_pool() -> str | None:
+    """``[clearout] bulk_list_pool``: the pool of the shipped DAGs' bulk tasks, None for no pool.
+
+    A pool is an optimisation for deployments that run several DAGs against one Clearout account (the
+    docker-compose init creates it); without it a run caps itself at :data:`MAX_CONCURRENT_BULK_LISTS` and
+    Clearout's 1001 answer makes a task wait for a free slot, so a DAG never waits on a pool nobody made.
+    """
+    return conf.get("clearout", "bulk_list_pool", fallback="") or None
+
+
 def default_poll_interval() -> float:
     """``[clearout] bulk_poll_interval`` (default 30 s): one setting for every bulk wait of a deployment
     (tests and the demo shorten it with ``AIRFLOW__CLEAROUT__BULK_POLL_INTERVAL``)."""
@@ -88,6 +100,10 @@ log = logging.getLogger(__name__)
 
 class ClearoutBulkSlotTimeout(AirflowException):
     """Clearout's limit of concurrent bulk lists (1001 / 1083) stayed reached until the deadline."""
+
+
+class _Harvested(Exception):
+    """A cancelled list's processed results were kept: prepare again without them."""
 
 
 class PreparedUpload(Protocol):
@@ -251,8 +267,16 @@ class BulkListOperator(BaseOperator):
         """Fail before uploading when the account cannot cover ``to_send`` rows; return the balance."""
         raise NotImplementedError
 
+    def _harvest(self, context: Mapping[str, Any], list_id: str) -> int:
+        """Keep what a cancelled list already processed (paid for); return how many results were kept.
+
+        The default keeps nothing; the bulk verify operator records the processed verdicts in the ledger.
+        """
+        return 0
+
     def _finish_list(
         self,
+        context: Mapping[str, Any],
         folder: ObjectStoragePath,
         rows_path: str,
         prepared: Mapping[str, int],
@@ -277,14 +301,19 @@ class BulkListOperator(BaseOperator):
             record.attempt, record.deadline = attempt, time.time() + self.timeout
         record.save(state_path)
 
-        while not self._resume(record) and not self._upload(record, upload, to_send, attempt):
-            wait = self._bulk_slot_wait(record)
-            record.save(state_path)
-            if self.deferrable:
-                from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        try:
+            while not self._resume(context, record) and not self._upload(context, record, upload, to_send, attempt):
+                wait = self._bulk_slot_wait(record)
+                record.save(state_path)
+                if self.deferrable:
+                    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
-                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload")
-            time.sleep(wait)
+                    self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload")
+                time.sleep(wait)
+        except _Harvested:
+            record.save(state_path)
+            self.log.info("Preparing again without the addresses the cancelled list already verified")
+            return self.execute(context)
         record.save(state_path)
         assert record.list_id is not None
         context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=record.list_id)
@@ -330,8 +359,12 @@ class BulkListOperator(BaseOperator):
                 shutil.copyfileobj(src, dst, 1 << 20)
         return target, content
 
-    def _usable(self, record: ListRecord, list_id: str) -> bool:
-        """Whether ``list_id`` can still give this task its result (running or completed, not cancelled)."""
+    def _usable(self, context: Mapping[str, Any], record: ListRecord, list_id: str) -> bool:
+        """Whether ``list_id`` can still give this task its result (running or completed, not cancelled).
+
+        A cancelled list is abandoned, but what it processed before the cancel was paid for: it is kept
+        (:meth:`_harvest`) and :class:`_Harvested` makes the task prepare again without those addresses.
+        """
         if list_id in record.abandoned:
             return False
         try:
@@ -342,23 +375,28 @@ class BulkListOperator(BaseOperator):
             )
             record.abandon(list_id)
             return False
-        if progress_outcome(progress.status) in (CANCELLED, ERROR):
+        outcome = progress_outcome(progress.status)
+        if outcome in (CANCELLED, ERROR):
             self.log.warning(
                 "Clearout %s %s is %s: it will not be resumed", self.list_noun, list_id, progress.status
             )
             record.abandon(list_id)
+            if outcome == CANCELLED and self._harvest(context, list_id):
+                raise _Harvested(list_id)
             return False
         return True
 
-    def _resume(self, record: ListRecord) -> bool:
+    def _resume(self, context: Mapping[str, Any], record: ListRecord) -> bool:
         """Resume the list an earlier try started, if it can still deliver."""
-        if record.list_id and self._usable(record, record.list_id):
+        if record.list_id and self._usable(context, record, record.list_id):
             self.log.info("Resuming Clearout %s %s uploaded by an earlier try: no new upload, no new charge",
                           self.list_noun, record.list_id)  # fmt: skip
             return True
         return False
 
-    def _upload(self, record: ListRecord, upload: Path, to_send: int, attempt: str) -> bool:
+    def _upload(
+        self, context: Mapping[str, Any], record: ListRecord, upload: Path, to_send: int, attempt: str
+    ) -> bool:
         """Upload the list (or adopt the duplicate Clearout names); False when Clearout's bulk slots are full."""
         credits = self._check_credits(to_send)
         try:
@@ -367,7 +405,7 @@ class BulkListOperator(BaseOperator):
             except ClearoutDuplicateFile as duplicate:
                 if not duplicate.list_id:
                     raise
-                if self._usable(record, duplicate.list_id):
+                if self._usable(context, record, duplicate.list_id):
                     self.log.info("Clearout already has this file as %s %s (2043): resuming it instead of "
                                   "paying twice", self.list_noun, duplicate.list_id)  # fmt: skip
                     record.adopt(duplicate.list_id)
@@ -431,7 +469,7 @@ class BulkListOperator(BaseOperator):
         credits_spent = None
         if record.credits_before is not None:
             credits_spent = record.credits_before - self.hook.get_credits().available
-        return self._finish_list(folder, record.rows_path, record.prepared, list_id, raw, credits_spent)
+        return self._finish_list(context, folder, record.rows_path, record.prepared, list_id, raw, credits_spent)
 
     def on_kill(self) -> None:
         """Killed while waiting on the worker (non-deferrable): cancel the list, best effort.

@@ -21,7 +21,6 @@ outcome file then shows what WOULD change.
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 import tempfile
@@ -36,11 +35,21 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Self
 
 from airflow.sdk import BaseOperator
 
+from clearout_provider.operators.settings import (
+    resolve_flag,
+    resolve_freshness,
+    resolve_mapping,
+    resolve_unsubscribe,
+    templated,
+)
 from clearout_provider.run_files import task_folder
 from clearout_provider.verdicts import (
     CLEVERTAP_PROPERTIES,
+    MANAGED_PROPERTIES,
     RESULT_COLUMNS,
     UNSUBSCRIBE_PROPERTY,
+    UNSUBSCRIBED_AT_PROPERTY,
+    UNSUBSCRIBED_REASON_PROPERTY,
     PropertyMapping,
     UnsubscribePolicy,
 )
@@ -80,8 +89,11 @@ class Outcome:
     UPDATED = "updated"
     UNSUBSCRIBED_ONLY = "unsubscribed_only"
     UNCHANGED = "unchanged"
+    NOT_VERIFIED = "not_verified"
+    """The verification gave no verdict (no answer, dry run): nothing written, the profile stays due."""
     REJECTED = "rejected"
-    ALL = (UPDATED, UNSUBSCRIBED_ONLY, UNCHANGED, REJECTED)
+    """CleverTap's own per-record code (or the hook's property rules) refused the row."""
+    ALL = (UPDATED, UNSUBSCRIBED_ONLY, UNCHANGED, NOT_VERIFIED, REJECTED)
 
 
 class CleverTapLoadError(Exception):
@@ -90,91 +102,6 @@ class CleverTapLoadError(Exception):
 
 class CleverTapAccountingError(Exception):
     """Counts that do not add up (extract or load): a bug, never a property of the input."""
-
-
-def _native(value: Any, what: str) -> Any:
-    """A templated setting as a Python value: DAGs without ``render_template_as_native_obj`` render
-    lists, dicts and numbers as text, so text is read back as JSON (or a Python literal)."""
-    if not isinstance(value, str):
-        return value
-    if value.strip() in ("", "None"):
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        raise ValueError(f"{what} must be a JSON value, got {value!r}") from None
-
-
-def _templated(value: Any) -> bool:
-    """Whether a setting still holds a Jinja template (checked when the task runs, not at parse time)."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_templated(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_templated(v) for v in value)
-    return False
-
-
-def resolve_mapping(value: PropertyMapping | Mapping[str, Any] | str | None) -> PropertyMapping:
-    """``mapping=`` as given to an operator: a PropertyMapping, ``{"columns": [...], "renames": {...}}``
-    (or its JSON), or None for every column under its default name."""
-    value = _native(value, "mapping")
-    if isinstance(value, PropertyMapping):
-        return value
-    settings = dict(value or {})
-    unknown = sorted(set(settings) - {"columns", "renames"})
-    if unknown:
-        raise ValueError(f"Unknown mapping settings {unknown}: use 'columns' and 'renames'")
-    return PropertyMapping.from_params(
-        _native(settings.get("columns"), "mapping columns"),
-        _native(settings.get("renames"), "mapping renames"),
-    )
-
-
-def resolve_unsubscribe(value: UnsubscribePolicy | Mapping[str, Any] | str | None) -> UnsubscribePolicy:
-    """``unsubscribe=`` as given to an operator: a policy, a dict of its fields (or its JSON), or None."""
-    value = _native(value, "unsubscribe")
-    if isinstance(value, UnsubscribePolicy):
-        return value
-    settings = dict(value or {})
-    for key in ("hard_bounce", "disposable", "spam_trap", "enabled"):
-        if key in settings:
-            settings[key] = resolve_flag(settings[key], f"unsubscribe.{key}")
-    return UnsubscribePolicy.from_params(settings)
-
-
-def resolve_freshness(value: Freshness | Mapping[str, Any] | str | None) -> Freshness:
-    """``freshness=`` as given to an operator: a Freshness, a dict of its fields (or its JSON), or None."""
-    from clearout_provider.contacts import Freshness
-
-    value = _native(value, "freshness")
-    if isinstance(value, Freshness):
-        return value
-    settings = dict(value or {})
-    known = {"ttl_days", "uncertain_ttl_days"}
-    if set(settings) - known:
-        raise ValueError(f"Unknown freshness settings {sorted(set(settings) - known)}: use {sorted(known)}")
-    try:
-        return Freshness(**{k: float(v) for k, v in settings.items()})
-    except (TypeError, ValueError):
-        raise ValueError(f"freshness TTLs must be numbers of days >= 0, got {settings}") from None
-
-
-def resolve_flag(value: Any, what: str) -> bool:
-    """A boolean setting that may arrive as rendered text ("True", "false", "1")."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", "", "none"):
-        return False
-    raise ValueError(f"{what} must be true or false, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------- extract
@@ -233,9 +160,9 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         self.mapping = mapping
         self.batch_size = batch_size
         # Plain settings fail at parse time; templated ones when the task renders them.
-        if freshness is not None and not _templated(freshness):
+        if freshness is not None and not templated(freshness):
             resolve_freshness(freshness)
-        if not _templated(mapping):
+        if not templated(mapping):
             resolve_mapping(mapping)
 
     def _query(self) -> dict[str, Any]:
@@ -261,7 +188,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         folder = task_folder(context, self.workdir)
         freshness, mapping = resolve_freshness(self.freshness), resolve_mapping(self.mapping)
         names = mapping.property_names()
-        properties = (*names.values(), UNSUBSCRIBE_PROPERTY)
+        properties = (*names.values(), *MANAGED_PROPERTIES)
         # Freshness reads the default property names; a renamed mapping is read under those names.
         defaults = {names[c]: CLEVERTAP_PROPERTIES[c] for c in names}
         hook = CleverTapHook(self.clevertap_conn_id)
@@ -375,8 +302,11 @@ class RowPlan:
     update: dict[str, Any] = field(default_factory=dict)
     """The ``profileData`` to send (changed properties, ``$delete`` for cleared ones, ``MSG-email``)."""
     unsubscribe_reason: str | None = None
+    resubscribe: bool = False
+    """Whether this row lifts an unsubscribe this provider made earlier (see UnsubscribePolicy.lifts)."""
     address: str | None = None
-    """The address to unsubscribe with the Subscribe API (None = no call)."""
+    """The address to send to the Subscribe API (None = no call), with ``subscription`` as its status."""
+    subscription: str | None = None
     no_verdict: str | None = None
     """Why the row has no verdict to write (None = it has one)."""
 
@@ -422,16 +352,56 @@ def plan_row(
         else:
             plan.update[prop] = value
         plan.changes[prop] = {"from": old, "to": new}
+    _plan_subscription(plan, row, policy, exported=exported, decided_at=decided_at)
+    return plan
+
+
+def _plan_subscription(
+    plan: RowPlan,
+    row: Mapping[str, Any],
+    policy: UnsubscribePolicy,
+    *,
+    exported: frozenset[str],
+    decided_at: datetime,
+) -> None:
+    """Unsubscribe (with the marker), lift an unsubscribe of ours, or leave the email preference alone.
+
+    The marker (:data:`UNSUBSCRIBED_REASON_PROPERTY` and ``..._AT``) is written only when this run is what
+    switches email off: a profile already switched off without the marker was switched off by someone
+    else (the person opted out) and must never be resubscribed by us, so it never gets one.
+    """
+    from clearout_provider.clevertap_rules import date_value
+    from clearout_provider.hooks.clevertap_export import as_text
+
+    def old(prop: str) -> str | None:
+        return _exported_text(row, prop) if prop in exported else None
+
+    def change(prop: str, value: Any) -> None:
+        new = None if value is _DELETE else as_text(value)
+        if new != old(prop):
+            plan.update[prop] = value
+            plan.changes[prop] = {"from": old(prop), "to": new}
+
+    email_off = old(UNSUBSCRIBE_PROPERTY) == as_text(False)
+    marker = old(UNSUBSCRIBED_REASON_PROPERTY)
+    address = (_text(row.get("verified_email")) or plan.email or "").lower() or None
     plan.unsubscribe_reason = policy.reason(row)
     if plan.unsubscribe_reason:
         malformed = row.get("decided_by") == _decided_locally_as_syntax_invalid()
-        old = _exported_text(row, UNSUBSCRIBE_PROPERTY) if UNSUBSCRIBE_PROPERTY in exported else None
-        if (policy.via_profile or malformed) and old != as_text(False):
-            plan.update[UNSUBSCRIBE_PROPERTY] = False
-            plan.changes[UNSUBSCRIBE_PROPERTY] = {"from": old, "to": as_text(False)}
+        if policy.via_profile or malformed:
+            change(UNSUBSCRIBE_PROPERTY, False)
         if policy.via_subscribe_api and not malformed:
-            plan.address = (_text(row.get("verified_email")) or plan.email or "").lower()
-    return plan
+            plan.address, plan.subscription = address, "Unsubscribe"
+        if (not email_off or marker) and marker != plan.unsubscribe_reason:
+            change(UNSUBSCRIBED_REASON_PROPERTY, plan.unsubscribe_reason)
+            change(UNSUBSCRIBED_AT_PROPERTY, date_value(decided_at))
+    elif marker and policy.lifts(row):
+        plan.resubscribe = True
+        change(UNSUBSCRIBE_PROPERTY, True)
+        change(UNSUBSCRIBED_REASON_PROPERTY, _DELETE)
+        change(UNSUBSCRIBED_AT_PROPERTY, _DELETE)
+        if policy.via_subscribe_api:
+            plan.address, plan.subscription = address, "Resubscribe"
 
 
 def _exported_text(row: Mapping[str, Any], prop: str) -> str | None:
@@ -524,10 +494,14 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         outcome file shows what would change.
     :param max_concurrency: concurrent CleverTap requests (CleverTap allows 15 uploads per account).
 
-    Returns ``{"outcome_path", "input", "updated", "unsubscribed_only", "unchanged", "rejected",
-    "unsubscribed", "by_rejection_code", "by_unsubscribe_reason", "dry_run"}``; ``unsubscribed`` counts
-    the rows whose unsubscribe was applied (would be, in a dry run); ``by_rejection_code`` is keyed by
-    CleverTap's code as text, or "no_verdict" for rows the verification left without a verdict.
+    Returns ``{"outcome_path", "input", "updated", "unsubscribed_only", "unchanged", "not_verified",
+    "rejected", "unsubscribed", "resubscribed", "by_rejection_code", "by_unsubscribe_reason",
+    "by_no_verdict", "dry_run"}``; ``input == updated + unsubscribed_only + unchanged + not_verified +
+    rejected``. ``unsubscribed`` / ``resubscribed`` count the rows whose change was applied (would be, in a
+    dry run); ``by_rejection_code`` is keyed by CleverTap's code as text (only CleverTap's own per-record
+    codes and the hook's property rules reject a row: a transport failure fails the task so Airflow
+    retries it); ``by_no_verdict`` counts rows the verification left without a verdict, by decider (nothing
+    is written for them; they stay due).
 
     The file is loaded :data:`LOAD_BATCH_ROWS` rows at a time (read → plan → upload → unsubscribe →
     outcome rows appended to the outcome file), so memory stays flat however large the file: only the
@@ -560,11 +534,11 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         self.dry_run = dry_run
         self.max_concurrency = max_concurrency
         # Plain settings fail at parse time; templated ones when the task renders them.
-        if not _templated(mapping):
+        if not templated(mapping):
             resolve_mapping(mapping)
-        if not _templated(unsubscribe):
+        if not templated(unsubscribe):
             resolve_unsubscribe(unsubscribe)
-        if not _templated(dry_run):
+        if not templated(dry_run):
             resolve_flag(dry_run, "dry_run")
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -577,7 +551,7 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         dry_run = resolve_flag(self.dry_run, "dry_run")
         decided_at = written_at(self.result_path)
         hook = CleverTapHook(self.clevertap_conn_id, max_concurrency=self.max_concurrency)
-        unsubscriber = _Unsubscriber(hook, dry_run=dry_run)
+        subscriptions = _Subscriptions(hook, dry_run=dry_run)
         tally = _Tally(dry_run=dry_run)
         outcome_path = folder / "clevertap-load-outcome.parquet"
         with outcome_path.open("wb") as stream, pq.ParquetWriter(stream, outcome_schema()) as writer:
@@ -586,20 +560,23 @@ class CleverTapLoadVerificationOperator(BaseOperator):
                 tally.rows_in += table.num_rows
                 del table  # the plans hold what the rest of the batch needs
                 upload = _upload(hook, planned, dry_run=dry_run)
-                writer.write_table(_settle(planned, upload, unsubscriber(planned), tally))
+                writer.write_table(_settle(planned, upload, subscriptions(planned, upload), tally))
         summary = tally.summary(str(outcome_path))
         self.log.info(
-            "CleverTap load%s: %d rows: %d updated, %d unsubscribed only, %d unchanged, %d rejected %s; "
-            "%d unsubscribed %s",
+            "CleverTap load%s: %d rows: %d updated, %d unsubscribed only, %d unchanged, %d not verified %s, "
+            "%d rejected %s; %d unsubscribed %s, %d resubscribed",
             " (DRY RUN: nothing saved, no unsubscribe sent)" if dry_run else "",
             summary["input"],
             summary["updated"],
             summary["unsubscribed_only"],
             summary["unchanged"],
+            summary["not_verified"],
+            summary["by_no_verdict"],
             summary["rejected"],
             summary["by_rejection_code"],
             summary["unsubscribed"],
             summary["by_unsubscribe_reason"],
+            summary["resubscribed"],
         )
         return summary
 
@@ -622,9 +599,11 @@ class _Planned(NamedTuple):
     changes: str | None
     """The outcome file's ``changes`` (JSON); None = nothing differs."""
     updates_properties: bool
-    """Whether a property other than ``MSG-email`` differs."""
+    """Whether a property other than those the load manages (``MSG-email`` and the marker) differs."""
     unsubscribe_reason: str | None
+    resubscribe: bool
     address: str | None
+    subscription: str | None
     no_verdict: str | None
 
 
@@ -634,7 +613,7 @@ def _plan_batch(
     from clearout_provider.results import NO_VERDICT
 
     exported = frozenset(
-        c for c in (*mapping.property_names().values(), UNSUBSCRIBE_PROPERTY) if c in table.column_names
+        c for c in (*mapping.property_names().values(), *MANAGED_PROPERTIES) if c in table.column_names
     )
     planned = []
     for start in range(0, table.num_rows, _ROWS_AS_DICTS):
@@ -642,8 +621,8 @@ def _plan_batch(
             ids = (_text(row.get("identity")), _text(row.get("objectId")), _text(row.get("email")))
             if row.get("decided_by") in NO_VERDICT:
                 detail = row.get("clearout_sub_status")
-                why = f"no verdict to write ({row['decided_by']})" + (f": {detail}" if detail else "")
-                planned.append(_Planned(*ids, None, None, False, None, None, why))
+                why = f"{row['decided_by']}: {detail or 'no verdict to write'}"
+                planned.append(_Planned(*ids, None, None, False, None, False, None, None, why))
                 continue
             plan = plan_row(row, mapping, policy, exported=exported, decided_at=decided_at)
             planned.append(
@@ -651,9 +630,11 @@ def _plan_batch(
                     *ids,
                     plan.update or None,
                     json.dumps(plan.changes, ensure_ascii=False) if plan.changes else None,
-                    bool(plan.changes.keys() - {UNSUBSCRIBE_PROPERTY}),
+                    bool(plan.changes.keys() - set(MANAGED_PROPERTIES)),
                     plan.unsubscribe_reason,
+                    plan.resubscribe,
                     plan.address,
+                    plan.subscription,
                     None,
                 )
             )
@@ -675,31 +656,35 @@ def _upload(
     return _by_row(rows, report, len(rows))
 
 
-class _Unsubscriber:
-    """The Subscribe API side of the load: each address is sent once per run, in the batch where it first
-    appears; rows of later batches with the same address share that answer (None in a dry run, which
-    sends nothing)."""
+class _Subscriptions:
+    """The Subscribe API side of the load: each (address, status) is sent once per run, in the batch where it
+    first appears; rows of later batches with the same address share that answer (None in a dry run, which
+    sends nothing). A row whose profile update CleverTap rejected sends nothing: a rejected row is never
+    unsubscribed (nor resubscribed) by any method."""
 
     def __init__(self, hook: CleverTapHook, *, dry_run: bool) -> None:
         self.hook = hook
         self.dry_run = dry_run
-        self.answers: dict[str, RecordRejection | None] = {}
-        """Address → its rejection (None = applied), for every address sent so far."""
+        self.answers: dict[tuple[str, str], RecordRejection | None] = {}
+        """(address, status) → its rejection (None = applied), for everything sent so far."""
 
-    def __call__(self, planned: list[_Planned]) -> dict[int, RecordRejection | None]:
-        """Row of ``planned`` → its address's rejection (None = applied), for rows with an address."""
-        rows_of: dict[str, list[int]] = {}
+    def __call__(
+        self, planned: list[_Planned], upload: Mapping[int, RecordRejection | None]
+    ) -> dict[int, RecordRejection | None]:
+        """Row of ``planned`` → its address's rejection (None = applied), for rows that send one."""
+        rows_of: dict[tuple[str, str], list[int]] = {}
         for n, plan in enumerate(planned):
-            if plan.address is not None:
-                rows_of.setdefault(plan.address, []).append(n)
+            if plan.address is not None and plan.subscription is not None and upload.get(n) is None:
+                rows_of.setdefault((plan.address, plan.subscription), []).append(n)
         if self.dry_run:
             return {n: None for rows in rows_of.values() for n in rows}
-        new = [address for address in rows_of if address not in self.answers]
-        if new:
-            report = self.hook.subscribe(new, "Unsubscribe")
-            by_index = _by_row(list(range(len(new))), report, len(new))
-            self.answers.update((address, by_index[i]) for i, address in enumerate(new))
-        return {n: self.answers[address] for address, rows in rows_of.items() for n in rows}
+        for status in ("Unsubscribe", "Resubscribe"):
+            new = [address for address, s in rows_of if s == status and (address, status) not in self.answers]
+            if new:
+                report = self.hook.subscribe(new, status)
+                by_index = _by_row(list(range(len(new))), report, len(new))
+                self.answers.update(((address, status), by_index[i]) for i, address in enumerate(new))
+        return {n: self.answers[key] for key, rows in rows_of.items() for n in rows}
 
 
 def _by_row(rows: list[int], report: UploadReport, sent: int) -> dict[int, RecordRejection | None]:
@@ -720,8 +705,10 @@ class _Tally:
     rows_out: int = 0
     by_outcome: Counter[str] = field(default_factory=Counter)
     unsubscribed: int = 0
+    resubscribed: int = 0
     by_rejection_code: Counter[str] = field(default_factory=Counter)
     by_unsubscribe_reason: Counter[str] = field(default_factory=Counter)
+    by_no_verdict: Counter[str] = field(default_factory=Counter)
 
     def summary(self, outcome_path: str) -> dict[str, Any]:
         """The operator's return value; raises when input != updated + unsubscribed_only + unchanged +
@@ -730,15 +717,17 @@ class _Tally:
         if self.rows_out != self.rows_in or self.rows_in != outcomes:
             raise CleverTapAccountingError(
                 f"{self.rows_in} input rows but {self.rows_out} outcomes: {dict(self.by_outcome)} "
-                "(input must equal updated + unsubscribed_only + unchanged + rejected)"
+                "(input must equal updated + unsubscribed_only + unchanged + not_verified + rejected)"
             )
         return {
             "outcome_path": outcome_path,
             "input": self.rows_in,
             **{o: self.by_outcome[o] for o in Outcome.ALL},
             "unsubscribed": self.unsubscribed,
+            "resubscribed": self.resubscribed,
             "by_rejection_code": dict(self.by_rejection_code),
             "by_unsubscribe_reason": dict(self.by_unsubscribe_reason),
+            "by_no_verdict": dict(self.by_no_verdict),
             "dry_run": self.dry_run,
         }
 
@@ -766,10 +755,14 @@ def _settle(
             stage, code, message = where, rejection.code, f"{rejection.stage}: {rejection.error}"
         else:
             stage = code = message = None
-        unsubscribes = (plan.update is not None and UNSUBSCRIBE_PROPERTY in plan.update) or n in subscribe
-        if stage is not None:
+        switches = (plan.update is not None and UNSUBSCRIBE_PROPERTY in plan.update) or n in subscribe
+        unsubscribes = plan.unsubscribe_reason is not None and switches
+        if plan.no_verdict is not None:
+            outcome = Outcome.NOT_VERIFIED
+            tally.by_no_verdict[plan.no_verdict.split(":")[0]] += 1
+        elif stage is not None:
             outcome = Outcome.REJECTED
-            tally.by_rejection_code[str(code) if code is not None else stage] += 1
+            tally.by_rejection_code[str(code)] += 1
         elif plan.updates_properties:
             outcome = Outcome.UPDATED
         elif unsubscribes:
@@ -777,7 +770,9 @@ def _settle(
         else:
             outcome = Outcome.UNCHANGED
         unsubscribed = outcome != Outcome.REJECTED and unsubscribes
+        resubscribed = outcome != Outcome.REJECTED and plan.resubscribe
         tally.by_outcome[outcome] += 1
+        tally.resubscribed += resubscribed
         if unsubscribed:
             tally.unsubscribed += 1
             tally.by_unsubscribe_reason[plan.unsubscribe_reason] += 1
@@ -790,6 +785,7 @@ def _settle(
             ("changes", plan.changes),
             ("unsubscribe_reason", plan.unsubscribe_reason),
             ("unsubscribed", unsubscribed),
+            ("resubscribed", resubscribed),
             ("profile_update", _state(n in upload, up, sent)),
             ("subscribe", _state(n in subscribe, sub, "not_sent_dry_run" if dry_run else "applied")),
             ("rejection_code", code),
@@ -823,6 +819,7 @@ def outcome_schema() -> pa.Schema:
             ("changes", pa.string()),
             ("unsubscribe_reason", pa.string()),
             ("unsubscribed", pa.bool_()),
+            ("resubscribed", pa.bool_()),
             ("profile_update", pa.string()),
             ("subscribe", pa.string()),
             ("rejection_code", pa.int32()),

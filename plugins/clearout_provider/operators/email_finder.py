@@ -323,7 +323,9 @@ class ClearoutBulkEmailFinderOperator(_FinderFileOperator, BulkListOperator):
         folder, prepared = self._prepare(context)
         if prepared.counts.to_find == 0:
             log.info("Nothing to send to Clearout (%s): writing the local decisions only", prepared.counts)
-            return self._finish_list(folder, str(prepared.rows_path), asdict(prepared.counts), None, None, 0)
+            return self._finish_list(
+                context, folder, str(prepared.rows_path), asdict(prepared.counts), None, None, 0
+            )
         return self._run_list(context, folder, prepared, prepared.counts.to_find)
 
     def _send_upload(self, upload: Path, *, ignore_duplicate_file: bool) -> str:
@@ -342,6 +344,7 @@ class ClearoutBulkEmailFinderOperator(_FinderFileOperator, BulkListOperator):
 
     def _finish_list(
         self,
+        context: Mapping[str, Any],
         folder: ObjectStoragePath,
         rows_path: str,
         prepared: Mapping[str, int],

@@ -7,13 +7,14 @@ which path verified. The operator picks nothing by itself: the caller (or ``choo
 decides instant versus bulk, and inputs above ``max_addresses`` are refused with a pointer to the bulk
 operator rather than spending an hour in rate-limit waits.
 
-Spending: only the unique, locally valid addresses of :func:`contacts.prepare_contacts` are sent; every
-answer is checkpointed as it arrives (:class:`clearout_provider.instant_calls.Checkpoint`, in the task
-instance's folder) and a retry, or a cleared-and-rerun task, sends only what the checkpoint lacks.
-An address Clearout times out on (524) or refuses becomes ``unknown`` with the reason in
-``clearout_sub_status`` and ``decided_by = "clearout_instant_failed"`` — it is not charged and not
-checkpointed, so a rerun asks again; auth, credit and daily-limit errors fail the task, keeping the
-checkpoint, with a note saying how many addresses were verified first.
+Spending: only the unique, locally valid addresses of :func:`contacts.prepare_contacts` that the verdict
+ledger (:mod:`clearout_provider.verification.ledger`) cannot answer are sent; every answer is journalled
+in the ledger the moment it arrives, so a retry, a cleared-and-rerun task, a later run or another DAG
+sends only what the ledger lacks. An address Clearout gives no verdict for (524 timeout, refused input,
+a malformed answer) is "no verdict": ``decided_by = "clearout_instant_failed"``, no status, the reason in
+``clearout_sub_status``; it is not recorded, the load writes nothing for it, and the next run asks
+again. Auth, credit and daily-limit errors fail the task with a note saying how many addresses were
+verified first (those are in the ledger). ``dry_run`` sends nothing: it says what would be sent.
 
 The data-file modules (contacts, results: pyarrow, pandas) are imported when the task runs, not at the
 top: that keeps DAG parsing cheap.
@@ -31,18 +32,18 @@ from airflow.sdk import BaseOperator, Context
 from clearout_provider.exceptions import ContactsError
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.hooks.clearout_models import VerifyResult
-from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
+from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, call_each
+from clearout_provider.operators.settings import resolve_flag, resolve_freshness
 from clearout_provider.run_files import task_folder
-from clearout_provider.verdicts import Status
 
 if TYPE_CHECKING:
-    from clearout_provider.contacts import StoragePath
+    from clearout_provider.contacts import Freshness, StoragePath
+    from clearout_provider.verification.ledger import LedgerJournal
 
 log = logging.getLogger(__name__)
 
 #: Above this many unique addresses the instant path is refused: use ClearoutBulkVerifyOperator.
 DEFAULT_MAX_ADDRESSES = 1_000
-CHECKPOINT_NAME = "instant-verify-checkpoint"
 RESULT_FORMATS = ("parquet", "csv")
 
 
@@ -51,10 +52,7 @@ class TooManyForInstant(ContactsError):
 
 
 def verdict_data(result: VerifyResult) -> dict[str, Any]:
-    """A typed instant answer back in the API's ``data`` shape, which ``normalise_instant_result`` reads.
-
-    JSON-safe, so it is also what the checkpoint stores: a retry re-normalises it exactly like a fresh one.
-    """
+    """A typed instant answer back in the API's ``data`` shape, which ``normalise_instant_result`` reads."""
     yes_no = {True: "yes", False: "no"}
     return {
         "email_address": result.email_address,
@@ -73,61 +71,43 @@ def verdict_data(result: VerifyResult) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class InstantOutcome:
-    """What :func:`verify_addresses` got: API ``data`` by address, and per-address failures."""
+    """What :func:`verify_addresses` got: verdict rows by address sent, and per-address failures."""
 
-    answers: dict[str, dict[str, Any]]
+    verdicts: dict[str, dict[str, Any]]
     failures: dict[str, Exception]
-    resumed: int
-    """How many of ``answers`` came from the checkpoint of an earlier try (not paid again)."""
 
 
 def verify_addresses(
     hook: ClearoutHook,
     emails: Sequence[str],
-    checkpoint: Checkpoint,
+    journal: LedgerJournal,
     *,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     timeout_ms: int | None = None,
 ) -> InstantOutcome:
-    """Verify the ``emails`` (normalised, unique) that ``checkpoint`` does not hold yet.
+    """Verify ``emails`` (normalised, unique), journalling every verdict in the ledger as it arrives.
 
     The hook's shared rate limiter paces the calls; ``max_concurrency`` bounds those in flight. The
-    operator and ``bench/bench_instant.py`` both verify through here.
+    operator and ``bench/bench_instant.py`` both verify through here. Rows are keyed by the address SENT,
+    whatever spelling Clearout echoes, so every answer finds its rows.
     """
-    wanted = set(emails)
-    answers = {
-        k: r["data"] for k, r in checkpoint.load().items() if k in wanted and isinstance(r.get("data"), dict)
-    }
-    resumed = len(answers)
-    pending = [e for e in emails if e not in answers]
-    if resumed:
-        log.info("%d addresses were verified by an earlier try (checkpoint); %d left", resumed, len(pending))
+    from clearout_provider.results import normalise_instant_result
+
+    verdicts: dict[str, dict[str, Any]] = {}
 
     def on_result(email: str, result: VerifyResult) -> None:
-        data = verdict_data(result)
-        checkpoint.add(email, {"data": data})
-        answers[email] = data
+        row = {**normalise_instant_result(verdict_data(result)), "normalised_email": email}
+        journal.add(row)
+        verdicts[email] = row
 
     failures = call_each(
-        pending,
+        list(emails),
         lambda email: hook.verify_email(email, timeout_ms=timeout_ms),
         on_result=on_result,
         max_concurrency=max_concurrency,
         what="Clearout instant verifications",
     )
-    return InstantOutcome(answers=answers, failures=failures, resumed=resumed)
-
-
-def _failed_row(email: str, error: Exception) -> dict[str, Any]:
-    from clearout_provider.results import DecidedBy
-
-    return {
-        "normalised_email": email,
-        "verified_email": email,
-        "clearout_status": Status.UNKNOWN.value,
-        "clearout_sub_status": f"Not verified: {error}",
-        "decided_by": DecidedBy.CLEAROUT_INSTANT_FAILED.value,
-    }
+    return InstantOutcome(verdicts=verdicts, failures=failures)
 
 
 class ClearoutInstantVerifyOperator(BaseOperator):
@@ -138,18 +118,23 @@ class ClearoutInstantVerifyOperator(BaseOperator):
     :param clearout_conn_id: Airflow connection of type ``clearout``.
     :param workdir: base folder for this task's files (see :mod:`clearout_provider.run_files`).
     :param max_concurrency: instant calls in flight at once (the account's rate limit sets the pace).
-    :param timeout_ms: how long Clearout may work on one address (≤ 180000; Clearout's default if None).
-    :param max_addresses: refuse inputs with more unique addresses than this (use the bulk operator).
+    :param timeout_ms: how long Clearout may work on one address (<= 180000; Clearout's default if None).
+    :param max_addresses: refuse inputs with more addresses to send than this (use the bulk operator).
     :param result_format: ``"parquet"`` or ``"csv"`` (``clearout-result.<format>`` in the task folder).
+    :param freshness: how long a verdict in the ledger is reused (:class:`~clearout_provider.contacts.
+        Freshness` or a dict of its fields; None = its defaults). Templated.
+    :param dry_run: send nothing; the result marks what would be sent (no verdict) and the return value
+        says how many credits it may cost. Templated.
 
-    Returns the bulk operator's shape, ``{"result_path", "list_id" (None), "rows", "counts",
-    "by_sub_status_code", "by_decided_by", "prepared", "credits_spent"}``, plus ``"mode": "instant"``,
-    ``verified`` (addresses answered by this try), ``resumed`` (taken from an earlier try's checkpoint) and
-    ``failed`` (addresses without a verdict). ``counts`` is rows per status over ALL input rows;
-    ``credits_spent`` is the balance before minus after this try (other use of the account counts too).
+    Returns ``{"result_path", "list_id" (None), "rows", "counts", "by_sub_status_code", "by_decided_by",
+    "prepared", "credits_spent", "mode": "instant", "sent", "reused", "verified", "failed",
+    "credits_needed", "dry_run"}``: ``reused`` addresses came from the ledger (not paid again), ``sent``
+    were asked of Clearout (``verified`` answered, ``failed`` without a verdict); ``credits_needed`` is
+    at most one per address sent (unknown verdicts are free). ``credits_spent`` is the balance before
+    minus after this try (other use of the account counts too).
     """
 
-    template_fields: Sequence[str] = ("source", "email_column", "workdir")
+    template_fields: Sequence[str] = ("source", "email_column", "workdir", "freshness", "dry_run_enabled")
     ui_color = "#e8f4fd"
 
     def __init__(
@@ -163,6 +148,8 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         timeout_ms: int | None = None,
         max_addresses: int = DEFAULT_MAX_ADDRESSES,
         result_format: Literal["parquet", "csv"] = "parquet",
+        freshness: Freshness | dict[str, Any] | str | None = None,
+        dry_run: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -182,46 +169,45 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         self.timeout_ms = timeout_ms
         self.max_addresses = max_addresses
         self.result_format = result_format
+        self.freshness = freshness
+        self.dry_run_enabled = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from clearout_provider.contacts import prepare_contacts
-        from clearout_provider.results import join_results, normalise_instant_result, verdict_table
+        import pyarrow as pa
 
+        from clearout_provider.contacts import prepare_contacts
+        from clearout_provider.results import DecidedBy, join_results
+        from clearout_provider.verification.ledger import VerdictLedger, recorded_by
+        from clearout_provider.verification.plan import not_sent, plan_verification, read_reused
+
+        dry_run = resolve_flag(self.dry_run_enabled, "dry_run")
         folder = task_folder(context, self.workdir)
         prepared = prepare_contacts(self.source, email_column=self.email_column, workdir=folder)
-        counts = prepared.counts
-        if counts.to_verify > self.max_addresses:
+        ledger = VerdictLedger()
+        plan = plan_verification(prepared, ledger, resolve_freshness(self.freshness), context)
+        if plan.to_send > self.max_addresses:
             raise TooManyForInstant(
-                f"{self.source} has {counts.to_verify:,} unique addresses to verify, more than max_addresses="
+                f"{self.source} has {plan.to_send:,} addresses to verify, more than max_addresses="
                 f"{self.max_addresses:,} for instant verification; use ClearoutBulkVerifyOperator (one bulk "
                 "list, no rate-limit waits) or raise max_addresses"
             )
-        hook = ClearoutHook(self.clearout_conn_id)
-        try:
-            # Only asked when something is sent: a delta of known or invalid addresses needs no token.
-            credits_before = hook.get_credits().available if counts.to_verify else None
-            with Checkpoint(folder, CHECKPOINT_NAME) as checkpoint:
-                outcome = verify_addresses(
-                    hook,
-                    list(prepared.emails_to_verify()),
-                    checkpoint,
-                    max_concurrency=self.max_concurrency,
-                    timeout_ms=self.timeout_ms,
-                )
-            credits_spent = credits_before - hook.get_credits().available if credits_before is not None else 0
-        finally:
-            hook.close()
-        # Keyed by the address SENT, whatever spelling Clearout echoes, so every answer finds its rows.
-        rows = [
-            {**normalise_instant_result(data), "normalised_email": e} for e, data in outcome.answers.items()
-        ]
-        rows += [_failed_row(email, error) for email, error in outcome.failures.items()]
+        emails = plan.emails()
+        parts = [read_reused(plan.reused_path)]
+        credits_spent, outcome = 0, InstantOutcome({}, {})
+        if dry_run:
+            parts.append(not_sent(emails, DecidedBy.DRY_RUN, "dry run: not sent"))
+        elif emails:
+            outcome, credits_spent = self._verify(emails, ledger, recorded_by(context))
+            parts.append(pa.Table.from_pylist(list(outcome.verdicts.values()), schema=parts[0].schema))
+            for reason, failed in _by_reason(outcome.failures).items():
+                parts.append(not_sent(failed, DecidedBy.CLEAROUT_INSTANT_FAILED, f"not verified: {reason}"))
         summary = join_results(
-            prepared.rows_path, verdict_table(rows), folder / f"clearout-result.{self.result_format}"
+            prepared.rows_path, pa.concat_tables(parts), folder / f"clearout-result.{self.result_format}"
         )
         if outcome.failures:
             log.warning(
-                "%d addresses got no verdict from Clearout (unknown in the result, reason in clearout_sub_status)",
+                "%d addresses got no verdict from Clearout: nothing is written for them and the next run "
+                "asks again (reasons in clearout_sub_status)",
                 len(outcome.failures),
             )
         return {
@@ -231,10 +217,34 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             "counts": summary.by_status,
             "by_sub_status_code": summary.by_sub_status_code,
             "by_decided_by": summary.by_decided_by,
-            "prepared": asdict(counts),
+            "prepared": asdict(prepared.counts),
             "credits_spent": credits_spent,
             "mode": "instant",
-            "verified": len(outcome.answers) - outcome.resumed,
-            "resumed": outcome.resumed,
+            "sent": 0 if dry_run else plan.to_send,
+            "reused": plan.reused,
+            "verified": len(outcome.verdicts),
             "failed": len(outcome.failures),
+            "credits_needed": plan.to_send,
+            "dry_run": dry_run,
         }
+
+    def _verify(self, emails: list[str], ledger: Any, paid_by: str) -> tuple[InstantOutcome, int | None]:
+        hook = ClearoutHook(self.clearout_conn_id)
+        try:
+            credits_before = hook.get_credits().available
+            with ledger.journal(source="instant", recorded_by=paid_by) as journal:
+                outcome = verify_addresses(
+                    hook, emails, journal, max_concurrency=self.max_concurrency, timeout_ms=self.timeout_ms
+                )
+            return outcome, credits_before - hook.get_credits().available
+        finally:
+            hook.close()
+
+
+def _by_reason(failures: dict[str, Exception]) -> dict[str, list[str]]:
+    """Failed addresses grouped by a short reason (the exception's class and message, no address)."""
+    grouped: dict[str, list[str]] = {}
+    for email, error in failures.items():
+        reason = f"{type(error).__name__}: {error}".replace(email, "<address>")
+        grouped.setdefault(reason[:200], []).append(email)
+    return grouped

@@ -1,22 +1,29 @@
-"""The sandbox's single ASGI app: one router per emulated vendor, mounted under its own prefix."""
+"""The sandbox's single ASGI app: one router per emulated vendor, mounted under its own prefix.
+
+``/clearout/v2/...`` and ``/clevertap/1/...`` are the emulated APIs; ``/healthz`` answers once the app
+is up (its state restored); ``/_sandbox/faults`` reads and flips the fault switches both APIs share
+(see :mod:`.faults`).
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from clearout_provider.sandbox import clearout, clevertap
+from clearout_provider.sandbox import clearout, clevertap, faults
 from clearout_provider.sandbox.settings import SandboxSettings
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
-    """Build the app: ``/clearout/v2/...`` (and later ``/clevertap/1/...``, ``/mailso/v1/...``)."""
+    """Build the app; raises :class:`.SandboxStateError` when ``state_dir`` holds unusable state."""
     settings = settings or SandboxSettings()
     app = FastAPI(title="clearout-provider sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    switches = faults.Faults.from_settings(settings)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(clearout.build_router(settings), prefix="/clearout/v2")
-    app.include_router(clevertap.build_router(settings), prefix="/clevertap/1")
+    app.include_router(faults.build_router(switches, settings))
+    app.include_router(clearout.build_router(settings, switches), prefix="/clearout/v2")
+    app.include_router(clevertap.build_router(settings, switches), prefix="/clevertap/1")
     return app

@@ -4,19 +4,32 @@ Faithful to ``clearout-api.md`` and the wire contract; where both are silent the
 "Inferred choices" below. Every call goes through :meth:`_ClearoutApi.endpoint`, in this order:
 
 1. ``latency_ms`` (``asyncio.sleep``: slow, never blocking);
-2. an injected ``fault_rate_503`` → 503 with no body;
+2. an injected ``fault_rate_503`` → 503 with no body (counted as ``faults_503``);
 3. auth: ``Authorization: <token>``, ``Bearer <token>`` or ``Bearer:<token>``, else 401 / 1000;
 4. JSON POSTs need ``Content-Type: application/json`` (415) and a JSON object (Joi 400);
 5. rate limit: fixed windows of ``rate_window`` s, ``rpm`` for instant verify + the six single-flag
    checks, ``finder_rpm`` for instant finder + queue_status; past the quota 429 / 1030. Every answer
    carries the ``x-ratelimit-*`` headers of its bucket (other endpoints report the verify bucket
    without consuming it);
-6. an injected ``fault_rate_524`` on instant calls (decided here, raised after input validation);
-7. the handler, which raises :class:`ClearoutError` for any failure (HTTP 200 "failed" for most).
+6. on ``POST /email_verify/instant`` an injected ``instant_malformed`` → HTTP 200 with a malformed success
+   body instead of the handler (nothing validated, charged or counted against the daily limit);
+7. an injected ``fault_rate_524`` on instant calls (decided here, raised after input validation);
+8. the handler, which raises :class:`ClearoutError` for any failure (HTTP 200 "failed" for most);
+9. the state's :meth:`~.ClearoutState.flush`: with ``state_dir``, what the call changed is on disk before
+   its answer leaves (see :mod:`.clearout_state`); a heartbeat saves running lists' progress meanwhile.
 
-Faults are drawn from ``random.Random(fault_seed)``, so the same request sequence meets the same faults.
+Faults are drawn from ``random.Random(fault_seed)`` streams, so the same request sequence meets the same
+faults; all of them are runtime switches (:mod:`.faults`) read at each call. Besides those above:
+``upload_without_list_id`` (uploads answer ``data: {}`` and accept nothing), ``progress_status_override``,
+``stuck_lists`` (lists hold where they stand), ``result_url_ttl`` (for URLs handed out from then on) and
+``download_resets`` (the next K presigned downloads send ``download_reset_after_bytes`` bytes of the CSV,
+then drop the connection mid-body). Each injected fault adds to its counter in ``GET /_sandbox/stats``.
 Simulated durations (instant verify time, finder search, the client's ``timeout``) are multiplied by
 ``time_scale``; bulk lists progress at ``bulk_rate`` rows/s (see :mod:`.clearout_lists`).
+
+Unknown lists: ``progress_status`` of a list that does not exist, was removed or is of the other kind
+answers 1008 (HTTP 200, "You are not authorized to access this resource"), as Clearout's spec documents
+for lists that are gone or not yours; download, cancel and remove answer 1029 ("List is not available").
 
 Inferred choices: the single-flag checks are free and outside the daily limit; instant finder needs 4
 spendable credits (a found address's price) and charges when the search completes, also for a queued
@@ -29,18 +42,21 @@ token, no API latency or injected faults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request, UploadFile
+from fastapi import APIRouter, FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Send
 
 from clearout_provider.sandbox.clearout_envelope import (
     UNSUPPORTED_MEDIA_TYPE,
@@ -49,17 +65,13 @@ from clearout_provider.sandbox.clearout_envelope import (
     not_an_object,
     success,
     timeout_error,
+    token_of,
 )
 from clearout_provider.sandbox.clearout_finder import FOUND_COST, find_email, has_unsupported_characters
-from clearout_provider.sandbox.clearout_lists import (
-    SUPPORTED_SUFFIXES,
-    BulkList,
-    ListKind,
-    ListStatus,
-    store_upload,
-)
+from clearout_provider.sandbox.clearout_lists import SUPPORTED_SUFFIXES, BulkList, ListKind, ListStatus
 from clearout_provider.sandbox.clearout_state import Bucket, ClearoutState, QueuedSearch
 from clearout_provider.sandbox.clearout_verdicts import Verdict, iso_utc, verdict_for
+from clearout_provider.sandbox.faults import Faults
 from clearout_provider.sandbox.settings import SandboxSettings
 
 #: ``/email/verify/<path>`` → (key of the answer, the verdict property it reports).
@@ -74,7 +86,10 @@ FLAG_CHECKS: dict[str, tuple[str, Callable[[Verdict], bool]]] = {
 OPTIMIZE_CHOICES = ("highest_accuracy", "fastest_turnaround")
 _LIMIT_CODES = {ListKind.VERIFY: 1001, ListKind.FINDER: 1083}
 _PROGRESS_KEYS = {ListKind.VERIFY: "percentile", ListKind.FINDER: "percentage"}
-_UPLOAD_COUNTERS = {ListKind.VERIFY: "bulk_uploads", ListKind.FINDER: "finder_uploads"}
+#: The two malformed success bodies ``instant_malformed`` alternates between.
+MALFORMED_BODIES: tuple[dict[str, Any], ...] = ({"status": "success"}, {"status": "success", "data": {}})
+#: Seconds between two saves of running lists' progress (with ``state_dir``): what a SIGKILL can lose.
+PROGRESS_SAVE_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,11 +102,13 @@ class Policy:
     json_body: bool = False
     api: bool = True
     auth: bool = True
+    malformable: bool = False
 
 
 NOT_LIMITED = Policy()  # credits, bulk, progress: report the verify bucket without consuming it
 JSON_POST = Policy(json_body=True)
 INSTANT_VERIFY = Policy(consumes=True, instant=True, json_body=True)
+INSTANT_VERIFY_MAIN = Policy(consumes=True, instant=True, json_body=True, malformable=True)
 INSTANT_FINDER = Policy(bucket=Bucket.FINDER, consumes=True, instant=True, json_body=True)
 QUEUE_STATUS = Policy(bucket=Bucket.FINDER, consumes=True)
 RESULT_FILE = Policy(auth=False, api=False)  # stands in for S3: no token, no API latency or faults
@@ -116,10 +133,14 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response | Mapping[str, Any]]]
 
 
-def build_router(settings: SandboxSettings) -> APIRouter:
-    """The Clearout routes (paths relative to ``/clearout/v2``), sharing one in-memory account."""
-    api = _ClearoutApi(settings)
-    router = APIRouter()
+def build_router(settings: SandboxSettings, faults: Faults | None = None) -> APIRouter:
+    """The Clearout routes (paths relative to ``/clearout/v2``), sharing one account.
+
+    ``faults`` are the runtime switches (shared with the admin routes); the router's lifespan runs the
+    progress heartbeat and saves the account once more at shutdown.
+    """
+    api = _ClearoutApi(settings, faults or Faults.from_settings(settings))
+    router = APIRouter(lifespan=api.lifespan)
 
     def add(method: str, path: str, handler: Handler, policy: Policy, name: str | None = None) -> None:
         router.add_api_route(path, api.endpoint(handler, policy), methods=[method], name=name,
@@ -127,7 +148,7 @@ def build_router(settings: SandboxSettings) -> APIRouter:
 
     verify, finder = ListKind.VERIFY, ListKind.FINDER
     add("GET", "/email_verify/getcredits", api.getcredits, NOT_LIMITED)
-    add("POST", "/email_verify/instant", api.instant_verify, INSTANT_VERIFY)
+    add("POST", "/email_verify/instant", api.instant_verify, INSTANT_VERIFY_MAIN)
     for path in FLAG_CHECKS:
         add("POST", f"/email/verify/{path}", api.flag_check(path), INSTANT_VERIFY)
     add("POST", "/email_verify/bulk", api.upload(verify), NOT_LIMITED)
@@ -148,12 +169,6 @@ def build_router(settings: SandboxSettings) -> APIRouter:
     return router
 
 
-def _token_of(header: str) -> str:
-    """The token of any accepted Authorization form: ``<t>``, ``Bearer <t>``, ``Bearer:<t>``."""
-    value = header.strip()
-    return value[7:].strip() if value[:7].lower() in ("bearer:", "bearer ") else value
-
-
 def _js_date(moment: datetime) -> str:
     """JavaScript's ``Date.toString()``, the form of the date in Clearout's 1030 message."""
     return moment.astimezone(UTC).strftime("%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)")
@@ -169,16 +184,62 @@ def _s3_denied(code: str, message: str) -> Response:
     return Response(body, status_code=403, media_type="application/xml")
 
 
+class _ResetResponse(StreamingResponse):
+    """A streamed answer that stops after its chunks without ending the body: the server (uvicorn) then
+    closes the connection, which the client sees as a reset mid-download."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+def _first_bytes(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """The first ``limit`` bytes of a stream of chunks."""
+    for chunk in chunks:
+        if limit <= 0:
+            return
+        yield chunk[:limit]
+        limit -= len(chunk)
+
+
 class _ClearoutApi:
     """The plumbing and the handlers; all state lives in :class:`ClearoutState`."""
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings, faults: Faults) -> None:
         self.settings = settings
+        self.faults = faults
         self.state = ClearoutState(settings)
+        self._malformed_rng = random.Random(f"{settings.fault_seed}:instant_malformed")
+        faults.on_change(self._faults_changed)
+
+    def _faults_changed(self, changed: frozenset[str]) -> None:
+        if "stuck_lists" in changed:
+            self.state.hold_lists(self.faults.stuck_lists)
+            self.state.flush()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        """Save running lists' progress every :data:`PROGRESS_SAVE_INTERVAL` s; save all at shutdown."""
+        heartbeat = asyncio.create_task(self._save_progress()) if self.state.folder else None
+        try:
+            yield
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            self.state.settle()
+            self.state.flush()
+
+    async def _save_progress(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_SAVE_INTERVAL)
+            if self.state.advancing:
+                self.state.settle()
+                self.state.flush()
 
     # --- plumbing -------------------------------------------------------------------------------------
-    def _fault(self, rate: float) -> bool:
-        return rate > 0 and self.state.faults.random() < rate
+    def _fault(self, rate: float, rng: random.Random | None = None) -> bool:
+        return rate > 0 and (rng or self.state.fault_rng).random() < rate
 
     def endpoint(self, handler: Handler, policy: Policy) -> Callable[[Request], Awaitable[Response]]:
         """Wrap ``handler`` in the steps of the module docstring."""
@@ -188,12 +249,15 @@ class _ClearoutApi:
                 await asyncio.sleep(self.settings.latency_ms / 1000)
             window = self.state.windows[policy.bucket]
             try:
-                if policy.api and self._fault(self.settings.fault_rate_503):
+                if policy.api and self._fault(self.faults.fault_rate_503):
+                    self.state.count("faults_503")
                     response = Response(status_code=503)
                 else:
                     response = await self._answer(request, handler, policy)
             except ClearoutError as error:
                 response = error.response()
+            finally:
+                self.state.flush()
             response.headers.update(window.headers(time.monotonic()))
             return response
 
@@ -217,7 +281,7 @@ class _ClearoutApi:
         if policy.consumes:
             window = self.state.windows[policy.bucket]
             if not window.take(now):
-                self.state.counters["rate_limited"] += 1
+                self.state.count("rate_limited")
                 retry_at = datetime.now(UTC) + timedelta(seconds=window.reset_in(now))
                 raise ClearoutError(
                     1030,
@@ -225,13 +289,23 @@ class _ClearoutApi:
                     "limit upgrade plan or reach us@clearout.io",
                     http_status=429,
                 )
-            self.state.counters["instant_calls"] += 1
-        inject = policy.instant and self._fault(self.settings.fault_rate_524)
+            self.state.count("instant_calls")
+        if policy.malformable and self._fault(self.faults.instant_malformed, self._malformed_rng):
+            return self._malformed()
+        inject = policy.instant and self._fault(self.faults.fault_rate_524)
+        if inject:
+            self.state.count("faults_524")
         result = await handler(Call(request, body, now, inject))
         return result if isinstance(result, Response) else success(result)
 
+    def _malformed(self) -> Response:
+        """The next malformed success body, alternating deterministically between the two shapes."""
+        body = MALFORMED_BODIES[self.state.counters["faults_malformed"] % len(MALFORMED_BODIES)]
+        self.state.count("faults_malformed")
+        return JSONResponse(body)
+
     def _authorised(self, request: Request) -> bool:
-        token = _token_of(request.headers.get("authorization", ""))
+        token = token_of(request.headers.get("authorization", ""))
         return hmac.compare_digest(token.encode(), self.settings.clearout_token.encode())
 
     def _seconds(self, ms: float) -> float:
@@ -281,7 +355,7 @@ class _ClearoutApi:
         if not verdict.is_test and state.spendable <= 0:
             raise ClearoutError.of(1002)
         await self._verify_wait(call, email, timeout)
-        state.count_verifications(1)
+        state.count_instant_verification()
         state.charge(int(verdict.billable))
         return verdict.as_instant(datetime.now(UTC), self.settings.instant_verify_ms or None)
 
@@ -311,6 +385,9 @@ class _ClearoutApi:
                     {"field": ["file"], "location": "body", "messages": [exc.detail], "types": ["any.invalid"]}
                 ]) from None  # fmt: skip
             try:
+                if self.faults.upload_without_list_id:  # the body was read: the client sees a normal answer
+                    self.state.count("uploads_without_list_id")
+                    return {}
                 check = Validator(form, "body")
                 upload = check.file("file")
                 if kind is ListKind.VERIFY:
@@ -333,9 +410,7 @@ class _ClearoutApi:
             raise ClearoutError.of(2043, list_id=earlier.id)
         self._check_concurrency(kind)
         list_id = state.new_id()
-        stored = await run_in_threadpool(
-            store_upload, upload.file, name, state.files_dir / f"{list_id}.csv", kind
-        )
+        stored = await run_in_threadpool(state.store, upload.file, name, list_id, kind)
         try:
             state.settle()
             self._check_concurrency(kind)  # again: other uploads may have been accepted meanwhile
@@ -345,14 +420,9 @@ class _ClearoutApi:
             else:
                 self._check_finder_credits(stored.unique_rows)
         except ClearoutError:
-            await run_in_threadpool(stored.path.unlink, True)
+            await run_in_threadpool(stored.delete)
             raise
-        if kind is ListKind.VERIFY:
-            state.count_verifications(stored.total)
-        state.lists[list_id] = BulkList(
-            list_id, kind, name, size, stored, self.settings.bulk_rate, time.monotonic()
-        )
-        state.counters[_UPLOAD_COUNTERS[kind]] += 1
+        state.add_list(list_id, kind, name, size, stored)
         return {"list_id": list_id}
 
     def _check_concurrency(self, kind: ListKind) -> None:
@@ -377,18 +447,20 @@ class _ClearoutApi:
             )
             raise ClearoutError(1028, message, http_status=402, additional_info={"required_credits": short})
 
-    def _list_of(self, kind: ListKind, values: Mapping[str, Any], location: str) -> BulkList:
+    def _list_of(
+        self, kind: ListKind, values: Mapping[str, Any], location: str, missing: int = 1029
+    ) -> BulkList:
         check = Validator(values, location)
         list_id = check.string("list_id")
         check.check()
-        return self.state.get(kind, list_id)
+        return self.state.get(kind, list_id, missing)
 
     def progress(self, kind: ListKind) -> Handler:
         async def progress(call: Call) -> Mapping[str, Any]:
-            bulk = self._list_of(kind, call.query, "query")
+            bulk = self._list_of(kind, call.query, "query", missing=1008)
             return {
-                "progress_status": bulk.status.value,
-                _PROGRESS_KEYS[kind]: bulk.percent(time.monotonic()),
+                "progress_status": self.faults.progress_status_override or bulk.status.value,
+                _PROGRESS_KEYS[kind]: bulk.percent(time.time()),
             }
 
         return progress
@@ -401,7 +473,8 @@ class _ClearoutApi:
             if bulk.status is ListStatus.RUNNING:
                 raise ClearoutError.of(1029, "List is not available for download until it completes")
             bulk.downloaded = True
-            expires = f"{time.time() + self.settings.result_url_ttl:.3f}"
+            self.state.touch(bulk)
+            expires = f"{time.time() + self.faults.result_url_ttl:.3f}"
             url = call.request.url_for("clearout_result_file", list_id=bulk.id, filename=bulk.result_name)
             query = urlencode({"expires": expires, "signature": self.state.sign(bulk.id, expires)})
             return {"url": f"{url}?{query}"}
@@ -419,9 +492,13 @@ class _ClearoutApi:
         bulk = self.state.lists.get(list_id)
         if bulk is None or bulk.expired:
             return _s3_denied("AccessDenied", "Access Denied")
-        disposition = f'attachment; filename="{bulk.result_name}"'
-        return StreamingResponse(bulk.result_chunks(time.monotonic()), media_type="text/csv",
-                                 headers={"content-disposition": disposition})  # fmt: skip
+        headers = {"content-disposition": f'attachment; filename="{bulk.result_name}"'}
+        chunks = bulk.result_chunks(time.time())
+        reset_after = self.faults.take_download_reset()
+        if reset_after is None:
+            return StreamingResponse(chunks, media_type="text/csv", headers=headers)
+        self.state.count("download_resets")
+        return _ResetResponse(_first_bytes(chunks, reset_after), media_type="text/csv", headers=headers)
 
     def cancel(self, kind: ListKind) -> Handler:
         async def cancel(call: Call) -> Mapping[str, Any]:
@@ -430,7 +507,8 @@ class _ClearoutApi:
                 raise ClearoutError.of(1007)
             if bulk.status is not ListStatus.RUNNING:
                 raise ClearoutError.of(1116)
-            bulk.cancel(time.monotonic())
+            bulk.cancel(time.time())
+            self.state.touch(bulk)
             return bulk.summary()
 
         return cancel
@@ -450,8 +528,8 @@ class _ClearoutApi:
                 raise ClearoutError.of(
                     1116, "Result file not downloaded yet, set ignore_result=true to remove the list anyway"
                 )
-            del self.state.lists[bulk.id]
-            await run_in_threadpool(bulk.stored.path.unlink, True)
+            self.state.retire(bulk)
+            await run_in_threadpool(bulk.stored.delete)
             return bulk.summary()
 
         return remove
@@ -477,7 +555,8 @@ class _ClearoutApi:
             queue_id = None
             if queue:  # the search goes on in the background: answerable through queue_status later
                 queue_id = state.new_id()
-                state.queue[queue_id] = QueuedSearch(call.started + search, result)
+                ready_at = time.time() + max(0.0, call.started + search - time.monotonic())
+                state.enqueue(queue_id, QueuedSearch(ready_at, name, domain, result))
                 state.charge(result.cost)
             raise timeout_error("email_finder", json.dumps(dict(call.body), separators=(",", ":")), queue_id)
         await asyncio.sleep(search)
@@ -491,7 +570,7 @@ class _ClearoutApi:
         queued = self.state.queue.get(queue_id)
         if queued is None:
             raise ClearoutError.of(1104)
-        if time.monotonic() < queued.ready_at:
+        if time.time() < queued.ready_at:
             return {"query_status": "running"}
         return {"query_status": "completed", **queued.result.as_instant(datetime.now(UTC))}
 
@@ -508,4 +587,5 @@ class _ClearoutApi:
         if bulk is None:
             raise ClearoutError.of(1029)
         bulk.expired = True
+        self.state.touch(bulk)
         return {"list_id": list_id, "expired": True}

@@ -4,7 +4,8 @@ Success is ``{"status":"success","data":{...}}``; a failure is
 ``{"status":"failed","error":{"code":N,"message":...[,"additional_info":{...}]}}`` and, as on the real
 service, MOST business failures travel with HTTP 200. Request validation fails the way Clearout's Joi
 schemas do (Joi v15 wording: the fact sheet's ``any.empty``): HTTP 400, no code, one reason per field.
-Handlers raise :class:`ClearoutError`; the router turns it into the response.
+Handlers raise :class:`ClearoutError`; the router turns it into the response. :func:`token_of` reads the
+token out of any Authorization form Clearout's clients send.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ ERRORS: dict[int, tuple[int, str]] = {
         ),
     ),
     1007: (200, "Result file got expired, contact us@clearout.io"),
+    1008: (200, "You are not authorized to access this resource"),
     1017: (200, "You have reached daily verify limit, please try next day or contact us@clearout.io"),
     1029: (200, "List is not available"),
     1083: (
@@ -92,6 +94,12 @@ class ClearoutError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.http_status)
+
+
+def token_of(header: str) -> str:
+    """The token of any accepted Authorization form: ``<t>``, ``Bearer <t>``, ``Bearer:<t>``."""
+    value = header.strip()
+    return value[7:].strip() if value[:7].lower() in ("bearer:", "bearer ") else value
 
 
 def success(data: Mapping[str, Any]) -> JSONResponse:

@@ -5,11 +5,17 @@ Built for million-row lists without holding them in memory:
 - the upload is copied to the sandbox's temp dir (an ``.xlsx`` is converted to CSV there, row by row
   with openpyxl's read-only mode) and read ONCE at upload time to count rows and price them: the only
   per-row state kept is the cumulative cost (4 bytes a row), so "credits due after N rows" is a lookup;
-- progress is a pure function of time: ``processed = (now - started) * bulk_rate``, capped at the row
-  count, frozen by a cancel; credits are charged when rows are processed, computed lazily whenever the
-  list is observed (:meth:`BulkList.observe`);
+- progress is a pure function of wall-clock time: ``processed = base_rows + (now - anchor) * bulk_rate``,
+  capped at the row count, frozen by a cancel or while lists are held (``stuck_lists``); credits are
+  charged when rows are processed, computed lazily whenever the list is observed
+  (:meth:`BulkList.observe`), so "charged" is always the cost of the first "observed" rows;
 - the result file is never built: :meth:`BulkList.result_chunks` re-reads the stored CSV and yields the
-  original row (same columns, same order, same values) plus the Clearout columns, in 64 KiB chunks.
+  original row (same columns, same order, same values) plus the Clearout columns, in 64 KiB chunks;
+- persistence (``state_dir``): the cumulative cost is saved once beside the stored CSV (``.npy``, mapped
+  back into memory on restart instead of re-reading the list), and a list's life is a small record
+  (:meth:`BulkList.to_record`) rewritten whenever it changes. A restored list resumes from the rows it
+  had been observed to process, at the moment the new process starts: time the sandbox was down does
+  not count, so a list neither restarts from 0 nor jumps to done.
 
 Verdicts come from the same functions as the instant endpoints, so a list and an instant call always
 agree about an address.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 from array import array
 from collections.abc import Iterator
@@ -26,11 +33,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from clearout_provider.sandbox.clearout_envelope import ClearoutError
 from clearout_provider.sandbox.clearout_finder import cancelled_result, find_email
 from clearout_provider.sandbox.clearout_verdicts import cancelled, iso_utc, verdict_for
+from clearout_provider.sandbox.state_files import unreadable
 from clearout_provider.verdicts import BULK_RESULT_COLUMNS, EMAIL_COLUMN_NAMES, FINDER_RESULT_COLUMNS
 
 if TYPE_CHECKING:
@@ -160,6 +168,11 @@ class FinderLayout:
         return (find_email(name, domain) if processed else cancelled_result(name, domain)).as_bulk_row(at)
 
 
+def locate(kind: ListKind, header: list[str]) -> Layout:
+    """The layout of a list of ``kind`` with this header row (1004 / 400 when the columns are missing)."""
+    return VerifyLayout.locate(header) if kind is ListKind.VERIFY else FinderLayout.locate(header)
+
+
 @dataclass(frozen=True)
 class StoredList:
     """An accepted upload on disk, with what one pass over it learnt: row count and cumulative cost."""
@@ -168,6 +181,7 @@ class StoredList:
     layout: Layout
     cumulative_cost: np.ndarray
     unique_rows: int
+    costs_path: Path | None = None
 
     @property
     def total(self) -> int:
@@ -180,6 +194,38 @@ class StoredList:
     def cost_of_first(self, rows: int) -> int:
         """Credits due once the first ``rows`` rows are processed (duplicates and free rows cost 0)."""
         return int(self.cumulative_cost[rows - 1]) if rows > 0 else 0
+
+    def with_saved_costs(self, costs_path: Path) -> StoredList:
+        """Save the cumulative cost beside the list (atomically) so a restart need not price it again."""
+        import numpy as np
+
+        temp = costs_path.with_name(f".{costs_path.name}.{os.getpid()}.tmp")
+        with open(temp, "wb") as out:
+            np.save(out, self.cumulative_cost)
+        os.replace(temp, costs_path)
+        return StoredList(self.path, self.layout, self.cumulative_cost, self.unique_rows, costs_path)
+
+    def delete(self) -> None:
+        """Remove the stored CSV and its saved costs (blocking: run in a thread)."""
+        self.path.unlink(missing_ok=True)
+        if self.costs_path is not None:
+            self.costs_path.unlink(missing_ok=True)
+
+
+def load_stored(path: Path, costs_path: Path, kind: ListKind, unique_rows: int) -> StoredList:
+    """A list stored by an earlier process: its header re-read, its costs memory-mapped (not loaded)."""
+    import numpy as np
+
+    try:
+        header = next(read_rows(path), [])
+        costs = np.load(costs_path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise unreadable(costs_path if path.exists() else path, exc) from exc
+    try:
+        layout = locate(kind, header)
+    except ClearoutError as exc:
+        raise unreadable(path, exc.message) from exc
+    return StoredList(path, layout, costs, unique_rows, costs_path)
 
 
 def store_upload(src: BinaryIO, filename: str, dest: Path, kind: ListKind) -> StoredList:
@@ -238,7 +284,7 @@ def _price(path: Path, kind: ListKind) -> StoredList:
     rows = read_rows(path)
     header = next(rows, None)
     header = header or []
-    layout: Layout = VerifyLayout.locate(header) if kind is ListKind.VERIFY else FinderLayout.locate(header)
+    layout = locate(kind, header)
     keys, costs = array("q"), bytearray()
     for row in rows:
         key, cost = layout.key_and_cost(row)
@@ -261,7 +307,10 @@ def _price(path: Path, kind: ListKind) -> StoredList:
 
 @dataclass
 class BulkList:
-    """One uploaded list and its life: running → completed | cancelled, then maybe expired or removed."""
+    """One uploaded list and its life: running → completed | cancelled, then maybe expired or removed.
+
+    Times are wall-clock (``time.time()``) so that they mean the same in the next process.
+    """
 
     id: str
     kind: ListKind
@@ -269,33 +318,47 @@ class BulkList:
     size: int
     stored: StoredList
     rate: float
-    started: float
+    anchor: float
+    """Wall-clock time from which the list advances at ``rate`` rows/s beyond ``base_rows``."""
+    base_rows: int = 0
+    paused: bool = False
     created_on: datetime = field(default_factory=lambda: datetime.now(UTC))
     status: ListStatus = ListStatus.RUNNING
     cancelled_on: datetime | None = None
+    observed_rows: int = 0
     charged: int = 0
     expired: bool = False
     downloaded: bool = False
-    _frozen_at: int | None = None
 
     @property
     def total(self) -> int:
         return self.stored.total
 
-    def processed(self, now: float) -> int:
-        """Rows verified by monotonic time ``now`` (frozen once cancelled)."""
-        if self._frozen_at is not None:
-            return self._frozen_at
-        return min(self.total, int((now - self.started) * self.rate))
+    @property
+    def advancing(self) -> bool:
+        """Whether the list is still processing rows (running and not held)."""
+        return self.status is ListStatus.RUNNING and not self.paused
 
-    def observe(self, now: float) -> int:
-        """Bring status and charges up to ``now``; returns the credits that fell due since last time."""
+    def processed(self, now: float) -> int:
+        """Rows verified by wall-clock time ``now``; never fewer than already observed (clock steps back)."""
+        if not self.advancing:
+            return max(self.base_rows, self.observed_rows)
+        advanced = self.base_rows + max(0, int((now - self.anchor) * self.rate))
+        return max(self.observed_rows, min(self.total, advanced))
+
+    def observe(self, now: float) -> bool:
+        """Bring status and charges up to ``now``; True when something a record holds changed."""
         processed = self.processed(now)
+        before = (self.status, self.observed_rows)
         if self.status is ListStatus.RUNNING and processed >= self.total:
-            self.status = ListStatus.COMPLETED
-        due = self.stored.cost_of_first(processed) - self.charged
-        self.charged += due
-        return due
+            self.status, self.base_rows = ListStatus.COMPLETED, self.total
+        self.observed_rows = processed
+        self.charged = self.stored.cost_of_first(processed)
+        return before != (self.status, self.observed_rows)
+
+    def hold(self, now: float, paused: bool) -> None:
+        """Freeze (``paused``) or resume the list from the rows it has processed by ``now``."""
+        self.base_rows, self.anchor, self.paused = self.processed(now), now, paused
 
     @property
     def reserved(self) -> int:
@@ -309,13 +372,57 @@ class BulkList:
 
     def cancel(self, now: float) -> None:
         """Stop at once: rows not yet processed become Unknown / 605 and are never charged."""
-        self._frozen_at = self.processed(now)
+        self.base_rows = self.processed(now)
         self.status = ListStatus.CANCELLED
         self.cancelled_on = datetime.now(UTC)
+        self.observe(now)
 
     def summary(self) -> dict[str, str]:
-        """``data`` of the cancel and remove answers."""
-        return {"name": self.name, "source": "upload", "created_on": iso_utc(self.created_on)}
+        """``data`` of the cancel and remove answers (Clearout's SDK reads ``list_id`` and ``name``)."""
+        return {
+            "list_id": self.id,
+            "name": self.name,
+            "source": "upload",
+            "created_on": iso_utc(self.created_on),
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """What a restart needs to resume the list: its ledger (observed rows and their charge) and life."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "name": self.name,
+            "size": self.size,
+            "total": self.total,
+            "unique_rows": self.stored.unique_rows,
+            "rate": self.rate,
+            "created_on": self.created_on.isoformat(),
+            "status": self.status.value,
+            "cancelled_on": self.cancelled_on.isoformat() if self.cancelled_on else None,
+            "processed": self.observed_rows,
+            "charged": self.charged,
+            "expired": self.expired,
+            "downloaded": self.downloaded,
+            "removed": False,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], stored: StoredList, now: float, paused: bool) -> BulkList:
+        """The list of an earlier process, resuming at ``now`` from the rows it was observed to process."""
+        processed = int(record["processed"])
+        cancelled_on = record["cancelled_on"]
+        return cls(
+            id=record["id"], kind=ListKind(record["kind"]), name=record["name"], size=int(record["size"]),
+            stored=stored, rate=float(record["rate"]), anchor=now, base_rows=processed, paused=paused,
+            created_on=datetime.fromisoformat(record["created_on"]), status=ListStatus(record["status"]),
+            cancelled_on=datetime.fromisoformat(cancelled_on) if cancelled_on else None,
+            observed_rows=processed, charged=int(record["charged"]), expired=bool(record["expired"]),
+            downloaded=bool(record["downloaded"]),
+        )  # fmt: skip
+
+    def retire(self) -> RetiredList:
+        """What stays of a removed list: its charges and its share of the counters and the daily limit."""
+        return RetiredList(self.id, self.kind, self.created_on, self.total, self.charged)
 
     @property
     def result_name(self) -> str:
@@ -344,3 +451,35 @@ class BulkList:
                 out.seek(0)
                 out.truncate()
         yield out.getvalue().encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class RetiredList:
+    """A removed list: gone from every endpoint, but its credits stay spent and its uploads counted."""
+
+    id: str
+    kind: ListKind
+    created_on: datetime
+    total: int
+    charged: int
+
+    def to_record(self) -> dict[str, Any]:
+        """The tombstone written over the list's record."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "created_on": self.created_on.isoformat(),
+            "total": self.total,
+            "charged": self.charged,
+            "removed": True,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RetiredList:
+        return cls(
+            record["id"],
+            ListKind(record["kind"]),
+            datetime.fromisoformat(record["created_on"]),
+            int(record["total"]),
+            int(record["charged"]),
+        )

@@ -20,7 +20,15 @@ Faithful to the CleverTap fact sheet where it speaks, and explicit where it does
   ready → ``{"status":"fail","code":2}``, throttled (every ``clevertap_throttle_every``-th page
   request) → ``{"status":"fail","code":1}``, both with HTTP 200 (inferred). Pages are built lazily
   from the store, so a million-profile export never holds more than one page.
-* ``clevertap_fault_rate_503`` of the calls answer 503 before doing anything (seeded by ``fault_seed``).
+* Fault switches (runtime-changeable, :mod:`.faults`), all answered before the call does anything:
+  ``clevertap_down`` / ``clevertap_down_paths`` → 503 "Service Unavailable" for every call / the calls
+  under those path prefixes (checked before auth: a service that is down checks nothing);
+  ``clevertap_fault_rate_503`` → 503 and ``clevertap_fault_rate_429`` → 429 "Too many concurrent
+  requests" for that fraction of calls (seeded by ``fault_seed``, one stream each);
+  ``clevertap_reject_rate`` → that fraction of otherwise valid upload records comes back in
+  ``unprocessed`` with code 515 ("Profile data is incorrect. Email is not valid.") and is not saved,
+  chosen by a hash of ``fault_seed`` and the record's identifier, so a retry meets the same rejection.
+  Counted in the stats as ``faults_down``, ``faults_503``, ``faults_429``, ``faults_rejected``.
 * ``GET /profile.json?email=|identity=|objectId=`` → ``{"status":"success","record":{...}}`` or 404.
 * ``GET /_sandbox/stats`` (sandbox only, auth required, not rate-limited): counters that tests and
   benchmarks use as a witness of what actually reached the server.
@@ -30,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import random
 import secrets
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -54,10 +64,14 @@ from clearout_provider.sandbox.clevertap_cursors import CursorBook, CursorError
 from clearout_provider.sandbox.clevertap_seed import SeedProfiles
 from clearout_provider.sandbox.clevertap_store import ProfileStore
 from clearout_provider.sandbox.clevertap_validation import check_subscription, check_upload_record
+from clearout_provider.sandbox.faults import Faults
 from clearout_provider.sandbox.settings import SandboxSettings
+from clearout_provider.sandbox.state_files import unreadable
 
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 STATE_FILE = "clevertap.sqlite3"
+#: What an injected ``clevertap_reject_rate`` rejection says (CleverTap's 515 wording).
+INJECTED_REJECTION = Violation(RecordCode.EMAIL_INVALID, "Profile data is incorrect. Email is not valid.")
 
 
 def fail(http_status: int, error: str, code: int | None = None) -> JSONResponse:
@@ -70,14 +84,19 @@ def fail(http_status: int, error: str, code: int | None = None) -> JSONResponse:
 class CleverTapSandbox:
     """State of one emulated CleverTap account: profiles, cursors, counters, in-flight requests."""
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings, faults: Faults) -> None:
         self.settings = settings
+        self.faults = faults
         state_path = Path(settings.state_dir) / STATE_FILE if settings.state_dir else None
-        self.store = ProfileStore(SeedProfiles(settings.seed_contacts), state_path)
+        try:
+            self.store = ProfileStore(SeedProfiles(settings.seed_contacts), state_path)
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(state_path, exc) from exc
         self.cursors = CursorBook(settings.clevertap_cursor_not_ready)
         self.stats: Counter[str] = Counter()
         self.in_flight = 0
-        self._faults = random.Random(settings.fault_seed)
+        self._rng_503 = random.Random(settings.fault_seed)
+        self._rng_429 = random.Random(f"{settings.fault_seed}:clevertap_fault_rate_429")
 
     def auth_problem(self, request: Request) -> JSONResponse | None:
         """401 unless both credential headers match (compared in constant time, as a server should)."""
@@ -94,16 +113,16 @@ class CleverTapSandbox:
 
         @functools.wraps(handler)
         async def endpoint(request: Request) -> JSONResponse:
+            if self.faults.clevertap_is_down(request.url.path):
+                self.stats["faults_down"] += 1
+                return fail(503, "Service Unavailable")
             problem = self.auth_problem(request)
             if problem:
                 self.stats["unauthorized"] += 1
                 return problem
-            if (
-                self.settings.clevertap_fault_rate_503
-                and self._faults.random() < self.settings.clevertap_fault_rate_503
-            ):
-                self.stats["faults_503"] += 1
-                return fail(503, "Service Unavailable")
+            injected = self.injected_fault()
+            if injected:
+                return injected
             if self.in_flight >= self.settings.clevertap_max_concurrency:
                 self.stats["too_many_requests"] += 1
                 return fail(429, "Too many concurrent requests")
@@ -123,6 +142,26 @@ class CleverTapSandbox:
                 self.in_flight -= 1
 
         return endpoint
+
+    def injected_fault(self) -> JSONResponse | None:
+        """An injected 503 or 429 for this call (``clevertap_fault_rate_503`` / ``_429``), if one is due."""
+        rate_503, rate_429 = self.faults.clevertap_fault_rate_503, self.faults.clevertap_fault_rate_429
+        if rate_503 and self._rng_503.random() < rate_503:
+            self.stats["faults_503"] += 1
+            return fail(503, "Service Unavailable")
+        if rate_429 and self._rng_429.random() < rate_429:
+            self.stats["faults_429"] += 1
+            return fail(429, "Too many concurrent requests")
+        return None
+
+    def rejected(self, record: Any) -> bool:
+        """Whether ``clevertap_reject_rate`` rejects this (valid) record: decided by its identifier alone."""
+        rate = self.faults.clevertap_reject_rate
+        if not rate:
+            return False
+        kind, ident = identifier_of(record)  # type: ignore[misc]  # a valid record has one
+        digest = hashlib.sha256(f"{self.settings.fault_seed}:{kind}:{ident}".encode()).digest()
+        return int.from_bytes(digest[:8]) / 2**64 < rate
 
     # --- upload / subscribe -------------------------------------------------------------------------
     async def records_of(self, request: Request) -> list[Any] | JSONResponse:
@@ -147,6 +186,9 @@ class CleverTapSandbox:
         processed, unprocessed, touched = 0, [], set()
         for number, record in enumerate(records, 1):
             problem = check_upload_record(record, now)
+            if problem is None and self.rejected(record):
+                problem = INJECTED_REJECTION
+                self.stats["faults_rejected"] += 1
             key = None
             if problem is None and record["type"] == "profile":
                 kind, ident = identifier_of(record)  # type: ignore[misc]  # checked above
@@ -300,9 +342,9 @@ def _envelope(processed: int, unprocessed: list[dict[str, Any]]) -> JSONResponse
     return JSONResponse({"status": status, "processed": processed, "unprocessed": unprocessed})
 
 
-def build_router(settings: SandboxSettings) -> APIRouter:
-    """The CleverTap emulator's routes (mount under ``/clevertap/1``)."""
-    sandbox = CleverTapSandbox(settings)
+def build_router(settings: SandboxSettings, faults: Faults | None = None) -> APIRouter:
+    """The CleverTap emulator's routes (mount under ``/clevertap/1``); ``faults``: the runtime switches."""
+    sandbox = CleverTapSandbox(settings, faults or Faults.from_settings(settings))
     router = APIRouter()
     router.add_api_route("/upload", sandbox.api(sandbox.upload), methods=["POST"])
     router.add_api_route("/subscribe", sandbox.api(sandbox.subscribe), methods=["POST"])

@@ -1,7 +1,12 @@
 """``clearout-sandbox --host 127.0.0.1 --port 8765 [--credits N --rpm N ...]``.
 
 Options are generated from :class:`~clearout_provider.sandbox.settings.SandboxSettings` so the CLI and
-the dataclass cannot drift apart; each option's help is the docstring under its field.
+the dataclass cannot drift apart; each option's help is the docstring under its field (a list-valued
+field, such as ``--clevertap-down-paths``, takes its items comma-separated). Options marked "runtime
+switch" can also be changed while the server runs, through ``POST /_sandbox/faults``.
+
+A ``--state-dir`` holding state the sandbox cannot resume from stops it at start-up with exit code 2
+and a message naming the file, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -11,9 +16,22 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import sys
 import typing
+from collections.abc import Callable
+from typing import Any
 
+from clearout_provider.sandbox.faults import parse_paths
 from clearout_provider.sandbox.settings import SandboxSettings
+from clearout_provider.sandbox.state_files import SandboxStateError
+
+#: How the command line's text becomes a field value, by the field's type (anything else stays text).
+_CASTERS: dict[object, Callable[[str], Any]] = {
+    int: int,
+    float: float,
+    str: str,
+    tuple[str, ...]: parse_paths,
+}
 
 
 def _field_docs() -> dict[str, str]:
@@ -35,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clearout-sandbox",
         description="Local emulator of the Clearout and CleverTap APIs for demos and tests.",
+        epilog=(
+            'Options marked "runtime switch" can also be changed while the server runs: GET/POST/DELETE '
+            "/_sandbox/faults (JSON object of switches; Clearout token in the Authorization header)."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on.")
@@ -51,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                 option, action=argparse.BooleanOptionalAction, default=field.default, help=doc
             )
         else:
-            caster = kind if kind in (int, float, str) else str
-            parser.add_argument(option, type=caster, default=field.default, help=doc)
+            parser.add_argument(option, type=_CASTERS.get(kind, str), default=field.default, help=doc)
     return parser
 
 
@@ -69,5 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     from clearout_provider.sandbox.app import create_app
 
     args = build_parser().parse_args(argv)
-    app = create_app(settings_from_args(args))
+    try:
+        app = create_app(settings_from_args(args))
+    except SandboxStateError as exc:
+        print(f"clearout-sandbox: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -1,7 +1,12 @@
 """Run the sandbox in a child process: used by the test fixtures, the demo and the benchmarks.
 
 A child process (not a thread) keeps the server's CPU and memory apart from the code under test and
-makes the HTTP path exactly the one users take.
+makes the HTTP path exactly the one users take. Reliability tests also drive the server's life through it:
+:meth:`SandboxProcess.restart` (gracefully or with SIGKILL, same port and settings, so with a
+``state_dir`` the account survives) and the runtime fault switches (:meth:`~SandboxProcess.set_faults`,
+:meth:`~SandboxProcess.faults`, :meth:`~SandboxProcess.reset_faults`; meanings in :mod:`.faults`).
+Readiness is always awaited by polling ``/healthz`` (up to ``startup_timeout``, 120 s by default: the
+machines that run the tests are often CPU-bound), never by sleeping a fixed time.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import requests
 
@@ -38,7 +44,7 @@ class SandboxProcess:
         host: str = "127.0.0.1",
         port: int | None = None,
         log_path: Path | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 120.0,
     ) -> None:
         self.settings = settings or SandboxSettings()
         self.host = host
@@ -46,6 +52,7 @@ class SandboxProcess:
         self.log_path = log_path
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -62,11 +69,14 @@ class SandboxProcess:
         """Base URL to put in a ``clearout`` connection's host field."""
         return f"{self.url}/clearout/v2"
 
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": self.settings.clearout_token}
+
     def clearout_stats(self) -> dict[str, Any]:
         """The Clearout side's own counters (``GET /clearout/v2/_sandbox/stats``: credits, calls, lists):
         the server-side witness tests and benchmarks read, since the hooks retry and hide some answers."""
-        auth = {"Authorization": self.settings.clearout_token}
-        resp = requests.get(f"{self.clearout_url}/_sandbox/stats", headers=auth, timeout=30)
+        resp = requests.get(f"{self.clearout_url}/_sandbox/stats", headers=self._auth, timeout=30)
         resp.raise_for_status()
         return resp.json()
 
@@ -79,6 +89,30 @@ class SandboxProcess:
         resp = requests.get(f"{self.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30)
         resp.raise_for_status()
         return resp.json()["stats"]
+
+    def faults(self) -> dict[str, Any]:
+        """The current fault switches (``GET /_sandbox/faults``): every switch name → its value."""
+        resp = requests.get(f"{self.url}/_sandbox/faults", headers=self._auth, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def set_faults(self, **overrides: Any) -> dict[str, Any]:
+        """Change fault switches while the server runs (``set_faults(stuck_lists=True)``); all or none.
+
+        Returns every switch as it now stands; an unknown switch or a bad value raises ``ValueError``
+        with the server's explanation (and changes nothing).
+        """
+        resp = requests.post(f"{self.url}/_sandbox/faults", json=overrides, headers=self._auth, timeout=30)
+        if resp.status_code == 400:
+            raise ValueError(resp.json()["error"])
+        resp.raise_for_status()
+        return resp.json()
+
+    def reset_faults(self) -> dict[str, Any]:
+        """Every fault switch back to its start-up value (from ``settings``); returns them."""
+        resp = requests.delete(f"{self.url}/_sandbox/faults", headers=self._auth, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
 
     def command(self) -> list[str]:
         """The command line that starts this server (every non-default setting spelled out)."""
@@ -98,20 +132,26 @@ class SandboxProcess:
                 option = "--" + field.name.replace("_", "-")
                 if isinstance(value, bool):
                     cmd.append(option if value else "--no-" + option[2:])
+                elif isinstance(value, tuple):
+                    cmd += [option, ",".join(value)]
                 else:
                     cmd += [option, str(value)]
         return cmd
 
-    def start(self) -> Self:
-        """Start the server and block until ``/healthz`` answers (or raise with its output)."""
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+    def start(self, timeout: float | None = None) -> Self:
+        """Start the server and poll ``/healthz`` until it answers (up to ``timeout``, default
+        ``startup_timeout``); raise with the end of its output when it exits or never answers."""
+        self._out = open(self.log_path, "ab") if self.log_path else tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
+            self.command(), stdout=self._out, stderr=subprocess.STDOUT, env=os.environ.copy()
         )
-        deadline = time.monotonic() + self.startup_timeout
+        ceiling = self.startup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + ceiling
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"sandbox exited with code {self._proc.returncode}; see {self.log_path}")
+                code, output = self._proc.returncode, self._output_tail()
+                self.stop()
+                raise RuntimeError(f"sandbox exited with code {code}: {output}")
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).ok:
                     return self
@@ -119,18 +159,43 @@ class SandboxProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"sandbox did not answer /healthz within {self.startup_timeout}s")
+        raise RuntimeError(f"sandbox did not answer /healthz within {ceiling}s")
 
-    def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after 10 s)."""
+    def _output_tail(self, limit: int = 4000) -> str:
+        """The last ``limit`` bytes the (exited) server printed: its start-up error, typically."""
+        if self.log_path is not None:
+            data = self.log_path.read_bytes()[-limit:]
+        elif self._out is not None:  # the unnamed temporary file the output went to
+            self._out.seek(max(0, self._out.seek(0, os.SEEK_END) - limit))
+            data = self._out.read()
+        else:
+            data = b""
+        return data.decode("utf-8", "replace").strip()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (it saves its state and exits; SIGKILL after 10 s), or SIGKILL at once
+        with ``kill`` — a crash, which the state on disk must survive."""
         if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
+            if kill:
+                self._proc.kill()
+            else:
+                self._proc.terminate()
             try:
                 self._proc.wait(10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def restart(self, *, kill: bool = False, timeout: float = 120.0) -> Self:
+        """Stop the server (SIGKILL with ``kill``) and start it again on the same port with the same
+        settings, waiting up to ``timeout`` s for ``/healthz``. With a ``state_dir`` the Clearout account
+        and the CleverTap profiles carry over; fault switches start again from ``settings``."""
+        self.stop(kill=kill)
+        return self.start(timeout=timeout)
 
     def __enter__(self) -> Self:
         return self.start()

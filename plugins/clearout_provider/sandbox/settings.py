@@ -2,6 +2,8 @@
 
 Each field maps one-to-one to a ``--kebab-case`` command-line option (see :mod:`.cli`), so a test can
 describe the server it wants as a ``SandboxSettings`` and get the same server a user gets from the CLI.
+The fault switches among them (:data:`clearout_provider.sandbox.faults.SWITCHES`) are only start-up
+values: ``POST /_sandbox/faults`` changes them while the server runs.
 """
 
 from __future__ import annotations
@@ -38,11 +40,29 @@ class SandboxSettings:
     instant_verify_ms: int = 0
     """How long an instant verification takes; a shorter request timeout answers 524."""
     result_url_ttl: float = 300.0
-    """Seconds a presigned result URL stays valid."""
+    """Seconds a presigned result URL stays valid (runtime switch: 0 makes new URLs expire at once)."""
     fault_rate_503: float = 0.0
-    """Fraction of API calls answered 503 with no body (deterministic given ``fault_seed``)."""
+    """Fraction of API calls answered 503, no body (deterministic given ``fault_seed``; runtime switch)."""
     fault_rate_524: float = 0.0
-    """Fraction of instant calls answered 524 (timeout)."""
+    """Fraction of instant calls answered 524 (timeout; runtime switch)."""
+    instant_malformed: float = 0.0
+    """Fraction of instant verify calls answered HTTP 200 with a malformed success body, alternately
+    ``{"status":"success"}`` and ``{"status":"success","data":{}}``; nothing is charged (runtime switch)."""
+    upload_without_list_id: bool = False
+    """Bulk uploads (verify and finder) answer 200 ``{"status":"success","data":{}}`` without creating a
+    list or charging anything (runtime switch)."""
+    progress_status_override: str = ""
+    """When set, every progress_status answer reports this progress_status (e.g. "weird_status") instead of
+    the real one; "" = off (runtime switch)."""
+    stuck_lists: bool = False
+    """Bulk lists stop advancing while true (progress frozen, nothing more charged); they go on from where
+    they stood when it is switched off (runtime switch)."""
+    download_reset_after_bytes: int = 0
+    """A reset download sends this many bytes of the result CSV and then drops the connection mid-body
+    (runtime switch; see ``download_resets``)."""
+    download_resets: int = 0
+    """How many of the next presigned result downloads are reset after ``download_reset_after_bytes``
+    bytes; each reset counts down, 0 = downloads behave (runtime switch)."""
     fault_seed: int = 0
     """Seed of the fault injection, so a failing run can be replayed."""
     time_scale: float = 1.0
@@ -65,9 +85,22 @@ class SandboxSettings:
     clevertap_throttle_every: int = 0
     """Every N-th export page request answers "throttled" (code 1); 0 = never."""
     clevertap_fault_rate_503: float = 0.0
-    """Fraction of CleverTap calls answered 503 (deterministic given ``fault_seed``)."""
+    """Fraction of CleverTap calls answered 503 (deterministic given ``fault_seed``; runtime switch)."""
+    clevertap_fault_rate_429: float = 0.0
+    """Fraction of CleverTap calls answered 429 "Too many concurrent requests" (deterministic given
+    ``fault_seed``; runtime switch)."""
+    clevertap_down: bool = False
+    """Every CleverTap call answers 503 "Service Unavailable" while true (runtime switch)."""
+    clevertap_down_paths: tuple[str, ...] = ()
+    """CleverTap paths answering 503 while listed, as prefixes under /clevertap (e.g. /1/upload,/1/subscribe;
+    comma-separated on the command line; runtime switch)."""
+    clevertap_reject_rate: float = 0.0
+    """Fraction of otherwise valid /1/upload records answered unprocessed with code 515, chosen by a hash of
+    the record's identifier and ``fault_seed`` so a retry of the same record is rejected again (runtime
+    switch)."""
     state_dir: str | None = None
-    """Folder where the sandbox keeps its state across restarts (CleverTap profile changes); None = memory."""
+    """Folder where the sandbox keeps its state across restarts: CleverTap profile changes and the whole
+    Clearout account (credits, limits, counters, finder queue, bulk lists, their progress); None = memory."""
 
     @classmethod
     def option_names(cls) -> list[str]:

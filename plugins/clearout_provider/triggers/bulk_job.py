@@ -57,15 +57,22 @@ BACKOFF_FACTOR = 1.5
 CANCEL_TIMEOUT = 20.0
 
 # Clearout documents "running" and "completed"; a cancelled list reports "cancelled". Other spellings are
-# not documented: treat the obvious failure words as failures and anything else as still in progress
-# (the deadline bounds the wait either way).
+# not documented: the obvious failure words are failures, the obvious working words keep polling, and any
+# other status keeps polling only MAX_UNKNOWN_POLLS times in a row before the wait fails saying so (an
+# unknown word must not hold a list's slot and a task until the 12-hour deadline).
 _COMPLETED = frozenset({"completed", "complete"})
 _CANCELLED = frozenset({"cancelled", "canceled"})
 _FAILED = frozenset({"failed", "failure", "error", "aborted"})
+_WORKING = frozenset(
+    {"running", "queued", "pending", "processing", "in_progress", "in progress", "verifying", "uploaded",
+     "new", "cancelling", "canceling"}
+)  # fmt: skip
+#: Polls in a row answering an undocumented progress status before the wait fails.
+MAX_UNKNOWN_POLLS = 10
 
 
 def progress_outcome(progress_status: str) -> str | None:
-    """The event status a progress status ends the wait with, or None while the list is still working."""
+    """The event status a progress status ends the wait with, or None while the list is (or may be) working."""
     status = progress_status.strip().lower()
     if status in _COMPLETED:
         return SUCCESS
@@ -74,6 +81,11 @@ def progress_outcome(progress_status: str) -> str | None:
     if status in _FAILED:
         return ERROR
     return None
+
+
+def is_known_working(progress_status: str) -> bool:
+    """Whether a progress status is one of the words for a list still being processed."""
+    return progress_status.strip().lower() in _WORKING
 
 
 def _keeps_polling(exc: BaseException) -> bool:
@@ -117,6 +129,7 @@ class ClearoutBulkJobTrigger(BaseTrigger):
         self.deadline = float(deadline) if deadline is not None else None
         self.cancel_on_deadline = cancel_on_deadline
         self._last_percent: float | None = None
+        self._unknown_polls = 0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -268,6 +281,16 @@ class ClearoutBulkJobTrigger(BaseTrigger):
         assert progress is not None
         self._last_percent = progress.percent
         outcome = progress_outcome(progress.status)
+        self._unknown_polls = 0 if outcome is not None or is_known_working(progress.status) else self._unknown_polls + 1
+        if self._unknown_polls >= MAX_UNKNOWN_POLLS:
+            return self._payload(
+                ERROR,
+                f"Clearout {self.kind} list {self.list_id} answered the undocumented progress status "
+                f"{progress.status!r} {self._unknown_polls} times in a row ({progress.percent:.0f}% done): "
+                "giving up instead of waiting until the deadline. Look at the list in the Clearout app; a retry "
+                "of the task resumes the list if it is still usable",
+                progress_status=progress.status,
+            )
         if outcome is None:
             log.info(
                 "Clearout %s list %s: %s, %.0f%% done",
@@ -282,8 +305,8 @@ class ClearoutBulkJobTrigger(BaseTrigger):
         elif outcome == CANCELLED:
             message = (
                 f"Clearout {self.kind} list {self.list_id} was cancelled at {progress.percent:.0f}% (in the Clearout "
-                "app or by another process); unprocessed addresses cost nothing. A retry or a cleared task "
-                "uploads the list again: a cancelled list is never resumed"
+                "app or by another process); unprocessed addresses cost nothing. A retry or a cleared task keeps "
+                "the verdicts it already processed (verdict ledger) and uploads only the rest"
             )
         else:
             message = (
