@@ -3,6 +3,11 @@
 Each component (api-server, dag-processor, scheduler, triggerer and, with CeleryExecutor, a celery worker)
 is its own process sharing one environment, exactly as in the docker-compose stack, but without Docker.
 The stack talks to its REST API (``SIMPLE_AUTH_MANAGER_ALL_ADMINS`` lets tests call it without a token).
+
+Waiting: every wait is for a condition (a health answer, a parsed DAG, a state), polled every
+:data:`POLL_INTERVAL` seconds up to a generous ceiling, never a fixed sleep. On a busy 2-core machine an
+Airflow component takes several times longer to import and answer than on an idle one; the ceilings
+are there to turn a hang into a clear error, not to measure speed, so they are far above normal times.
 """
 
 from __future__ import annotations
@@ -25,6 +30,37 @@ from clearout_provider.sandbox.process import free_port
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 TERMINAL_RUN_STATES = {"success", "failed"}
+
+#: Ceiling of each start-up step (api-server healthy, DAG parsed, worker ready, heartbeats). Idle: 5-30 s.
+STARTUP_TIMEOUT = 600.0
+#: Ceiling of one ``airflow`` CLI command (each imports all of Airflow first; ``db migrate`` takes longest).
+CLI_TIMEOUT = 600.0
+#: Ceiling of one HTTP call to the api-server: a loaded server answers late, not never.
+HTTP_TIMEOUT = 60.0
+#: Pause between two readiness checks: short, so a ready condition is noticed promptly.
+POLL_INTERVAL = 0.5
+#: Ceiling of one DAG run under test (runs take 10-60 s idle).
+RUN_TIMEOUT = 600.0
+#: Grace for all components together to exit after SIGTERM before they are killed.
+STOP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The task states of a run as one poll saw them, and when (``time.monotonic()``)."""
+
+    at: float
+    states: dict[str, str | None]
+
+
+def seen_in_state(snapshots: list[Snapshot], task: str, state: str) -> tuple[int, float]:
+    """How many polls saw ``task`` in ``state``, and the seconds between the first and the last of them.
+
+    Tests assert on the time span rather than a poll count alone: on a busy machine each poll takes
+    longer, so the same 12 s of deferral yields fewer polls, but never a shorter span (minus one poll).
+    """
+    times = [s.at for s in snapshots if s.states.get(task) == state]
+    return len(times), (times[-1] - times[0]) if times else 0.0
 
 
 @dataclass
@@ -82,7 +118,7 @@ class AirflowStack:
         self.home.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ processes
-    def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def airflow(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Run one ``airflow`` CLI command in the stack's environment and fail loudly on error."""
         done = subprocess.run(
             [AIRFLOW, *args], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
@@ -105,7 +141,17 @@ class AirflowStack:
         path = self.home / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def _wait(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """Every log file of one task (all attempts, the trigger's too), concatenated; "" before any exists."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        files = sorted(folder.rglob("*.log*")) if folder.exists() else []
+        return "".join(path.read_text(errors="replace") for path in files)
+
+    def wait_until(self, what: str, ready: Callable[[], bool], timeout: float = STARTUP_TIMEOUT) -> None:
+        """Poll ``ready`` until true; fail at once if a component died, or after ``timeout`` seconds.
+
+        A check that raises a request or lookup error (the server is still starting) counts as not ready.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self._procs:
@@ -119,46 +165,50 @@ class AirflowStack:
                     return
             except (requests.RequestException, ValueError, KeyError):
                 pass
-            time.sleep(0.5)
+            time.sleep(POLL_INTERVAL)
         raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
     def start(self, *, expect_dags: tuple[str, ...] = ()) -> AirflowStack:
         """Migrate the DB and start every component, each after the previous one is ready."""
-        self.airflow("db", "migrate", timeout=300)
+        self.airflow("db", "migrate")
         # As the docker-compose init step does: the bulk operators' pool, counting deferred tasks.
         self.airflow("pools", "set", BULK_LIST_POOL, str(MAX_CONCURRENT_BULK_LISTS), "Clearout bulk lists",
                      "--include-deferred")  # fmt: skip
         self._spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
-        self._wait(
+        self.wait_until(
             "api-server health",
-            lambda: requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).ok,
-            120,
+            lambda: requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=HTTP_TIMEOUT).ok,
         )
         self._spawn("dag-processor", "dag-processor")
         for dag_id in expect_dags:
-            self._wait(
-                f"DAG {dag_id} parsed", lambda d=dag_id: self.get(f"/dags/{d}").get("dag_id") == d, 120
+            self.wait_until(
+                f"DAG {dag_id} parsed", lambda d=dag_id: self.get(f"/dags/{d}").get("dag_id") == d
             )
         self._spawn("scheduler", "scheduler", "--skip-serve-logs")
         self._spawn("triggerer", "triggerer", "--skip-serve-logs")
         if self.executor == "CeleryExecutor":
             self._spawn("celery-worker", "celery", "worker", "--concurrency", "2", "--skip-serve-logs")
-            self._wait("celery worker ready", lambda: "ready" in self.log("celery-worker"), 120)
-        self._wait("scheduler and triggerer heartbeats", self._components_healthy, 120)
+            self.wait_until("celery worker ready", lambda: "ready" in self.log("celery-worker"))
+        self.wait_until("scheduler and triggerer heartbeats", self._components_healthy)
         return self
 
     def _components_healthy(self) -> bool:
-        health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).json()
+        health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=HTTP_TIMEOUT).json()
         return all(health.get(c, {}).get("status") == "healthy" for c in ("scheduler", "triggerer"))
 
     def stop(self) -> None:
-        """SIGTERM every component in reverse start order, then SIGKILL stragglers."""
+        """SIGTERM every component in reverse start order, then SIGKILL what is left after one shared grace.
+
+        One deadline for all (not one per process): components shut down in parallel, and a slow one
+        on a busy machine must not multiply the wait by the number of components.
+        """
         for _name, proc in reversed(self._procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
         for _name, proc in reversed(self._procs):
             try:
-                proc.wait(30)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -166,19 +216,24 @@ class AirflowStack:
 
     # ------------------------------------------------------------------ REST API
     def get(self, path: str, **params: Any) -> dict[str, Any]:
-        resp = requests.get(f"{self.api_url}/api/v2{path}", params=params, timeout=10)
+        resp = requests.get(f"{self.api_url}/api/v2{path}", params=params, timeout=HTTP_TIMEOUT)
         resp.raise_for_status()
         return resp.json()
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any] | None = None) -> None:
         """Unpause the DAG and start a manual run."""
         requests.patch(
-            f"{self.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=10
+            f"{self.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=HTTP_TIMEOUT
         ).raise_for_status()
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
         requests.post(
-            f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10
+            f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=HTTP_TIMEOUT
         ).raise_for_status()
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """What a user does in the UI: mark a task instance ``failed`` / ``success``."""
+        url = f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        requests.patch(url, json={"new_state": state}, timeout=HTTP_TIMEOUT).raise_for_status()
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
@@ -193,18 +248,19 @@ class AirflowStack:
         self,
         dag_id: str,
         run_id: str,
-        timeout: float,
-        on_poll: Callable[[dict[str, str | None]], None] | None = None,
+        timeout: float = RUN_TIMEOUT,
+        on_poll: Callable[[Snapshot], None] | None = None,
     ) -> str:
-        """Poll until the run finishes; ``on_poll`` sees every snapshot of task states (to catch 'deferred')."""
+        """Poll until the run finishes; ``on_poll`` sees every timed snapshot of task states (to catch
+        'deferred'). ``timeout`` is a ceiling against hangs, far above how long a run takes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if on_poll:
-                on_poll(self.task_states(dag_id, run_id))
+                on_poll(Snapshot(time.monotonic(), self.task_states(dag_id, run_id)))
             state = self.run_state(dag_id, run_id)
             if state in TERMINAL_RUN_STATES:
                 return state
-            time.sleep(0.5)
+            time.sleep(POLL_INTERVAL)
         raise TimeoutError(
             f"{dag_id}/{run_id} still running after {timeout}s: {self.task_states(dag_id, run_id)}"
         )

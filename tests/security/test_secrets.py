@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ BULK_SEED = 600  # ~520 to verify, above the instant_threshold 100 the bulk run 
 
 #: An address as it would appear unmasked; a masked one (``j***@x.com``) has no word character before '@'.
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+#: Table rows of the two views of the log (counted in lines and in records).
+LOG_LINES = "task log lines (dag.test stdout+stderr)"
+LOG_RECORDS = "log records (DEBUG, before Airflow's masker)"
 #: Loggers recorded at DEBUG: ours, and the HTTP clients whose debug lines carry request URLs.
 DEBUG_LOGGERS = ("clearout_provider", "urllib3", "aiohttp", "requests", "tenacity")
 #: Addresses that are no contact's: Airflow's own defaults in its log lines.
@@ -143,10 +147,13 @@ class Ledger:
     def place(self, name: str, *, emails: bool = False) -> Place:
         return self.places.setdefault(name, Place(name, emails=emails))
 
-    def text(self, place: str, label: str, text: str, *, emails: bool = False) -> None:
-        """Scan one text item (a log, an XCom, a message) for every secret and, if asked, addresses."""
+    def text(self, place: str, label: str, text: str, *, emails: bool = False, items: int = 1) -> None:
+        """Scan one text (a log, an XCom, a message) for every secret and, if asked, addresses.
+
+        ``items``: how many the table counts it as (a log's lines or records, rather than 1 per log).
+        """
         where = self.place(place, emails=emails)
-        where.items += 1
+        where.items += items
         for needle in NEEDLES:
             if (hit := needle.find(text)) is not None:
                 where.hits.append(f"{label}: {needle.name} ({hit!r}) in …{_around(text, hit)}…")
@@ -250,6 +257,16 @@ class RecordAll(logging.Handler):
             self.lines.append(f"UNFORMATTABLE {record.name} {record.msg!r} {record.args!r}: {exc}")
 
 
+class CurrentStdout:
+    """A stream that writes to the ``sys.stdout`` of the moment (pytest replaces it between phases)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 @dataclass
 class Capture:
     """What a ``dag.test()`` run handed over besides its DB rows: deferrals and trigger events."""
@@ -290,17 +307,25 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> Capture:
 
 
 @pytest.fixture
-def raw_log() -> Iterator[RecordAll]:
+def raw_log(capfd: pytest.CaptureFixture[str]) -> Iterator[RecordAll]:
     """Record every log record for the whole test, our own loggers' DEBUG ones included.
 
     Airflow configures logging (replacing the root logger's handlers) when it is first set up: that has
     happened once ``airflow.settings`` is imported. The handler also sits on ``clearout_provider`` in
     case a task runner reconfigures the root logger mid-run.
+
+    Airflow's root StreamHandler keeps the ``sys.stdout`` of the moment it was configured: in a pytest
+    session that is some earlier capture's file, closed since, and every stdlib record written there is
+    lost ("I/O operation on closed file"). For this test it writes to whatever ``sys.stdout`` is at the
+    time of each record (pytest swaps it per phase), so the captured output is the whole log.
     """
     import airflow.settings  # noqa: F401 - logging is configured by now, so the handler stays attached
 
     handler = RecordAll()
     root = logging.getLogger()
+    streams = {h: h.stream for h in root.handlers if type(h) is logging.StreamHandler}
+    for stream_handler in streams:
+        stream_handler.stream = CurrentStdout()  # plain assignment: setStream would flush the closed one
     root.addHandler(handler)
     logging.getLogger("clearout_provider").addHandler(handler)
     # DEBUG where a request (URL, headers, body) could be logged; the rest at its configured level.
@@ -315,6 +340,8 @@ def raw_log() -> Iterator[RecordAll]:
         logging.getLogger("clearout_provider").removeHandler(handler)
         for logger, level in zip(debug, levels, strict=True):
             logger.setLevel(level)
+        for stream_handler, stream in streams.items():
+            stream_handler.stream = stream
 
 
 @pytest.fixture
@@ -343,8 +370,8 @@ def run_dag(
         dr = nightly_dag().test(run_conf=run_conf)
     finally:
         out, err = capfd.readouterr()
-        ledger.text("task logs (dag.test stdout+stderr)", f"{label} stdout", out, emails=True)
-        ledger.text("task logs (dag.test stdout+stderr)", f"{label} stderr", err, emails=True)
+        for stream, text in (("stdout", out), ("stderr", err)):
+            ledger.text(LOG_LINES, f"{label} {stream}", text, emails=True, items=text.count("\n"))
     return dr, out + err
 
 
@@ -424,12 +451,23 @@ def scan_deferrals(ledger: Ledger, seen: Capture) -> None:
     ledger.text(place, "ClearoutBulkJobTrigger(...).serialize()", as_text(fresh.serialize()))
 
 
-def scan_files(ledger: Ledger, data_dir: Path) -> None:
+def run_folders(data_dir: Path) -> list[Path]:
+    """Where runs write files: the data dir, and the verdict ledger, which outlives runs by design
+    (``CLEAROUT_PROVIDER_LEDGER_DIR``, a folder of each test's own: see tests/conftest.py)."""
+    from clearout_provider.verification.ledger import LEDGER_DIR_ENV
+
+    ledger_dir = os.environ.get(LEDGER_DIR_ENV)
+    return [data_dir, *([Path(ledger_dir)] if ledger_dir and "://" not in ledger_dir else [])]
+
+
+def scan_files(ledger: Ledger, *folders: Path) -> None:
     """Every file the runs wrote: text as text, Parquet as raw bytes AND as decoded values + metadata."""
-    files = [p for p in sorted(data_dir.rglob("*")) if p.is_file()]
-    assert files, f"no run files under {data_dir}"
-    for path in files:
-        label = str(path.relative_to(data_dir))
+    files = [
+        (folder, p) for folder in folders if folder.exists() for p in sorted(folder.rglob("*")) if p.is_file()
+    ]
+    assert files, f"no run files under {folders}"
+    for folder, path in files:
+        label = f"{folder.name}/{path.relative_to(folder)}"
         data = path.read_bytes()
         ledger.data("run files (raw bytes)", label, data)
         if path.suffix == ".parquet":
@@ -463,9 +501,8 @@ def scan_log_folder(ledger: Ledger) -> None:
 
 
 def scan_raw_log(ledger: Ledger, raw: RecordAll) -> None:
-    ledger.text(
-        "log records (DEBUG, before Airflow's masker)", "all records", "\n".join(raw.lines), emails=True
-    )
+    """Each record was formatted with its traceback; the table counts records."""
+    ledger.text(LOG_RECORDS, "all records", "\n".join(raw.lines), emails=True, items=len(raw.lines))
 
 
 def scan_everything(
@@ -476,7 +513,7 @@ def scan_everything(
     scan_run_rows(ledger, runs)
     scan_serialized_dag(ledger, dag)
     scan_deferrals(ledger, seen)
-    scan_files(ledger, data_dir)
+    scan_files(ledger, *run_folders(data_dir))
     scan_database(ledger)
 
 
@@ -509,9 +546,9 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     assert logs.email_hits == ["emails: unmasked seeded contact 'Valid@Example.COM'"]
     # Parquet is decoded too: its pages may be compressed, where the raw bytes hide a value.
     assert [h.split(":")[0] for h in ledger.places["run files (decoded Parquet)"].hits] == [
-        "compressed.parquet"
+        "files/compressed.parquet"
     ]
-    assert [h.split(":")[0] for h in ledger.places["run files (text)"].hits] == ["state.json"]
+    assert [h.split(":")[0] for h in ledger.places["run files (text)"].hits] == ["files/state.json"]
     assert ledger.places["run files (raw bytes)"].hits
 
 
@@ -658,12 +695,14 @@ def test_failures_with_wrong_credentials_leak_neither_secret(
     ledger.text("exception messages", "ClearoutBulkJobTrigger error event", as_text(events))
 
     # --- the DAG failing on them: Airflow logs our exceptions its own way (traceback, error detail)
-    wrong_clearout = run_dag(server, monkeypatch, capfd, ledger, "wrong-token run", token=WRONG_TOKEN)
+    wrong_clearout, log = run_dag(server, monkeypatch, capfd, ledger, "wrong-token run", token=WRONG_TOKEN)
     assert states(wrong_clearout)["verify_instant"] == "failed", states(wrong_clearout)
-    wrong_clevertap = run_dag(
+    assert "ClearoutAuthError: Invalid API Token" in log  # the failure, as Airflow logged it, was scanned
+    wrong_clevertap, log = run_dag(
         server, monkeypatch, capfd, ledger, "wrong-passcode run", passcode=WRONG_PASSCODE
     )
     assert states(wrong_clevertap)["extract_delta"] == "failed", states(wrong_clevertap)
+    assert "CleverTapAuthError: Passcode is not valid" in log
 
     scan_everything(ledger, [wrong_clearout, wrong_clevertap], nightly_dag(), capture, data_dir, raw_log)
     report(ledger, "Secrets scan: failures with a wrong token / passcode", capfd)

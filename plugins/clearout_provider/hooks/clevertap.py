@@ -323,7 +323,7 @@ class CleverTapHook(BaseHook):
             response = self._session().request(
                 method, url, data=data, timeout=self.timeout, allow_redirects=False
             )
-        except requests.ContentDecodingError:
+        except requests.exceptions.ContentDecodingError:
             raise CleverTapProtocolError(
                 f"The answer from CleverTap at {self.base_url} could not be decoded (a broken Content-Encoding)"
             ) from None
