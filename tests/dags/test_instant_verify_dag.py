@@ -18,9 +18,9 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from conftest import load_dag
 
+from clearout_provider.contacts import Freshness
 from clearout_provider.exceptions import ClearoutCreditsError
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.contacts import Freshness
 from clearout_provider.operators.instant_verify import (
     ClearoutInstantVerifyOperator,
     TooManyForInstant,
