@@ -190,11 +190,16 @@ class PreparedContacts:
 
     def emails_to_verify(self) -> Iterator[str]:
         """The addresses of the upload file, in file order (for the instant path on small deltas)."""
-        with self.upload_path.open("rb") as stream:
-            table = pacsv.read_csv(
-                stream, convert_options=pacsv.ConvertOptions(column_types={UPLOAD_EMAIL_HEADER: pa.string()})
-            )
-        yield from table.column(UPLOAD_EMAIL_HEADER).to_pylist()
+        yield from read_upload(self.upload_path).to_pylist()
+
+
+def read_upload(path: StoragePath) -> pa.Array:
+    """The addresses of an upload file written with :func:`upload_csv`, in file order."""
+    with resolve_path(path).open("rb") as stream:
+        table = pacsv.read_csv(
+            stream, convert_options=pacsv.ConvertOptions(column_types={UPLOAD_EMAIL_HEADER: pa.string()})
+        )
+    return table.column(UPLOAD_EMAIL_HEADER).combine_chunks()
 
 
 @dataclass(frozen=True)

@@ -227,9 +227,10 @@ class VerdictLedger:
                     self._write_segment(kept)
                 path.unlink()
                 removed += count
+        erased = set(wanted.to_pylist())
         for path in self._files(_JOURNAL, ".jsonl"):
             rows = _journal_rows(path)
-            kept_rows = [r for r in rows if r["address"] not in set(wanted.to_pylist())]
+            kept_rows = [r for r in rows if r["address"] not in erased]
             if len(kept_rows) != len(rows):
                 if kept_rows:
                     self._write_segment(pa.Table.from_pylist(kept_rows, schema=ledger_schema()))

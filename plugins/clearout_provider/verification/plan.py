@@ -17,16 +17,15 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from clearout_provider.contacts import (
     NORMALISED_EMAIL,
-    UPLOAD_EMAIL_HEADER,
     Freshness,
     PreparedContacts,
     StoragePath,
+    read_upload,
     resolve_path,
     upload_csv,
 )
@@ -54,7 +53,7 @@ class VerifyPlan:
 
     def emails(self) -> list[str]:
         """The addresses to send, in upload-file order (for instant calls on small inputs)."""
-        return [] if self.upload_path is None else _read_upload(self.upload_path).to_pylist()
+        return [] if self.upload_path is None else read_upload(self.upload_path).to_pylist()
 
 
 def plan_verification(
@@ -70,7 +69,7 @@ def plan_verification(
     relies on that).
     """
     folder = resolve_path(prepared.upload_path).parent
-    addresses = _read_upload(prepared.upload_path) if prepared.counts.to_verify else pa.array([], pa.string())
+    addresses = read_upload(prepared.upload_path) if prepared.counts.to_verify else pa.array([], pa.string())
     known = ledger.lookup(addresses, freshness, always_from=recorded_by(context))
     reused_path = folder / REUSED_FILE
     with reused_path.open("wb") as stream:
@@ -111,14 +110,6 @@ def not_sent(addresses: pa.Array | list[str], decided_by: DecidedBy, reason: str
         "decided_by": pa.array([decided_by.value] * n, pa.string()),
     }
     return pa.table(columns, schema=VERDICT_SCHEMA)
-
-
-def _read_upload(path: StoragePath) -> pa.Array:
-    with resolve_path(path).open("rb") as stream:
-        table = pacsv.read_csv(
-            stream, convert_options=pacsv.ConvertOptions(column_types={UPLOAD_EMAIL_HEADER: pa.string()})
-        )
-    return table.column(UPLOAD_EMAIL_HEADER).combine_chunks()
 
 
 def _write_upload(folder: Path | ObjectStoragePath, addresses: pa.Array) -> Path | ObjectStoragePath:
