@@ -5,11 +5,13 @@ The instant operators (verify and Email Finder) pay per call, so two things matt
 - **Pace.** :func:`call_each` only bounds how many calls are in flight; the pace comes from the hook's
   rate limiter, which every thread of the pool shares (one hook per task). That keeps a burst of many
   times the RPM free of 429s without the operator knowing the account's plan.
-- **Never pay twice.** Every answer is appended to a :class:`Checkpoint` in the task instance's folder
-  the moment it arrives, and a retry of the task skips what the checkpoint holds. Airflow 3 clears a
-  task's XComs when it retries, so the checkpoint lives in a file (:mod:`clearout_provider.run_files`).
+- **Never pay twice.** ``on_result`` records every answer the moment it arrives: the verify operator in
+  the verdict ledger (:mod:`clearout_provider.verification.ledger`), the Email Finder operator in a
+  :class:`Checkpoint` in the task instance's folder; a retry skips what they hold. Airflow 3 clears a
+  task's XComs when it retries, so both live in files.
 
-A failure that concerns one item (Clearout timed out on it, or refused it as bad input) is returned to
+A failure that concerns one item (Clearout timed out on it, refused it as bad input, or answered it with
+something unreadable) is returned to
 the caller to record as that item's outcome; anything else (auth, credits, a service still down after
 the hook's retries) stops the batch: calls not yet started are dropped, calls in flight are waited for
 (their answers are paid for, so they are checkpointed), and the error is raised with a note saying how
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 
-from clearout_provider.exceptions import ClearoutBadInput, ClearoutTimeout
+from clearout_provider.exceptions import ClearoutBadInput, ClearoutProtocolError, ClearoutTimeout
 
 if TYPE_CHECKING:
     from clearout_provider.contacts import StoragePath
@@ -41,7 +43,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: Failures that concern one item only: recorded as that item's outcome, the batch goes on.
-ITEM_FAILURES: tuple[type[Exception], ...] = (ClearoutTimeout, ClearoutBadInput)
+ITEM_FAILURES: tuple[type[Exception], ...] = (ClearoutTimeout, ClearoutBadInput, ClearoutProtocolError)
 
 #: Default number of instant calls in flight at once; the rate limiter, not this, sets the pace.
 DEFAULT_MAX_CONCURRENCY = 8
