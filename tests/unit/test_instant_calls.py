@@ -90,3 +90,19 @@ def test_call_each_stops_at_an_account_error_and_says_how_far_it_got() -> None:
 def test_call_each_rejects_a_pool_of_nothing() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         call_each([1], lambda i: i, on_result=lambda i, r: None, max_concurrency=0)
+
+
+def test_an_unreadable_answer_is_that_items_failure_not_the_batchs() -> None:
+    """A malformed "success" is no verdict for that one address; the other answers still count."""
+    from clearout_provider.exceptions import ClearoutProtocolError
+
+    answered: list[str] = []
+
+    def call(item: str) -> str:
+        if item == "garbled":
+            raise ClearoutProtocolError("Clearout answered success without data")
+        return item
+
+    failures = call_each(["a", "garbled", "b"], call, on_result=lambda i, r: answered.append(r))
+    assert sorted(answered) == ["a", "b"]
+    assert list(failures) == ["garbled"] and isinstance(failures["garbled"], ClearoutProtocolError)
