@@ -76,4 +76,3 @@ def verdict_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "verdict-ledger"
     monkeypatch.setenv("CLEAROUT_PROVIDER_LEDGER_DIR", str(folder))
     return folder
-

@@ -69,7 +69,13 @@ def write_back_params() -> dict[str, Param]:
             description="Optional new names for appended properties: {column or default name: new name}.",
         ),
         "unsubscribe": Param(
-            {"hard_bounce": True, "disposable": True, "spam_trap": True, "method": "both", "resubscribe": True},
+            {
+                "hard_bounce": True,
+                "disposable": True,
+                "spam_trap": True,
+                "method": "both",
+                "resubscribe": True,
+            },
             type="object",
             properties={
                 "hard_bounce": {"type": "boolean"},
@@ -77,7 +83,10 @@ def write_back_params() -> dict[str, Param]:
                 "spam_trap": {"type": "boolean"},
                 "enabled": {"type": "boolean"},
                 "resubscribe": {"type": "boolean"},
-                "sub_status_codes": {"type": "array", "items": {"type": "integer", "enum": sorted(SUB_STATUSES)}},
+                "sub_status_codes": {
+                    "type": "array",
+                    "items": {"type": "integer", "enum": sorted(SUB_STATUSES)},
+                },
                 "method": {"type": "string", "enum": [m.value for m in UnsubscribeMethod]},
             },
             additionalProperties=False,

@@ -173,7 +173,9 @@ def _detect(columns: Sequence[str], names: tuple[str, ...], role: str, argument:
     wanted = {_key(n) for n in names}
     matches = [c for c in columns if _key(c) in wanted]
     if len(matches) > 1:
-        raise FinderColumnsNotFound(f"several columns look like the {role} column {matches}; name one with {argument}=", columns)
+        raise FinderColumnsNotFound(
+            f"several columns look like the {role} column {matches}; name one with {argument}=", columns
+        )
     return matches[0] if matches else None
 
 
@@ -197,7 +199,9 @@ def find_finder_columns(
     elif name_column is not None:
         pair = list(name_column)
         if len(pair) != 2:
-            raise FinderInputError(f"name_column must be one column or a (first, last) pair, not {name_column!r}")
+            raise FinderInputError(
+                f"name_column must be one column or a (first, last) pair, not {name_column!r}"
+            )
         first, last = _named(columns, pair[0], "first name"), _named(columns, pair[1], "last name")
     else:
         name = _detect(columns, _NAME_NAMES, "name", "name_column")
@@ -331,15 +335,21 @@ def prepare_finder_queries(
     try:
         table = read_contacts(source, max_rows=max_rows)
     except EmptyContactsFile:
-        raise EmptyContactsFile(f"{label} is empty: expected a CSV header with name and domain columns") from None
+        raise EmptyContactsFile(
+            f"{label} is empty: expected a CSV header with name and domain columns"
+        ) from None
     names = table.column_names
     duplicated = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicated:
         raise FinderInputError(f"{label} has several columns named {duplicated}; column names must be unique")
     clashing = sorted(set(names) & _RESERVED)
     if clashing:
-        raise FinderInputError(f"{label} has columns {clashing} that finder results add (an earlier result file?)")
-    cols = find_finder_columns(names, name_column=name_column, domain_column=domain_column, company_column=company_column)
+        raise FinderInputError(
+            f"{label} has columns {clashing} that finder results add (an earlier result file?)"
+        )
+    cols = find_finder_columns(
+        names, name_column=name_column, domain_column=domain_column, company_column=company_column
+    )
 
     rows = table.num_rows
     name = _clean(_query_text(table, cols.name, label), rows)
@@ -447,14 +457,18 @@ def answers_table(answers: Mapping[str, Mapping[str, Any]]) -> pa.Table:
     """JSON-safe answer rows (from :func:`instant_answer`, :func:`failed_answer`, a checkpoint) by key."""
     records = [{**{c: row.get(c) for c in FINDER_COLUMNS}, QUERY_KEY: key} for key, row in answers.items()]
     for record in records:
-        record["finder_found_at"] = pd.Timestamp(record["finder_found_at"]) if record["finder_found_at"] else None
+        record["finder_found_at"] = (
+            pd.Timestamp(record["finder_found_at"]) if record["finder_found_at"] else None
+        )
     return pa.Table.from_pylist(records, schema=ANSWER_SCHEMA)
 
 
 def _yes_no(values: pa.Array) -> pa.Array:
     lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
     return pc.if_else(
-        pc.equal(lowered, "yes"), True, pc.if_else(pc.equal(lowered, "no"), False, pa.scalar(None, pa.bool_()))
+        pc.equal(lowered, "yes"),
+        True,
+        pc.if_else(pc.equal(lowered, "no"), False, pa.scalar(None, pa.bool_())),
     )
 
 
@@ -474,7 +488,9 @@ def read_bulk_finder_result(result_csv: StoragePath) -> pa.Table:
     with path.open("rb") as stream:
         table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
     names = table.column_names
-    missing = [c for c in (UPLOAD_NAME, *FINDER_RESULT_COLUMNS) if c not in names and c != "Clearout Finder Company"]
+    missing = [
+        c for c in (UPLOAD_NAME, *FINDER_RESULT_COLUMNS) if c not in names and c != "Clearout Finder Company"
+    ]
     if missing or not ({UPLOAD_DOMAIN, UPLOAD_COMPANY} & set(names)):
         raise FinderResultError(
             f"{result_csv} is not a Clearout finder result of an upload from prepare_finder_queries: columns "
@@ -527,7 +543,10 @@ class FinderSummary:
 
 def _local_answers() -> pa.Table:
     """The rows no Clearout answer carries: missing name, missing domain, and not in the answers."""
-    missing = {"finder_status": FinderStatus.NOT_FOUND.value, "decided_by": FinderDecidedBy.LOCAL_MISSING_INPUT.value}
+    missing = {
+        "finder_status": FinderStatus.NOT_FOUND.value,
+        "decided_by": FinderDecidedBy.LOCAL_MISSING_INPUT.value,
+    }
     return pa.Table.from_pylist(
         [
             {**missing, "finder_reason": "Name missing"},
@@ -568,17 +587,27 @@ def write_finder_result(rows_path: StoragePath, answers: pa.Table, out_path: Sto
     table = pa.concat_tables([answers, _local_answers()])
 
     decision = rows.column(LOCAL_DECISION).combine_chunks()
-    found = pc.index_in(rows.column(QUERY_KEY), value_set=answers.column(QUERY_KEY), skip_nulls=True).cast(pa.int64())
+    found = pc.index_in(rows.column(QUERY_KEY), value_set=answers.column(QUERY_KEY), skip_nulls=True).cast(
+        pa.int64()
+    )
     take = pc.coalesce(found, pa.scalar(n + 2, pa.int64()))
-    take = pc.if_else(pc.fill_null(pc.equal(decision, LocalFinderDecision.MISSING_DOMAIN.value), False), n + 1, take)
-    take = pc.if_else(pc.fill_null(pc.equal(decision, LocalFinderDecision.MISSING_NAME.value), False), n, take)
+    take = pc.if_else(
+        pc.fill_null(pc.equal(decision, LocalFinderDecision.MISSING_DOMAIN.value), False), n + 1, take
+    )
+    take = pc.if_else(
+        pc.fill_null(pc.equal(decision, LocalFinderDecision.MISSING_NAME.value), False), n, take
+    )
     picked = table.take(take)
-    duplicate = pc.and_(pc.fill_null(pc.equal(decision, LocalFinderDecision.DUPLICATE.value), False), pc.is_valid(found))
+    duplicate = pc.and_(
+        pc.fill_null(pc.equal(decision, LocalFinderDecision.DUPLICATE.value), False), pc.is_valid(found)
+    )
     decided = pc.if_else(duplicate, FinderDecidedBy.LOCAL_DUPLICATE.value, picked.column("decided_by"))
 
     result = rows.select(columns)
     for name in FINDER_COLUMNS:
-        result = result.append_column(FINDER_SCHEMA.field(name), decided if name == "decided_by" else picked.column(name))
+        result = result.append_column(
+            FINDER_SCHEMA.field(name), decided if name == "decided_by" else picked.column(name)
+        )
     if result.num_rows != rows.num_rows:
         raise FinderInputError(f"wrote {result.num_rows} result rows for {rows.num_rows} input rows (a bug)")
     with out.open("wb") as stream:
@@ -594,4 +623,3 @@ def write_finder_result(rows_path: StoragePath, answers: pa.Table, out_path: Sto
     )
     log.info("Wrote %d finder result rows to %s: %s", summary.rows, out_path, summary.by_status)
     return summary
-

@@ -76,7 +76,11 @@ class Checkpoint:
     def _files(self) -> Iterator[Path | ObjectStoragePath]:
         if not self.folder.exists():
             return iter(())
-        return iter(sorted(p for p in self.folder.iterdir() if p.name.startswith(self.name) and p.name.endswith(".jsonl")))
+        return iter(
+            sorted(
+                p for p in self.folder.iterdir() if p.name.startswith(self.name) and p.name.endswith(".jsonl")
+            )
+        )
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Every record written by earlier tries, by key (the latest record wins)."""

@@ -216,7 +216,11 @@ UNSUBSCRIBE_PROPERTY = "MSG-email"
 UNSUBSCRIBED_REASON_PROPERTY = "Clearout Unsubscribed Reason"
 UNSUBSCRIBED_AT_PROPERTY = "Clearout Unsubscribed At"
 #: Properties the load manages itself (never a mapping's target name), and the export reads back.
-MANAGED_PROPERTIES: tuple[str, ...] = (UNSUBSCRIBE_PROPERTY, UNSUBSCRIBED_REASON_PROPERTY, UNSUBSCRIBED_AT_PROPERTY)
+MANAGED_PROPERTIES: tuple[str, ...] = (
+    UNSUBSCRIBE_PROPERTY,
+    UNSUBSCRIBED_REASON_PROPERTY,
+    UNSUBSCRIBED_AT_PROPERTY,
+)
 
 _BOOLEAN_COLUMNS = frozenset(
     {"clearout_safe_to_send", "clearout_disposable", "clearout_role", "clearout_free", "clearout_gibberish"}
@@ -293,7 +297,9 @@ class PropertyMapping:
             raise ValueError(f"Several columns would write the same CleverTap property: {clashes}")
         for managed in MANAGED_PROPERTIES:
             if managed in names:
-                raise ValueError(f"{managed!r} is managed by the load (unsubscribes); rename to another property")
+                raise ValueError(
+                    f"{managed!r} is managed by the load (unsubscribes); rename to another property"
+                )
 
     @classmethod
     def from_params(

@@ -26,7 +26,9 @@ from clearout_provider.sandbox import SandboxProcess
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     airflow = str(Path(sys.executable).with_name("airflow"))
-    done = subprocess.run([airflow, "db", "migrate"], check=False, capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(
+        [airflow, "db", "migrate"], check=False, capture_output=True, text=True, env=os.environ.copy()
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
@@ -50,7 +52,11 @@ def clearout_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxPro
     """Point ``clearout_default`` at ``server``; returns the conn id."""
 
     def point(server: SandboxProcess, conn_id: str = "clearout_default") -> str:
-        conn = {"conn_type": "clearout", "host": server.clearout_url, "password": server.settings.clearout_token}
+        conn = {
+            "conn_type": "clearout",
+            "host": server.clearout_url,
+            "password": server.settings.clearout_token,
+        }
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
         return conn_id
 

@@ -215,7 +215,9 @@ def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
     # The sandbox keeps the Clearout account's counters in state_dir too: the second account's counts
     # start where the first one's ended.
     assert second_bill["bulk_uploads"] - first_bill["bulk_uploads"] == len(resumed)
-    assert second_bill["credits_used"] - first_bill["credits_used"] == sum(v["credits_spent"] for v in resumed)
+    assert second_bill["credits_used"] - first_bill["credits_used"] == sum(
+        v["credits_spent"] for v in resumed
+    )
     # Interrupted + resumed cost exactly what one uninterrupted run costs: no chunk was paid twice.
     assert second_bill["credits_used"] == cost_of_everything  # over both runs: each address paid once
 

@@ -35,6 +35,7 @@ def ledger_addresses() -> list[str]:
     """Every address the verdict ledger holds a paid-for verdict of."""
     return sorted(VerdictLedger().entries()["address"].to_pylist())
 
+
 Factory = Callable[[SandboxSettings], SandboxProcess]
 
 # Clearout's documented test addresses (fact sheet) → (status, sub-status code or None when the docs name
@@ -198,7 +199,10 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
     monkeypatch.setenv("AIRFLOW_CONN_CLEAROUT_DEFAULT", json.dumps(
         {"conn_type": "clearout", "host": poor.clearout_url, "password": poor.settings.clearout_token}))  # fmt: skip
     ledger = VerdictLedger(ObjectStoragePath(f"file://{tmp_path}/ledger"))
-    with ledger.journal(source="instant", recorded_by="d/r/t/") as journal, pytest.raises(ClearoutCreditsError) as raised:
+    with (
+        ledger.journal(source="instant", recorded_by="d/r/t/") as journal,
+        pytest.raises(ClearoutCreditsError) as raised,
+    ):
         verify_addresses(ClearoutHook(), emails, journal, max_concurrency=3)
     answered = ledger.entries().num_rows
     assert 4 <= answered < len(emails)  # 4 credits: at least 4 answers (unknowns are free), not all
@@ -210,7 +214,9 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
     known = set(ledger.lookup(emails, Freshness())["normalised_email"].to_pylist())
     assert len(known) == answered
     with ledger.journal(source="instant", recorded_by="d/r2/t/") as journal:
-        outcome = verify_addresses(ClearoutHook(), [e for e in emails if e not in known], journal, max_concurrency=3)
+        outcome = verify_addresses(
+            ClearoutHook(), [e for e in emails if e not in known], journal, max_concurrency=3
+        )
     assert sorted([*outcome.verdicts, *known]) == sorted(emails)
     assert rich.clearout_stats()["instant_calls"] == len(emails) - answered
 

@@ -405,7 +405,9 @@ def test_a_fixed_address_verified_valid_lifts_our_unsubscribe(method: str, addre
     plan = plan_row(exported_row("valid@example.com", **ours), PropertyMapping(), policy, exported=EXPORTED,
                     decided_at=DECIDED)  # fmt: skip
     assert plan.resubscribe and plan.update[UNSUBSCRIBE_PROPERTY] is True
-    assert plan.update[UNSUBSCRIBED_REASON_PROPERTY] == plan.update[UNSUBSCRIBED_AT_PROPERTY] == {"$delete": 1}
+    assert (
+        plan.update[UNSUBSCRIBED_REASON_PROPERTY] == plan.update[UNSUBSCRIBED_AT_PROPERTY] == {"$delete": 1}
+    )
     assert plan.address == address and plan.subscription == ("Resubscribe" if address else None)
     # Not lifted by an uncertain verdict, nor when the policy says not to.
     for row, lifting in ((exported_row("catch_all@example.com", **ours), policy),

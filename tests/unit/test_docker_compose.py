@@ -63,7 +63,9 @@ def test_database_and_broker_point_at_their_services(compose: dict) -> None:
     postgres = compose["services"]["postgres"]["environment"]
     assert db.hostname == "postgres"
     assert (db.username, db.password, db.path.lstrip("/")) == (
-        postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"]
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+        postgres["POSTGRES_DB"],
     )
     assert urlparse(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
     api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
@@ -107,7 +109,8 @@ def test_image_pins_the_same_airflow_as_the_package() -> None:
     pinned = re.search(r'"apache-airflow==(\d+\.\d+\.\d+)"', dockerfile).group(1)
     assert base == pinned
     requirement = next(
-        d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
         if d.startswith("apache-airflow>")
     )
     low, high = re.match(r"apache-airflow>=([\d.]+),<([\d.]+)", requirement).groups()

@@ -29,7 +29,9 @@ NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 DEFAULT = Freshness()  # 30 days, 1 day for uncertain verdicts
 
 
-def verdict(address: str, status: str = "valid", *, days_ago: float = 0, decided_by: str = "clearout_bulk") -> dict:
+def verdict(
+    address: str, status: str = "valid", *, days_ago: float = 0, decided_by: str = "clearout_bulk"
+) -> dict:
     return {
         "normalised_email": address,
         "verified_email": address,
@@ -58,7 +60,11 @@ def looked_up(ledger: VerdictLedger, *addresses: str, **kw) -> dict[str, str]:
 
 def test_a_recorded_verdict_is_reused_within_its_ttl_and_not_after(ledger: VerdictLedger) -> None:
     ledger.record(
-        table(verdict("new@x.io", days_ago=2), verdict("old@x.io", days_ago=45), verdict("bad@x.io", "invalid", days_ago=29)),
+        table(
+            verdict("new@x.io", days_ago=2),
+            verdict("old@x.io", days_ago=45),
+            verdict("bad@x.io", "invalid", days_ago=29),
+        ),
         source="list-1",
         recorded_by="dag/run/task/",
     )
@@ -104,7 +110,12 @@ def test_no_verdict_rows_and_reused_rows_are_never_recorded(ledger: VerdictLedge
 
 def test_billable_follows_clearouts_credit_rule(ledger: VerdictLedger) -> None:
     ledger.record(
-        table(verdict("v@x.io"), verdict("i@x.io", "invalid"), verdict("c@x.io", "catch_all"), verdict("u@x.io", "unknown")),
+        table(
+            verdict("v@x.io"),
+            verdict("i@x.io", "invalid"),
+            verdict("c@x.io", "catch_all"),
+            verdict("u@x.io", "unknown"),
+        ),
         source="l",
         recorded_by="d/r/t/",
     )
@@ -131,7 +142,9 @@ def test_parallel_writers_never_lose_a_verdict(ledger: VerdictLedger) -> None:
     """Mapped tasks record at the same time: each writes files of its own, nothing is read-modify-written."""
 
     def write(n: int) -> None:
-        ledger.record(table(*(verdict(f"{n}-{i}@x.io") for i in range(50))), source=f"l{n}", recorded_by=f"d/r/t/{n}/")
+        ledger.record(
+            table(*(verdict(f"{n}-{i}@x.io") for i in range(50))), source=f"l{n}", recorded_by=f"d/r/t/{n}/"
+        )
         with ledger.journal(source="instant", recorded_by=f"d/r/i/{n}/") as journal:
             for i in range(20):
                 journal.add(verdict(f"{n}-instant-{i}@x.io"))
@@ -182,10 +195,16 @@ def test_an_object_store_ledger_works_without_append() -> None:
         journal.add(verdict("b@x.io", "invalid"))
         assert looked_up(ledger, "a@x.io", "b@x.io") == {"a@x.io": "valid", "b@x.io": "invalid"}
     ledger.record(table(verdict("c@x.io")), source="l", recorded_by="d/r/t/")
-    assert looked_up(ledger, "a@x.io", "b@x.io", "c@x.io") == {"a@x.io": "valid", "b@x.io": "invalid", "c@x.io": "valid"}
+    assert looked_up(ledger, "a@x.io", "b@x.io", "c@x.io") == {
+        "a@x.io": "valid",
+        "b@x.io": "invalid",
+        "c@x.io": "valid",
+    }
     assert all(p.name.startswith("segment-") for p in ledger.folder.iterdir())
 
 
 def test_schema_keeps_the_vendor_detail_and_provenance() -> None:
     names = ledger_schema().names
-    assert names[0] == "address" and {"clearout_sub_status_code", "source", "billable", "recorded_by"} <= set(names)
+    assert names[0] == "address" and {"clearout_sub_status_code", "source", "billable", "recorded_by"} <= set(
+        names
+    )

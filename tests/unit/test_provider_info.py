@@ -11,7 +11,12 @@ from clearout_provider import get_provider_info
 
 def test_every_listed_module_and_class_imports() -> None:
     info = get_provider_info()
-    modules = [m for group in ("hooks", "operators", "sensors", "triggers") for e in info[group] for m in e["python-modules"]]
+    modules = [
+        m
+        for group in ("hooks", "operators", "sensors", "triggers")
+        for e in info[group]
+        for m in e["python-modules"]
+    ]
     assert "clearout_provider.hooks.clearout" in modules
     for name in modules:
         importlib.import_module(name)

@@ -177,7 +177,7 @@ def test_report_shows_counts_credits_and_outcomes(tmp_path: Path) -> None:
         "|   of which never verified | 8 |",
         "| extract | exported = no email + fresh + to verify | 20 = 2 + 6 + 12 | ✓ |",
         "| load | load input = updated + unsubscribed only + unchanged + not verified + rejected | 12 = 8 + 1 + 2 + 0 + 1 | ✓ |",
-            "| ledger | unique to verify = from the verdict ledger + sent to Clearout + held back (dry run) | 9 = 0 + 9 + 0 | ✓ |",
+        "| ledger | unique to verify = from the verdict ledger + sent to Clearout + held back (dry run) | 9 = 0 + 9 + 0 | ✓ |",
     ):
         assert line in md, line
     assert "**mode** bulk" in md and "list-123" in md

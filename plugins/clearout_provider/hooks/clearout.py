@@ -891,7 +891,9 @@ def _transport_error(where: str, exc: BaseException) -> ClearoutError:
     from aiohttp.http_exceptions import ContentEncodingError
     from urllib3.exceptions import NewConnectionError
 
-    if isinstance(exc, requests.exceptions.ContentDecodingError) or isinstance(exc.__cause__, ContentEncodingError):
+    if isinstance(exc, requests.exceptions.ContentDecodingError) or isinstance(
+        exc.__cause__, ContentEncodingError
+    ):
         return ClearoutProtocolError(
             f"The answer from {where} could not be decoded (a broken Content-Encoding)"
         )

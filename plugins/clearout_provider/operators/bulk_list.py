@@ -302,7 +302,9 @@ class BulkListOperator(BaseOperator):
         record.save(state_path)
 
         try:
-            while not self._resume(context, record) and not self._upload(context, record, upload, to_send, attempt):
+            while not self._resume(context, record) and not self._upload(
+                context, record, upload, to_send, attempt
+            ):
                 wait = self._bulk_slot_wait(record)
                 record.save(state_path)
                 if self.deferrable:
@@ -469,7 +471,9 @@ class BulkListOperator(BaseOperator):
         credits_spent = None
         if record.credits_before is not None:
             credits_spent = record.credits_before - self.hook.get_credits().available
-        return self._finish_list(context, folder, record.rows_path, record.prepared, list_id, raw, credits_spent)
+        return self._finish_list(
+            context, folder, record.rows_path, record.prepared, list_id, raw, credits_spent
+        )
 
     def on_kill(self) -> None:
         """Killed while waiting on the worker (non-deferrable): cancel the list, best effort.

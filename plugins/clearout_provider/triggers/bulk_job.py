@@ -281,7 +281,9 @@ class ClearoutBulkJobTrigger(BaseTrigger):
         assert progress is not None
         self._last_percent = progress.percent
         outcome = progress_outcome(progress.status)
-        self._unknown_polls = 0 if outcome is not None or is_known_working(progress.status) else self._unknown_polls + 1
+        self._unknown_polls = (
+            0 if outcome is not None or is_known_working(progress.status) else self._unknown_polls + 1
+        )
         if self._unknown_polls >= MAX_UNKNOWN_POLLS:
             return self._payload(
                 ERROR,
