@@ -97,14 +97,17 @@ def generate_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
     """Write a CleverTap-like export: ids with leading zeros, phones, extra columns, messy emails.
 
     About 5 % of rows repeat an earlier address (in another letter case, sometimes padded with spaces),
-    about 1 % are malformed, 0.5 % use IDN domains, 0.2 % are blank, 60 % of addresses sit at big mailbox providers and
-    the rest at ~20,000 company domains.
+    about 1 % are malformed, 0.5 % use IDN domains, 0.2 % are blank, 60 % of addresses sit at big mailbox
+    providers and the rest at ~20,000 company domains.
     """
     rng = np.random.default_rng(seed)
     first = np.array(_FIRST)[rng.integers(0, len(_FIRST), rows)]
     last = np.array(_LAST)[rng.integers(0, len(_LAST), rows)]
     companies = np.array(
-        [f"company{i}.{tld}" for i, tld in zip(range(20_000), ["com", "io", "co.uk", "de"] * 5000)]
+        [
+            f"company{i}.{tld}"
+            for i, tld in zip(range(20_000), ["com", "io", "co.uk", "de"] * 5000, strict=True)
+        ]
     )
     domains = np.where(
         rng.random(rows) < 0.6,
@@ -112,7 +115,7 @@ def generate_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
         companies[rng.integers(0, len(companies), rows)],
     )
     numbers = rng.integers(0, 1_000_000, rows)
-    emails = [f"{f}.{l}{n}@{d}" for f, l, n, d in zip(first, last, numbers, domains)]
+    emails = [f"{f}.{s}{n}@{d}" for f, s, n, d in zip(first, last, numbers, domains, strict=True)]
     kind = rng.random(rows)
     earlier = rng.integers(0, np.maximum(np.arange(rows), 1))
     for i in np.flatnonzero(kind < 0.05)[1:]:  # duplicates of an earlier row, case and spacing varied
@@ -132,7 +135,8 @@ def generate_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
             "phone": [f"+44 07{n:09d}" for n in rng.integers(0, 10**9, rows)],
             "country": np.array(["GB", "DE", "IN", "US", "FR", "JP"])[rng.integers(0, 6, rows)].tolist(),
             "signup_date": [
-                f"2024-{m:02d}-{d:02d}" for m, d in zip(rng.integers(1, 13, rows), rng.integers(1, 29, rows))
+                f"2024-{m:02d}-{d:02d}"
+                for m, d in zip(rng.integers(1, 13, rows), rng.integers(1, 29, rows), strict=True)
             ],
             "plan": np.array(["free", "pro", "team"])[rng.integers(0, 3, rows)].tolist(),
         }

@@ -94,12 +94,14 @@ def main() -> int:
     )
     print(
         f"requests: {figures['requests']:,} (expected ceil({args.profiles:,}/{args.batch_size}) + 1 = "
-        f"{expected_requests:,}; the sandbox counted {stats['export_cursors']} cursor + {stats['export_pages']} pages)"
+        f"{expected_requests:,}; the sandbox counted {stats['export_cursors']} cursor + "
+        f"{stats['export_pages']} pages)"
         f" -> {'met' if requests_ok else 'MISSED'}"
     )
     print(
         f"exporting process peak RSS {figures['peak_rss'] / 1e6:,.0f} MB (after imports "
-        f"{figures['baseline_rss'] / 1e6:,.0f} MB); {figures['peak_rss'] / TARGET_PEAK_BYTES:.0%} of the 500 MB "
+        f"{figures['baseline_rss'] / 1e6:,.0f} MB); "
+        f"{figures['peak_rss'] / TARGET_PEAK_BYTES:.0%} of the 500 MB "
         f"target -> {'met' if peak_ok else 'MISSED'}; sandbox peak RSS {server_peak / 1e6:,.0f} MB"
     )
     return 0 if requests_ok and peak_ok and rows_ok else 1

@@ -92,11 +92,11 @@ def main() -> int:
     reference = min(ceiling, floor)
     ratio = rate / reference
     print(
-        f"{args.records:,} records in batches of 1000, {args.concurrency} concurrent requests, best of {args.rounds}"
+        f"{args.records:,} records in batches of 1000, {args.concurrency} concurrent requests, "
+        f"best of {args.rounds}"
     )
-    print(
-        f"CPU floor (latency 0):          {floor:>9,.0f} records/s  (runs: {', '.join(f'{f:,.0f}' for f in floors)})"
-    )
+    runs = ", ".join(f"{f:,.0f}" for f in floors)
+    print(f"CPU floor (latency 0):          {floor:>9,.0f} records/s  (runs: {runs})")
     print(f"ceiling ({args.concurrency} x 1000 / {args.latency_ms} ms):    {ceiling:>9,.0f} records/s")
     print(
         f"measured at {args.latency_ms} ms latency:     {rate:>9,.0f} records/s  (runs: "

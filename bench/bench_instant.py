@@ -88,7 +88,8 @@ def main() -> int:
         f"{count} (+{start - windows[0][0]:.2f} s)" for start, count in windows))  # fmt: skip
     print(f"window lengths used: {spans:.3f} for {len(windows)} windows")
     print(
-        f"achieved: {per_window:.1f} requests per window = {ratio:.1%} of the RPM (target >= {TARGET_RATIO:.0%})"
+        f"achieved: {per_window:.1f} requests per window = {ratio:.1%} of the RPM "
+        f"(target >= {TARGET_RATIO:.0%})"
     )
     print(f"429 answers (sandbox rate_limited): {stats['rate_limited']} (target 0); "
           f"instant calls accepted: {stats['instant_calls']}")  # fmt: skip

@@ -1,10 +1,10 @@
 """Benchmark: reading a Clearout bulk result and joining it back onto 1,000,000 input rows.
 
-Target (issue 3): peak RSS under 1 GB (10^9 bytes). The step runs in a child process (as in ``execute_complete``:
-``normalise_bulk_result`` then ``join_results``), once writing Parquet and once CSV; the figures are the
-child's own VmHWM (reset by exec, unlike ``getrusage(RUSAGE_CHILDREN)``, which keeps the size of the
-forked parent) and its baseline after imports, measured in this run. Exits non-zero when the target is
-missed.
+Target (issue 3): peak RSS under 1 GB (10^9 bytes). The step runs in a child process (as in
+``execute_complete``: ``normalise_bulk_result`` then ``join_results``), once writing Parquet and once
+CSV; the figures are the child's own VmHWM (reset by exec, unlike ``getrusage(RUSAGE_CHILDREN)``,
+which keeps the size of the forked parent) and its baseline after imports, measured in this run. Exits
+non-zero when the target is missed.
 
     .venv/bin/python bench/bench_join.py [--rows N]
 """
@@ -114,13 +114,15 @@ def main() -> int:
             within = peak < TARGET_PEAK_BYTES and figures["rows"] == args.rows
             ok &= within
             print(
-                f"{suffix[1:]:>7}: normalise {figures['normalise_s']:.2f} s + join {figures['join_s']:.2f} s; "
+                f"{suffix[1:]:>7}: normalise {figures['normalise_s']:.2f} s + "
+                f"join {figures['join_s']:.2f} s; "
                 f"peak RSS {peak / 1e6:,.0f} MB (baseline after imports {figures['baseline_rss'] / 1e6:,.0f} "
                 f"MB); {peak / TARGET_PEAK_BYTES:.0%} of the 1 GB target; rows out {figures['rows']:,}; "
                 f"{out.stat().st_size / 1e6:.0f} MB"
             )
             print(
-                f"         decided_by {figures['by_decided_by']}; unrecognised {figures['unrecognised_reasons']}"
+                f"         decided_by {figures['by_decided_by']}; "
+                f"unrecognised {figures['unrecognised_reasons']}"
             )
     print(f"target peak RSS < 1 GB: {'met' if ok else 'MISSED'}")
     return 0 if ok else 1

@@ -194,18 +194,20 @@ def run_nightly(env: dict[str, str], root: Path, name: str) -> Run:
 
 def print_tasks(run: Run) -> None:
     print(
-        f"{'task':<18} {'state':>8} {'DB s':>7} {'window s':>9} {'RSS start':>10} {'peak RSS':>9} {'growth':>8} "
-        f"{'of 1 GB':>8}"
+        f"{'task':<18} {'state':>8} {'DB s':>7} {'window s':>9} {'RSS start':>10} {'peak RSS':>9} "
+        f"{'growth':>8} {'of 1 GB':>8}"
     )
     for w in run.meter.windows:
         seconds, state = run.durations.get(w.task, (0.0, "?"))
         print(
-            f"{w.task:<18} {state:>8} {seconds:>7.1f} {w.ended - w.started:>9.1f} {w.rss_at_start / MB:>8.0f}MB "
-            f"{w.peak / MB:>7.0f}MB {(w.peak - w.rss_at_start) / MB:>6.0f}MB {w.peak / TARGET_PEAK_BYTES:>8.0%}"
+            f"{w.task:<18} {state:>8} {seconds:>7.1f} {w.ended - w.started:>9.1f} "
+            f"{w.rss_at_start / MB:>8.0f}MB {w.peak / MB:>7.0f}MB {(w.peak - w.rss_at_start) / MB:>6.0f}MB "
+            f"{w.peak / TARGET_PEAK_BYTES:>8.0%}"
         )
     skipped = sorted(t for t, (_, s) in run.durations.items() if s == "skipped")
     print(
-        f"skipped: {', '.join(skipped) or 'none'}; child processes' peak RSS: {run.meter.children_peak / MB:.0f} MB"
+        f"skipped: {', '.join(skipped) or 'none'}; "
+        f"child processes' peak RSS: {run.meter.children_peak / MB:.0f} MB"
     )
 
 
@@ -282,11 +284,13 @@ def main() -> int:
         f"{'met' if ok_time else 'MISSED'}"
     )
     print(
-        f"largest task peak RSS: {first.worst_peak / MB:,.0f} MB = {first.worst_peak / TARGET_PEAK_BYTES:.0%} "
+        f"largest task peak RSS: {first.worst_peak / MB:,.0f} MB = "
+        f"{first.worst_peak / TARGET_PEAK_BYTES:.0%} "
         f"of 1 GB -> {'met' if ok_memory else 'MISSED'}"
     )
     print(
-        f"run {'succeeded' if first.ok else 'FAILED'} (exit {first.code}); output in {root / 'dags-test-first.log'}"
+        f"run {'succeeded' if first.ok else 'FAILED'} (exit {first.code}); "
+        f"output in {root / 'dags-test-first.log'}"
     )
 
     upload_calls = uploads_after.get("saving_upload_calls", 0) - uploads_before.get("saving_upload_calls", 0)
@@ -294,7 +298,8 @@ def main() -> int:
     max_uploads = math.ceil(changed / 1000)
     print()
     print(
-        f"second run after {changed:,} profiles ({args.changed_share:.0%}) changed their email: {second.wall:,.0f} s"
+        f"second run after {changed:,} profiles ({args.changed_share:.0%}) changed their email: "
+        f"{second.wall:,.0f} s"
     )
     print_tasks(second)
     ok_delta = to_verify == changed and 0 < credits_spent <= changed
@@ -310,7 +315,8 @@ def main() -> int:
     )
     print(
         f"largest task peak RSS: {second.worst_peak / MB:,.0f} MB; run "
-        f"{'succeeded' if second.ok else 'FAILED'} (exit {second.code}); output in {root / 'dags-test-changed.log'}"
+        f"{'succeeded' if second.ok else 'FAILED'} (exit {second.code}); "
+        f"output in {root / 'dags-test-changed.log'}"
     )
     ok = ok_time and ok_memory and first.ok and ok_delta and ok_uploads and ok_changed
     return 0 if ok else 1

@@ -109,7 +109,9 @@ def profile_update(
             "Company",
             type="string",
             minLength=1,
-            description="Profile property holding the company name (helps Clearout when the domain is vague).",
+            description=(
+                "Profile property holding the company name (helps Clearout when the domain is vague)."
+            ),
         ),
         "verify_found": Param(
             True, type="boolean", description="Verify the found addresses with Clearout (1 credit each)."

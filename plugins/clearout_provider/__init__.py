@@ -19,7 +19,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": PACKAGE_NAME,
         "name": "Clearout",
-        "description": "Clearout email verification and Email Finder, CleverTap list cleaning, Mail.so validation.",
+        "description": (
+            "Clearout email verification and Email Finder, CleverTap list cleaning, Mail.so validation."
+        ),
         "versions": [__version__],
         "integrations": [
             {
@@ -60,18 +62,22 @@ def get_provider_info() -> dict[str, Any]:
                 "description": "Defaults of the Clearout bulk operators.",
                 "options": {
                     "bulk_poll_interval": {
-                        "description": "Seconds before a bulk list's second progress poll; each later pause is "
-                        "1.5 times longer, up to 10 times this (an operator's poll_interval wins).",
+                        "description": (
+                            "Seconds before a bulk list's second progress poll; each later pause is "
+                            "1.5 times longer, up to 10 times this (an operator's poll_interval wins)."
+                        ),
                         "version_added": "0.1.0",
                         "type": "float",
                         "example": "10",
                         "default": "30",
                     },
                     "bulk_list_pool": {
-                        "description": "Pool the shipped DAGs' bulk verify tasks run in, to keep every DAG of "
-                        "the deployment within Clearout's 3 concurrent lists (create it with "
-                        "--include-deferred). Empty: no pool; each run caps itself at 3 lists and Clearout's "
-                        "'too many lists' answer (1001) makes a task wait for a free slot.",
+                        "description": (
+                            "Pool the shipped DAGs' bulk verify tasks run in, to keep every DAG of "
+                            "the deployment within Clearout's 3 concurrent lists (create it with "
+                            "--include-deferred). Empty: no pool; each run caps itself at 3 lists and "
+                            "Clearout's 'too many lists' answer (1001) makes a task wait for a free slot."
+                        ),
                         "version_added": "0.2.0",
                         "type": "string",
                         "example": "clearout_bulk_lists",
@@ -103,7 +109,9 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Request timeout (seconds)",
-                        "description": "HTTP timeout of one API call; instant verifications may take up to 180 s.",
+                        "description": (
+                            "HTTP timeout of one API call; instant verifications may take up to 180 s."
+                        ),
                         "schema": {"type": ["number", "null"], "default": 190, "minimum": 1},
                     },
                     "rpm": {
@@ -134,7 +142,9 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "region": {
                         "label": "Region",
-                        "description": "Sub-domain of your dashboard URL (eu1 for eu1.dashboard.clevertap.com).",
+                        "description": (
+                            "Sub-domain of your dashboard URL (eu1 for eu1.dashboard.clevertap.com)."
+                        ),
                         "schema": {
                             "type": "string",
                             "enum": ["eu1", "in1", "us1", "sg1", "aps3", "mec1"],
@@ -151,7 +161,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "placeholders": {
                         "login": "Settings → Project → Project ID, e.g. 948-4KK-444Z",
-                        "host": "empty = the region's API host; http://127.0.0.1:8765/clevertap for the sandbox",
+                        "host": (
+                            "empty = the region's API host; http://127.0.0.1:8765/clevertap for the sandbox"
+                        ),
                     },
                 },
             },

@@ -316,7 +316,7 @@ def _cleaned(trimmed: pa.StringArray) -> tuple[pa.StringArray, pa.StringArray]:
     text, else null)."""
     before = trimmed.to_pylist()
     after = [extract_address(text) for text in before]
-    changed = pa.array([a if a != b and a else None for a, b in zip(after, before)], pa.string())
+    changed = pa.array([a if a != b and a else None for a, b in zip(after, before, strict=True)], pa.string())
     return pc.utf8_lower(pa.array(after, pa.string())), changed
 
 
@@ -486,7 +486,7 @@ def _judge_by_domain(
         if name not in domains:
             domains[name] = _judge_domain(name)
     known = pa.array(list(domains), pa.string())
-    forms, lengths, reasons, wrapped = zip(*domains.values()) if domains else ((), (), (), ())
+    forms, lengths, reasons, wrapped = zip(*domains.values(), strict=True) if domains else ((), (), (), ())
     positions = pc.index_in(domain, value_set=known)
     total = pc.add(pc.binary_length(local), pc.add(pa.array(lengths, pa.int32()).take(positions), 1))
     # In the slow path's order: the length as given, then the domain, then the longest spelling.
@@ -515,10 +515,10 @@ def _fast_path_agrees(
     if len(rows) == 0 or sample_size == 0:
         return True
     sample = rows.take(pa.array(np.linspace(0, len(rows) - 1, min(sample_size, len(rows)), dtype=np.int64)))
-    fast = zip(normalised.take(sample).to_pylist(), reason.take(sample).to_pylist())
+    fast = zip(normalised.take(sample).to_pylist(), reason.take(sample).to_pylist(), strict=True)
     expected = [n if r is None else None for n, r in fast]
     whole = (_judge(a, {}) for a in lowered.take(sample).to_pylist())  # its own cache: independent
-    disagreements = sum((n if r is None else None) != e for (n, r), e in zip(whole, expected))
+    disagreements = sum((n if r is None else None) != e for (n, r), e in zip(whole, expected, strict=True))
     if disagreements:
         log.warning(
             "Syntax fast path disagreed with the whole-address check on %d of %d sampled addresses; "
@@ -750,8 +750,8 @@ def _malformed(
         )
     if "straddl" in str(error):
         return MalformedContactsFile(
-            f"{source} is not a usable CSV: one line or value is longer than {_MAX_CSV_BLOCK_BYTES >> 20} MiB "
-            "(an unclosed quote makes the rest of the file one value)"
+            f"{source} is not a usable CSV: one line or value is longer than "
+            f"{_MAX_CSV_BLOCK_BYTES >> 20} MiB (an unclosed quote makes the rest of the file one value)"
         )
     return MalformedContactsFile(f"{source} is not a well-formed CSV: {str(error).split(':')[0]}")
 
@@ -802,8 +802,8 @@ def _check_column_names(columns: Sequence[str], source: str) -> None:
     clashing = sorted(set(columns) & _RESERVED_COLUMNS)
     if clashing:
         raise ColumnNameConflict(
-            f"{source} has columns {clashing} that this provider adds to every result (is it an earlier result "
-            "file?); drop or rename them"
+            f"{source} has columns {clashing} that this provider adds to every result "
+            "(is it an earlier result file?); drop or rename them"
         )
 
 

@@ -91,11 +91,13 @@ def write_back_params() -> dict[str, Param]:
             },
             additionalProperties=False,
             title="Unsubscribe policy",
-            description="Which outcomes unsubscribe, and how: `profile` (MSG-email false), `subscribe_api`, or "
-            "`both`; `sub_status_codes` adds codes such as 602 (blocklisted); `enabled` false never "
-            "unsubscribes. `resubscribe` lifts an unsubscribe THIS provider made (the profile carries "
-            "'Clearout Unsubscribed Reason') once the profile's current address verifies valid; a profile "
-            "switched off without that marker (the person opted out) is never resubscribed.",
+            description=(
+                "Which outcomes unsubscribe, and how: `profile` (MSG-email false), `subscribe_api`, or "
+                "`both`; `sub_status_codes` adds codes such as 602 (blocklisted); `enabled` false never "
+                "unsubscribes. `resubscribe` lifts an unsubscribe THIS provider made (the profile carries "
+                "'Clearout Unsubscribed Reason') once the profile's current address verifies valid; a "
+                "profile switched off without that marker (the person opted out) is never resubscribed."
+            ),
         ),
     }
 
@@ -114,8 +116,10 @@ def run_mode_params() -> dict[str, Param]:
             True,
             type="boolean",
             title="Write back to CleverTap",
-            description="Off: verify (the verdicts are kept in the verdict ledger, so the next run pays 0 for "
-            "them) but write nothing to CleverTap; the report shows what would change.",
+            description=(
+                "Off: verify (the verdicts are kept in the verdict ledger, so the next run pays 0 for "
+                "them) but write nothing to CleverTap; the report shows what would change."
+            ),
         ),
         "max_rejected_share": Param(
             0.01,

@@ -210,8 +210,8 @@ def find_finder_columns(
             last = _detect(columns, _LAST_NAMES, "last name", "name_column") if first else None
     if name is None and first is None:
         raise FinderColumnsNotFound(
-            f"no name column found (looked for {list(_NAME_NAMES)} or {list(_FIRST_NAMES)}, any case); name it "
-            "with name_column= (one column, or a (first, last) pair)",
+            f"no name column found (looked for {list(_NAME_NAMES)} or {list(_FIRST_NAMES)}, any case); "
+            "name it with name_column= (one column, or a (first, last) pair)",
             columns,
         )
     if domain_column is None and company_column is None:
@@ -222,8 +222,9 @@ def find_finder_columns(
         company = _named(columns, company_column, "company") if company_column else None
     if domain is None and company is None:
         raise FinderColumnsNotFound(
-            f"no domain or company column found (looked for {list(_DOMAIN_NAMES)} and {list(_COMPANY_NAMES)}, "
-            "any case); name it with domain_column= or company_column=",
+            "no domain or company column found "
+            f"(looked for {list(_DOMAIN_NAMES)} and {list(_COMPANY_NAMES)}, any case); "
+            "name it with domain_column= or company_column=",
             columns,
         )
     return FinderColumns(name=name, first=first, last=last, domain=domain, company=company)
@@ -312,7 +313,9 @@ class PreparedQueries:
         domain = _clean(table.column(UPLOAD_DOMAIN) if UPLOAD_DOMAIN in table.column_names else None, rows)
         company = _clean(table.column(UPLOAD_COMPANY) if UPLOAD_COMPANY in table.column_names else None, rows)
         keys = query_keys(name, domain, company)
-        for k, n, d, c in zip(keys.to_pylist(), name.to_pylist(), domain.to_pylist(), company.to_pylist()):
+        for k, n, d, c in zip(
+            keys.to_pylist(), name.to_pylist(), domain.to_pylist(), company.to_pylist(), strict=True
+        ):
             yield FinderQuery(key=k, name=n, domain=d, company=c)
 
 
@@ -505,8 +508,9 @@ def read_bulk_finder_result(result_csv: StoragePath) -> pa.Table:
     status = pc.utf8_lower(col("Clearout Finder Status"))
     found = pc.and_(pc.equal(status, "found"), pc.not_equal(col("Clearout Finder Email Address"), ""))
     confidence = pd.to_numeric(col("Clearout Finder Confidence Score").to_pandas(), errors="coerce")
-    processed = pd.to_datetime(col("Clearout Finder Processed At (UTC)").to_pandas(), utc=True, format="ISO8601",
-                               errors="coerce")  # fmt: skip
+    processed = pd.to_datetime(
+        col("Clearout Finder Processed At (UTC)").to_pandas(), utc=True, format="ISO8601", errors="coerce"
+    )
     columns = {
         QUERY_KEY: query_keys(col(UPLOAD_NAME), col(UPLOAD_DOMAIN), col(UPLOAD_COMPANY)),
         "finder_email": pc.if_else(found, col("Clearout Finder Email Address"), pa.scalar(None, pa.string())),

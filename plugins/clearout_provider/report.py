@@ -368,8 +368,9 @@ def check_rejections(facts: RunFacts, max_rejected_share: float) -> None:
     """
     if facts.rejected_share > max_rejected_share:
         raise RunRejectedError(
-            f"CleverTap rejected {facts.rejected:,} of {facts.load_input:,} rows ({facts.rejected_share:.1%}), "
-            f"more than the allowed {max_rejected_share:.1%}: {facts.by_rejection_code}. The report lists "
+            f"CleverTap rejected {facts.rejected:,} of {facts.load_input:,} rows "
+            f"({facts.rejected_share:.1%}), more than the allowed {max_rejected_share:.1%}: "
+            f"{facts.by_rejection_code}. The report lists "
             "each code; the outcome files list each row"
         )
 
@@ -405,8 +406,12 @@ _DECIDERS = {
     DecidedBy.CLEAROUT_INSTANT.value: "Clearout instant API",
     DecidedBy.LOCAL_SYNTAX.value: "local syntax check (empty or malformed; not sent)",
     DecidedBy.LOCAL_DUPLICATE.value: "duplicate in the same file (answer of its first occurrence)",
-    DecidedBy.MISSING_FROM_RESULT.value: "not verified: sent, but missing from Clearout's result (nothing written; due next run)",
-    DecidedBy.CLEAROUT_INSTANT_FAILED.value: "not verified: Clearout gave no answer (nothing written; due next run)",
+    DecidedBy.MISSING_FROM_RESULT.value: (
+        "not verified: sent, but missing from Clearout's result (nothing written; due next run)"
+    ),
+    DecidedBy.CLEAROUT_INSTANT_FAILED.value: (
+        "not verified: Clearout gave no answer (nothing written; due next run)"
+    ),
     DecidedBy.LEDGER.value: "verdict ledger (paid for earlier and still fresh; not sent again)",
     DecidedBy.DRY_RUN.value: "not verified: dry run (nothing sent, nothing written)",
 }
@@ -826,10 +831,12 @@ def _summary(facts: RunFacts, markdown: str, html_path: str) -> str:
     status = " · ".join(f"{_status_label(k)} {n:,}" for k, n in statuses) or "nothing verified"
     credits = (
         f"{_credits_spent(facts)} spent, {facts.credits_saved:,} saved (duplicates {saved['duplicates']:,}, "
-        f"syntax/empty {saved['syntax_invalid'] + saved['empty']:,}, fresh {saved['fresh']:,}, ledger {saved['ledger']:,})"
+        f"syntax/empty {saved['syntax_invalid'] + saved['empty']:,}, fresh {saved['fresh']:,}, "
+        f"ledger {saved['ledger']:,})"
     )
     clevertap = (
-        f"{facts.updated:,} updated, {facts.unsubscribed:,} unsubscribed, {facts.resubscribed:,} resubscribed, "
+        f"{facts.updated:,} updated, {facts.unsubscribed:,} unsubscribed, "
+        f"{facts.resubscribed:,} resubscribed, "
         f"{facts.not_verified:,} not verified, {facts.rejected:,} rejected"
         + (" (dry run: nothing written)" if facts.dry_run else "")
     )

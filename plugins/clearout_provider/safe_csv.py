@@ -116,5 +116,8 @@ def csv_table(table: pa.Table) -> pa.Table:
 
 
 def csv_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema :func:`csv_table` gives a table of ``schema``: what a streaming CSV writer is opened with."""
+    """The schema :func:`csv_table` gives a table of ``schema``.
+
+    What a streaming CSV writer is opened with.
+    """
     return csv_table(schema.empty_table()).schema

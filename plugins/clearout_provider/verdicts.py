@@ -285,7 +285,8 @@ class PropertyMapping:
             if column not in CLEVERTAP_PROPERTIES:
                 _resolve_column(column)  # raises with the choices
                 raise ValueError(
-                    f"PropertyMapping takes result column names; use PropertyMapping.from_params for {column!r}"
+                    "PropertyMapping takes result column names; "
+                    f"use PropertyMapping.from_params for {column!r}"
                 )
         names = list(self.property_names().values())
         for name in names:
@@ -372,7 +373,8 @@ class UnsubscribePolicy:
             object.__setattr__(self, "method", UnsubscribeMethod(self.method))
         except ValueError:
             raise ValueError(
-                f"Unknown unsubscribe method {self.method!r}: choose one of {[m.value for m in UnsubscribeMethod]}"
+                f"Unknown unsubscribe method {self.method!r}: "
+                f"choose one of {[m.value for m in UnsubscribeMethod]}"
             ) from None
         object.__setattr__(self, "sub_status_codes", frozenset(int(c) for c in self.sub_status_codes))
 

@@ -226,7 +226,8 @@ CLEAROUT_CASES: list[tuple[str, Call, Answer, type[ClearoutError]]] = [
     ("verify-broken-gzip", VERIFY, answer(b"definitely not gzip", Content_Encoding="gzip"),
      ClearoutProtocolError),
     ("flag-missing", FLAG, success({"email_address": "valid@example.com"}), ClearoutProtocolError),
-    ("flag-not-yes-no", FLAG, success({"email_address": "a@b.c", "business_account": 3}), ClearoutProtocolError),
+    ("flag-not-yes-no", FLAG, success({"email_address": "a@b.c", "business_account": 3}),
+     ClearoutProtocolError),
     ("credits-no-number", CREDITS, success({"credits": {"total": 5}}), ClearoutProtocolError),
     ("credits-infinity", CREDITS, answer(b'{"status":"success","data":{"available_credits":Infinity}}'),
      ClearoutProtocolError),
@@ -234,7 +235,8 @@ CLEAROUT_CASES: list[tuple[str, Call, Answer, type[ClearoutError]]] = [
     ("upload-no-list-id", UPLOAD, success({}), ClearoutProtocolError),
     ("upload-path-list-id", UPLOAD, success({"list_id": "../../etc/passwd"}), ClearoutProtocolError),
     ("upload-numeric-list-id", FINDER_UPLOAD, success({"list_id": 12345}), ClearoutProtocolError),
-    ("upload-2043-bad-id", UPLOAD, failed(2043, "Duplicate file", list_id={"$gt": ""}), ClearoutProtocolError),
+    ("upload-2043-bad-id", UPLOAD, failed(2043, "Duplicate file", list_id={"$gt": ""}),
+     ClearoutProtocolError),
     ("progress-no-status", PROGRESS, success({"percentile": 50}), ClearoutProtocolError),
     ("progress-1008", PROGRESS, failed(1008, "You are not authorized to access this resource"),
      ClearoutListNotFound),
@@ -252,7 +254,8 @@ CLEAROUT_CASES: list[tuple[str, Call, Answer, type[ClearoutError]]] = [
     ("error-huge-message", VERIFY, failed(9999, "x" * 1_000_000), ClearoutError),
     ("error-code-infinity", VERIFY, answer(b'{"status":"failed","error":{"code":1e999,"message":"?"}}'),
      ClearoutError),
-    ("redirect", VERIFY, answer(b"", 302, Location="https://user:pw@elsewhere.example/v2"), ClearoutConfigError),
+    ("redirect", VERIFY, answer(b"", 302, Location="https://user:pw@elsewhere.example/v2"),
+     ClearoutConfigError),
     ("429-after-retries", CREDITS, rate_limited("0.01"), ClearoutRateLimited),
     ("500-html", CREDITS, answer(b"<html>Bad gateway</html>", 502), ClearoutServerError),
 ]  # fmt: skip
@@ -304,7 +307,7 @@ def test_an_epoch_reset_header_waits_at_most_one_window(
     assert info.value.retry_after == 60.0
 
 
-# ---------------------------------------------------------------------------------- rate limits without headers
+# ----------------------------------------------------------------------------- rate limits without headers
 
 
 def test_without_rate_headers_calls_run_concurrently_not_one_by_one(
@@ -365,8 +368,8 @@ CLEVERTAP_CASES: list[tuple[str, CleverTapCall, list[Answer], type[CleverTapErro
     ("upload-no-processed", ct_upload, [answer({"status": "success"})], CleverTapProtocolError),
     ("upload-processed-text", ct_upload, [answer({"status": "success", "processed": "1"})],
      CleverTapProtocolError),
-    ("upload-unprocessed-dict", ct_upload, [answer({"status": "partial", "processed": 0, "unprocessed": {"a": 1}})],
-     CleverTapProtocolError),
+    ("upload-unprocessed-dict", ct_upload,
+     [answer({"status": "partial", "processed": 0, "unprocessed": {"a": 1}})], CleverTapProtocolError),
     ("upload-unprocessed-strings", ct_upload,
      [answer({"status": "partial", "processed": 0, "unprocessed": ["515"]})], CleverTapProtocolError),
     ("upload-deep-nesting", ct_upload, [answer(NESTED)], CleverTapProtocolError),
@@ -383,8 +386,8 @@ CLEVERTAP_CASES: list[tuple[str, CleverTapCall, list[Answer], type[CleverTapErro
     ("export-no-cursor", ct_export, [answer({"status": "success"})], CleverTapProtocolError),
     ("export-cursor-not-text", ct_export, [answer({"status": "success", "cursor": {"next": 1}})],
      CleverTapProtocolError),
-    ("export-cursor-injects-query", ct_export, [answer({"status": "success", "cursor": "abc&batch_size=1#x"})],
-     CleverTapProtocolError),
+    ("export-cursor-injects-query", ct_export,
+     [answer({"status": "success", "cursor": "abc&batch_size=1#x"})], CleverTapProtocolError),
     ("export-records-not-list", ct_export, [CURSOR, answer({"status": "success", "records": "all of them"})],
      CleverTapProtocolError),
     ("export-record-not-object", ct_export, [CURSOR, answer({"status": "success", "records": [1, 2]})],
@@ -393,7 +396,8 @@ CLEVERTAP_CASES: list[tuple[str, CleverTapCall, list[Answer], type[CleverTapErro
      [CURSOR, answer({"status": "success", "records": [], "next_cursor": "a b\r\nX-Evil: 1"})],
      CleverTapProtocolError),
     ("profile-no-record", ct_profile, [answer({"status": "success"})], CleverTapProtocolError),
-    ("profile-record-list", ct_profile, [answer({"status": "success", "record": []})], CleverTapProtocolError),
+    ("profile-record-list", ct_profile, [answer({"status": "success", "record": []})],
+     CleverTapProtocolError),
 ]  # fmt: skip
 
 

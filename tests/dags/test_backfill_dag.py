@@ -82,7 +82,11 @@ def mapped_states(dr: Any, task_id: str) -> list[str | None]:
 def finished(dr: Any) -> list[dict[str, Any]]:
     """The verify results of the chunks that were verified AND loaded back in run ``dr``."""
     verified, loaded = mapped_states(dr, VERIFY), mapped_states(dr, LOAD)
-    return [xcom(dr, VERIFY, i) for i, (v, lo) in enumerate(zip(verified, loaded)) if v == lo == "success"]
+    return [
+        xcom(dr, VERIFY, i)
+        for i, (v, lo) in enumerate(zip(verified, loaded, strict=False))
+        if v == lo == "success"
+    ]
 
 
 def table(path: str) -> Any:

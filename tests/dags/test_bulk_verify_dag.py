@@ -96,7 +96,10 @@ def read_result(path: str) -> pd.DataFrame:
 
 @pytest.fixture
 def in_background() -> Iterator[Callable[[Callable[[], None]], None]]:
-    """Run a function in a thread during the DAG run (a user acting in the Clearout app); re-raise its error."""
+    """Run a function in a thread during the DAG run (a user acting in the Clearout app).
+
+    Its error is re-raised.
+    """
     threads: list[threading.Thread] = []
     errors: list[BaseException] = []
 
@@ -359,7 +362,10 @@ def test_bulk_queue_full_until_the_deadline_fails_without_uploading(
 
 
 def billing(server: SandboxProcess) -> tuple[int, int, int]:
-    """(uploads, credits used, credits charged by all lists): one upload and used == charged means one charge."""
+    """(uploads, credits used, credits charged by all lists).
+
+    One upload and used == charged means one charge.
+    """
     now = server.clearout_stats()
     return now["bulk_uploads"], now["credits_used"], sum(int(v["charged"]) for v in now["lists"].values())
 

@@ -129,7 +129,8 @@ def test_roundtrip_writes_verdicts_unsubscribes_and_leaves_nothing_to_verify(
     )  # old verifications
     assert load["dry_run"] is False and load["unchanged"] == 0
 
-    # Every Clearout test address: the profile carries the verdict, and is unsubscribed iff the policy says so.
+    # Every Clearout test address: the profile carries the verdict, and is unsubscribed iff the policy
+    # says so.
     hook, policy = CleverTapHook(), UnsubscribePolicy()
     for local, expected in TEST_ADDRESSES.items():
         address = f"{local}@{TEST_DOMAIN}"

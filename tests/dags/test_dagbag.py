@@ -41,8 +41,9 @@ def parse(path):
         started, cpu = time.perf_counter(), time.process_time()
         bag = DagBag(dag_folder=path)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        os.write(write, json.dumps({"seconds": seconds, "cpu": cpu, "errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()},
-                                    "dags": sorted(bag.dag_ids)}).encode())
+        errors = {k: str(v)[-500:] for k, v in bag.import_errors.items()}
+        found = {"seconds": seconds, "cpu": cpu, "errors": errors, "dags": sorted(bag.dag_ids)}
+        os.write(write, json.dumps(found).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read) as answer:
@@ -80,7 +81,7 @@ def cold_parses() -> dict[str, dict[str, Any]]:
 
 def test_every_dag_file_imports_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert SHIPPED <= set(dagbag.dag_ids)
+    assert set(dagbag.dag_ids) >= SHIPPED
     files_with_dags = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
     assert files_with_dags == {f.name for f in DAG_FILES}  # no file that defines nothing
 

@@ -7,7 +7,6 @@ operator's word for it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -192,12 +191,11 @@ def test_timed_out_addresses_get_no_verdict_with_a_reason_and_the_task_succeeds(
 
 
 def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_the_rest(
-    tmp_path: Path, sandbox_factory: Factory, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox_factory: Factory, clearout_connection: Callable[..., str]
 ) -> None:
     emails = [f"buyer{i}@shop{i}.com" for i in range(12)]
     poor = sandbox_factory(SandboxSettings(credits=4))
-    monkeypatch.setenv("AIRFLOW_CONN_CLEAROUT_DEFAULT", json.dumps(
-        {"conn_type": "clearout", "host": poor.clearout_url, "password": poor.settings.clearout_token}))  # fmt: skip
+    clearout_connection(poor)
     ledger = VerdictLedger(ObjectStoragePath(f"file://{tmp_path}/ledger"))
     with (
         ledger.journal(source="instant", recorded_by="d/r/t/") as journal,
@@ -209,8 +207,7 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
     assert any(f"{answered} of {len(emails)} were answered" in note for note in raised.value.__notes__)
 
     rich = sandbox_factory(SandboxSettings())
-    monkeypatch.setenv("AIRFLOW_CONN_CLEAROUT_DEFAULT", json.dumps(
-        {"conn_type": "clearout", "host": rich.clearout_url, "password": rich.settings.clearout_token}))  # fmt: skip
+    clearout_connection(rich)
     known = set(ledger.lookup(emails, Freshness())["normalised_email"].to_pylist())
     assert len(known) == answered
     with ledger.journal(source="instant", recorded_by="d/r2/t/") as journal:

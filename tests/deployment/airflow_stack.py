@@ -142,7 +142,10 @@ class AirflowStack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
-        """Every log file of one task (all attempts, the trigger's too), concatenated; "" before any exists."""
+        """Every log file of one task (all attempts, the trigger's too), concatenated.
+
+        "" before any exists.
+        """
         folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         files = sorted(folder.rglob("*.log*")) if folder.exists() else []
         return "".join(path.read_text(errors="replace") for path in files)

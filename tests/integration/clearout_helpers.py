@@ -30,7 +30,10 @@ def expire_list(server: SandboxProcess, list_id: str) -> None:
 
 
 def sent_requests(caplog: pytest.LogCaptureFixture, path: str) -> list[int]:
-    """HTTP statuses of the requests urllib3 logged for the API path ``path`` (query ignored) (the client-side witness of each attempt)."""
+    """HTTP statuses of the requests urllib3 logged for the API path ``path`` (query ignored).
+
+    They are the client-side witness of each attempt.
+    """
     pattern = re.compile(rf'"(?:GET|POST) [^" ]*{re.escape(path)}(?:\?[^" ]*)? HTTP/1\.1" (\d{{3}})')
     return [
         int(m.group(1))

@@ -1,4 +1,7 @@
-"""ClearoutHook (sync, requests) against the live sandbox over loopback HTTP: every method, every error path."""
+"""ClearoutHook (sync, requests) against the live sandbox over loopback HTTP.
+
+Every method, every error path.
+"""
 
 from __future__ import annotations
 

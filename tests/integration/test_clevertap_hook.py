@@ -252,11 +252,15 @@ def test_upload_reports_partial_failures_per_row(
 ) -> None:
     verified = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
     records = [
-        {"identity": "10001000", "profileData": {"Clearout Verification Status": "valid", "Clearout Verified At": verified}},
+        {
+            "identity": "10001000",
+            "profileData": {"Clearout Verification Status": "valid", "Clearout Verified At": verified},
+        },
         {"identity": "10001001", "profileData": {"Email": "broken@@example.com"}},  # CleverTap: 515
         {"profileData": {"Clearout Verification Status": "valid"}},  # local: no identifier
         {"identity": "10001003", "profileData": {"Clearout Notes": "x" * 600}},  # local: value > 512 bytes
-        {"objectId": "__unknown", "profileData": {"Clearout Verification Status": "invalid"}},  # CleverTap: 526
+        # CleverTap: 526
+        {"objectId": "__unknown", "profileData": {"Clearout Verification Status": "invalid"}},
         {"identity": "10001005", "profileData": {"Clearout: Status": "valid"}},  # local: forbidden ':'
         {"objectId": object_id_of(1006), "profileData": {"Clearout Verification Status": "invalid"}},
         {"identity": "10001007", "profileData": {"Phone": "call me"}},  # CleverTap: 516

@@ -188,8 +188,11 @@ def test_json_post_needs_json_content_type_415(co: Clearout) -> None:
                              headers={**co.auth, "Content-Type": "text/plain"})  # fmt: skip
     assert response.status_code == 415
     assert response.json()["error"]["message"] == "Invalid Content Type. Must be application/json"
-    charset = requests.post(co.base + "/email_verify/instant", data=b'{"email":"valid@example.com"}',
-                            headers={**co.auth, "Content-Type": "application/json; charset=utf-8"})  # fmt: skip
+    charset = requests.post(
+        co.base + "/email_verify/instant",
+        data=b'{"email":"valid@example.com"}',
+        headers={**co.auth, "Content-Type": "application/json; charset=utf-8"},
+    )
     assert data_of(charset)["status"] == "valid"
 
 
@@ -462,8 +465,10 @@ def test_instant_verify_times_out_with_524_when_the_client_timeout_is_shorter(co
     """The server's verification takes 1000 ms (x time_scale 0.01 = 10 ms); a 500 ms timeout is too short."""
     response = co.post("/email_verify/instant", {"email": "valid@example.com", "timeout": 500})
     error = failure(response, 524, None)
-    assert error == {"message": "Timeout Occurred",
-                     "additional_info": {"resource_name": "email", "resource_value": "valid@example.com"}}  # fmt: skip
+    assert error == {
+        "message": "Timeout Occurred",
+        "additional_info": {"resource_name": "email", "resource_value": "valid@example.com"},
+    }
     started = time.monotonic()
     assert co.instant("valid@example.com", timeout=2_000)["time_taken"] == 1_000
     assert time.monotonic() - started >= 0.01
@@ -504,7 +509,8 @@ def test_bulk_xlsx_upload_is_read_like_csv(co: Clearout, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("column", "accepted"), [("Email", True), ("EMAILS", True), ("email address", True),
-                                                  ("EmailAddress", True), ("E-mail", False), ("mail", False)])  # fmt: skip
+                                                  ("EmailAddress", True), ("E-mail", False),
+                                                  ("mail", False)])  # fmt: skip
 def test_email_column_rule_1004(co: Clearout, column: str, accepted: bool) -> None:
     response = co.upload(
         VERIFY, f"col-{column}.csv", csv_bytes(["name", column], [["a", "valid@example.com"]])
@@ -656,8 +662,8 @@ def test_without_credits(sandbox_factory: Callable[..., SandboxProcess]) -> None
     error = failure(co.upload(FINDER, "people.csv", people), 402, 1028)
     assert error["additional_info"] == {"required_credits": 8}
     assert error["message"] == (
-        "Your available credits 0 is not enough to find 2 email addresses from the list, so please purchase 8 "
-        "more credits"
+        "Your available credits 0 is not enough to find 2 email addresses from the list, "
+        "so please purchase 8 more credits"
     )
     assert co.stats()["credits_used"] == 0
 
@@ -820,8 +826,8 @@ def test_finder_credits(sandbox_factory: Callable[..., SandboxProcess]) -> None:
 def test_finder_bulk_round_trip(co: Clearout) -> None:
     header = ["Full Name", "Domain", "Company", "Owner"]
     rows = [["Steven Morris", "apple.com", "", "ann"], ["Tony Stark", "", "Stark Industries", "bo"],
-            ["Sales Team", "acme.com", "", ""], ["Jane Roe", "gmail.com", "", "cy"], ["R2-D2", "acme.com", "", ""],
-            ["Steven Morris", "apple.com", "", "dup"]]  # fmt: skip
+            ["Sales Team", "acme.com", "", ""], ["Jane Roe", "gmail.com", "", "cy"],
+            ["R2-D2", "acme.com", "", ""], ["Steven Morris", "apple.com", "", "dup"]]  # fmt: skip
     list_id = co.list_of(FINDER, "people.csv", csv_bytes(header, rows))
     assert co.wait(FINDER, list_id) == {"progress_status": "completed", "percentage": 100}
     result = co.result(FINDER, list_id)
@@ -919,8 +925,8 @@ def test_latency_is_added_without_blocking_other_requests(
 
 def test_stats_endpoint_shape(co: Clearout) -> None:
     stats = co.stats()
-    assert set(stats) >= {"credits_available", "credits_used", "bulk_uploads", "finder_uploads", "instant_calls",
-                          "rate_limited", "lists"}  # fmt: skip
+    assert set(stats) >= {"credits_available", "credits_used", "bulk_uploads", "finder_uploads",
+                          "instant_calls", "rate_limited", "lists"}  # fmt: skip
     for info in stats["lists"].values():
         assert set(info) == {"kind", "status", "total", "processed", "charged"}
         assert info["kind"] in (VERIFY, FINDER) and info["status"] in ("running", "completed", "cancelled")
@@ -960,8 +966,8 @@ def test_a_million_row_list_streams_through_in_modest_memory(
         reader = csv.reader(handle)
         assert next(reader) == ["id", "name", "email", "city", *BULK_RESULT_COLUMNS]
         count, last = 0, None
-        for last in reader:
-            count += 1
+        for row in reader:
+            count, last = count + 1, row
         assert count == rows
         assert last == [str(rows - 1), f"Person {rows - 1}", f"user{rows - 1}@company{(rows - 1) % 997}.com",
                         f"City {(rows - 1) % 50}", *last[4:]]  # fmt: skip

@@ -325,7 +325,8 @@ def test_upload_reports_each_bad_record_with_code_and_number(api_for: Callable[.
     api = api_for(seed_contacts=100)
     now = int(time.time())
     batch = [
-        {"identity": "10000050", "type": "profile", "ts": now, "profileData": {"Clearout Verification Status": "valid"}},
+        {"identity": "10000050", "type": "profile", "ts": now,
+         "profileData": {"Clearout Verification Status": "valid"}},
         {"identity": "10000051", "type": "profile", "profileData": {"Email": "bad@@example.com"}},
         {"type": "profile", "profileData": {"Plan": "pro"}},
         {"identity": "10000052", "type": "profile", "ts": 0, "profileData": {"Plan": "pro"}},
@@ -335,7 +336,8 @@ def test_upload_reports_each_bad_record_with_code_and_number(api_for: Callable[.
         {"identity": "10000055", "type": "profile", "profileData": {"Notes": "x" * 513}},
         {"identity": "10000056", "profileData": {"Plan": "pro"}},
         {"identity": "10000057", "type": "profile", "profileData": {"Phone": "12345"}},
-        {"identity": "brand-new-customer", "type": "profile", "profileData": {"Plan": "trial", "Email": "New@Example.com"}},
+        {"identity": "brand-new-customer", "type": "profile",
+         "profileData": {"Plan": "trial", "Email": "New@Example.com"}},
         {"objectId": object_id_of(58), "type": "profile", "profileData": {"Orders": {"$incr": 2}}},
     ]  # fmt: skip
     body = api.post("/upload", json={"d": batch}).json()
@@ -430,8 +432,8 @@ def test_state_dir_keeps_changes_across_restarts(tmp_path: Path) -> None:
     with SandboxProcess(settings) as server:
         api = Api(server)
         api.post("/upload", json={"d": [
-            {"identity": "10000005", "type": "profile", "profileData": {"Clearout Verification Status": "invalid",
-                                                                         "MSG-email": False}},
+            {"identity": "10000005", "type": "profile",
+             "profileData": {"Clearout Verification Status": "invalid", "MSG-email": False}},
             {"identity": "late-signup", "type": "profile", "profileData": {"Email": "late@example.com"}},
         ]})  # fmt: skip
         api.post(

@@ -1,4 +1,4 @@
-"""The CleverTap mapping (verdicts.py), the unsubscribe policy, the load's per-row plan and the freshness filter.
+"""The CleverTap mapping (verdicts.py), the unsubscribe policy, the load's per-row plan, the freshness filter.
 
 Expected values are written out here, not derived from the tables under test, so a change to a table
 shows up as a failing test.
@@ -180,7 +180,7 @@ def test_property_values_round_trip_through_the_export_text_form() -> None:
 
 def test_verification_properties_moved_to_verdicts_and_still_importable_from_the_models() -> None:
     assert clevertap_models.VERIFICATION_PROPERTIES is VERIFICATION_PROPERTIES
-    assert VERIFICATION_PROPERTIES == tuple(CLEVERTAP_PROPERTIES.values())
+    assert tuple(CLEVERTAP_PROPERTIES.values()) == VERIFICATION_PROPERTIES
     assert set(CLEVERTAP_PROPERTIES) == set(RESULT_COLUMNS) - {"decided_by"}
 
 
@@ -410,8 +410,9 @@ def test_a_fixed_address_verified_valid_lifts_our_unsubscribe(method: str, addre
     )
     assert plan.address == address and plan.subscription == ("Resubscribe" if address else None)
     # Not lifted by an uncertain verdict, nor when the policy says not to.
+    not_lifting = UnsubscribePolicy(resubscribe=False)
     for row, lifting in ((exported_row("catch_all@example.com", **ours), policy),
-                         (exported_row("valid@example.com", **ours), UnsubscribePolicy(resubscribe=False))):  # fmt: skip
+                         (exported_row("valid@example.com", **ours), not_lifting)):  # fmt: skip
         kept = plan_row(row, PropertyMapping(), lifting, exported=EXPORTED, decided_at=DECIDED)
         assert not kept.resubscribe and UNSUBSCRIBE_PROPERTY not in kept.update
 
@@ -455,7 +456,7 @@ def test_operators_default_to_the_hooks_connection() -> None:
     from clearout_provider.hooks.clevertap import CleverTapHook
     from clearout_provider.operators.clevertap import DEFAULT_CONN_ID
 
-    assert DEFAULT_CONN_ID == CleverTapHook.default_conn_name
+    assert CleverTapHook.default_conn_name == DEFAULT_CONN_ID
 
 
 # ---------------------------------------------------------------------------------------------- freshness
@@ -468,7 +469,7 @@ def iso(moment: datetime) -> str:
 
 
 def profiles(*rows: tuple[str | None, str | None, str | None, str | None]) -> pa.Table:
-    email, verified, at, status = zip(*rows)
+    email, verified, at, status = zip(*rows, strict=True)
     return pa.table(
         {
             "email": list(email),

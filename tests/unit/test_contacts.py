@@ -127,7 +127,13 @@ TRICKY = [
 
 def test_everything_email_validator_accepts_is_sent_in_its_normal_form() -> None:
     result = normalise_emails(TRICKY)
-    rows = zip(TRICKY, result.normalised.to_pylist(), result.valid.to_pylist(), result.reason.to_pylist())
+    rows = zip(
+        TRICKY,
+        result.normalised.to_pylist(),
+        result.valid.to_pylist(),
+        result.reason.to_pylist(),
+        strict=True,
+    )
     for address, normalised, sent, reason in rows:
         expected = permissive(address)
         if expected is not None:
@@ -204,13 +210,13 @@ def test_fast_path_agrees_with_the_whole_address_judgement() -> None:
         for _ in range(3000)
     ]
     long_domains = ["l" * rng.randint(55, 70) + "." + "m" * rng.randint(60, 64) + ".com" for _ in range(200)]
-    fuzz = [f"{a}@{b}" for a, b in zip(locals_, domains + long_domains)]
+    fuzz = [f"{a}@{b}" for a, b in zip(locals_, domains + long_domains, strict=False)]
     fuzz += [f"{'a' * rng.randint(1, 130)}@{d}" for d in long_domains]
     corpus = pa.array([a.strip().lower() for a in TRICKY + fuzz])
     shaped, normalised, reason, _ = contacts._judge_by_domain(corpus, {})
     sent = 0
     for address, is_shaped, fast, why in zip(
-        corpus.to_pylist(), shaped.to_pylist(), normalised.to_pylist(), reason.to_pylist()
+        corpus.to_pylist(), shaped.to_pylist(), normalised.to_pylist(), reason.to_pylist(), strict=True
     ):
         if is_shaped:
             whole, whole_reason = contacts._judge(address, {})

@@ -114,5 +114,8 @@ def test_image_pins_the_same_airflow_as_the_package() -> None:
         if d.startswith("apache-airflow>")
     )
     low, high = re.match(r"apache-airflow>=([\d.]+),<([\d.]+)", requirement).groups()
-    as_tuple = lambda v: tuple(int(x) for x in v.split("."))
+
+    def as_tuple(version: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in version.split("."))
+
     assert as_tuple(low) <= as_tuple(base) < as_tuple(high)

@@ -136,8 +136,8 @@ def test_empty_header_only_non_utf8_and_oversized_files(tmp_path: Path) -> None:
     with pytest.raises(ContactsEncodingError, match="line 2"):
         prepare_finder_queries(latin1, workdir=tmp_path / "w3")
     with pytest.raises(TooManyContacts):
-        prepare_finder_queries(write(tmp_path / "big.csv", "name,domain\na b,x.io\nc d,y.io\n"), workdir=tmp_path / "w4",
-                               max_rows=1)  # fmt: skip
+        big = write(tmp_path / "big.csv", "name,domain\na b,x.io\nc d,y.io\n")
+        prepare_finder_queries(big, workdir=tmp_path / "w4", max_rows=1)
 
 
 def test_result_columns_in_the_input_are_refused(tmp_path: Path) -> None:
@@ -158,7 +158,8 @@ def test_instant_answers_and_failures_are_joined_onto_every_row(tmp_path: Path) 
     ann, bo, _cy = list(prepared.queries())
     found = FinderResult(
         emails=(FinderEmail("ann.lee@a.io", role=False, business=True),), first_name="ann", last_name="lee",
-        full_name="ann lee", domain="a.io", confidence_score=91, company="a", found_on=datetime(2026, 1, 2, tzinfo=UTC),
+        full_name="ann lee", domain="a.io", confidence_score=91, company="a",
+        found_on=datetime(2026, 1, 2, tzinfo=UTC),
     )  # fmt: skip
     nothing = FinderResult(emails=(), first_name="bo", last_name="kim", full_name="bo kim", domain="b.io",
                            confidence_score=0, company="b", found_on=None)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The verdict ledger (clearout_provider.verification.ledger): what is recorded, what is reused, what is erased.
+"""The verdict ledger (clearout_provider.verification.ledger): what is recorded, reused and erased.
 
 Real files on local disk (and one in-memory fsspec store, which cannot append), no mocks: the ledger is
 only ever files, so these tests read back exactly what a later run would read.
@@ -205,6 +205,5 @@ def test_an_object_store_ledger_works_without_append() -> None:
 
 def test_schema_keeps_the_vendor_detail_and_provenance() -> None:
     names = ledger_schema().names
-    assert names[0] == "address" and {"clearout_sub_status_code", "source", "billable", "recorded_by"} <= set(
-        names
-    )
+    assert names[0] == "address"
+    assert {"clearout_sub_status_code", "source", "billable", "recorded_by"} <= set(names)

@@ -176,8 +176,10 @@ def test_report_shows_counts_credits_and_outcomes(tmp_path: Path) -> None:
         "| spam_trap:401 | 1 |",
         "|   of which never verified | 8 |",
         "| extract | exported = no email + fresh + to verify | 20 = 2 + 6 + 12 | ✓ |",
-        "| load | load input = updated + unsubscribed only + unchanged + not verified + rejected | 12 = 8 + 1 + 2 + 0 + 1 | ✓ |",
-        "| ledger | unique to verify = from the verdict ledger + sent to Clearout + held back (dry run) | 9 = 0 + 9 + 0 | ✓ |",
+        "| load | load input = updated + unsubscribed only + unchanged + not verified + rejected "
+        "| 12 = 8 + 1 + 2 + 0 + 1 | ✓ |",
+        "| ledger | unique to verify = from the verdict ledger + sent to Clearout + held back (dry run) "
+        "| 9 = 0 + 9 + 0 | ✓ |",
     ):
         assert line in md, line
     assert "**mode** bulk" in md and "list-123" in md
@@ -243,8 +245,8 @@ def test_mismatch_raises_naming_the_equation_after_the_report_is_written(tmp_pat
         check_accounting(facts)
     message = str(raised.value)
     assert (
-        "load: load input = updated + unsubscribed only + unchanged + not verified + rejected: 12 ≠ 7 + 1 + 2 + 0 + 1 (= 11)"
-        in (message)
+        "load: load input = updated + unsubscribed only + unchanged + not verified + rejected: "
+        "12 ≠ 7 + 1 + 2 + 0 + 1 (= 11)" in message
     )
     assert "1 of 10 checks fail" in message
     assert "extract" not in message  # only the failing equation is listed

@@ -727,7 +727,7 @@ class ClearoutHook(BaseHook):
         return DownloadedFile(path=dest, bytes=written)
 
 
-# ---------------------------------------------------------------------- request builders (shared by both transports)
+# ------------------------------------------------------- request builders (shared by both transports)
 
 _Family = Literal["verify", "finder"]
 _VERIFY: _Family = "verify"
@@ -891,9 +891,8 @@ def _transport_error(where: str, exc: BaseException) -> ClearoutError:
     from aiohttp.http_exceptions import ContentEncodingError
     from urllib3.exceptions import NewConnectionError
 
-    if isinstance(exc, requests.exceptions.ContentDecodingError) or isinstance(
-        exc.__cause__, ContentEncodingError
-    ):
+    undecodable = isinstance(exc, requests.exceptions.ContentDecodingError)
+    if undecodable or isinstance(exc.__cause__, ContentEncodingError):
         return ClearoutProtocolError(
             f"The answer from {where} could not be decoded (a broken Content-Encoding)"
         )

@@ -325,7 +325,8 @@ class CleverTapHook(BaseHook):
             )
         except requests.exceptions.ContentDecodingError:
             raise CleverTapProtocolError(
-                f"The answer from CleverTap at {self.base_url} could not be decoded (a broken Content-Encoding)"
+                f"The answer from CleverTap at {self.base_url} could not be decoded "
+                "(a broken Content-Encoding)"
             ) from None
         except requests.RequestException as exc:
             raise CleverTapServerError(
@@ -373,7 +374,10 @@ class CleverTapHook(BaseHook):
     def get_profile(
         self, *, email: str | None = None, identity: str | None = None, object_id: str | None = None
     ) -> dict[str, Any] | None:
-        """One profile (``GET /1/profile.json``) by exactly one of email, identity or objectId; None if absent."""
+        """One profile (``GET /1/profile.json``) by exactly one of email, identity or objectId.
+
+        None if absent.
+        """
         given = [(k, v) for k, v in (("email", email), ("identity", identity), ("objectId", object_id)) if v]
         if len(given) != 1:
             raise ValueError("get_profile takes exactly one of email, identity or object_id")
@@ -574,7 +578,8 @@ class CleverTapHook(BaseHook):
                 raise
         report.rejections.sort(key=lambda r: r.row)
         log.info(
-            "CleverTap %s: %d rows, %d sent in %d batches (%d requests), %d processed, %d rejected, %d not sent%s",
+            "CleverTap %s: %d rows, %d sent in %d batches (%d requests), "
+            "%d processed, %d rejected, %d not sent%s",
             path.split("?")[0],
             report.received,
             report.sent,
@@ -733,7 +738,10 @@ def _index_of(entry: Mapping[str, Any], batch: _Batch, claimed: set[int]) -> int
 
 
 def _rejection(batch: _Batch, n: int, code: int, error: str) -> RecordRejection:
-    """CleverTap's rejection of the batch's ``n``-th record (its identifier is the one key its payload carried)."""
+    """CleverTap's rejection of the batch's ``n``-th record.
+
+    Its identifier is the one key its payload carried.
+    """
     key, value = batch.keys[n], batch.values[n]
     return RecordRejection(
         row=batch.rows[n],

@@ -89,7 +89,10 @@ def header_problem(value: str) -> str | None:
 
 
 def as_flag(value: Any) -> bool | None:
-    """A boolean extra as JSON or a form stores it (``true``, ``"true"``, ``"1"``...); None if it is neither."""
+    """A boolean extra as JSON or a form stores it (``true``, ``"true"``, ``"1"``...).
+
+    None if it is neither.
+    """
     if isinstance(value, bool) or value is None:
         return bool(value)
     text = str(value).strip().lower()

@@ -3,8 +3,9 @@
 Clearout allows a number of instant requests per fixed window (60 s in production) and answers
 429 past it. Responses normally say how many requests the window allows (``x-ratelimit-limit``), how
 many are left (``x-ratelimit-remaining``) and how many seconds the window still lasts
-(``x-ratelimit-reset``), but some may not. A :class:`RateLimitBucket` keeps requests under that quota so a burst of
-many times the RPM finishes without a single 429 (the 429 path is still handled, by retrying).
+(``x-ratelimit-reset``), but some may not. A :class:`RateLimitBucket` keeps requests under that
+quota so a burst of many times the RPM finishes without a single 429 (the 429 path is still handled,
+by retrying).
 
 How it decides (all under one :class:`threading.Lock`, so threads and asyncio tasks share it):
 
@@ -121,7 +122,8 @@ def parse_rate_headers(headers: Mapping[str, str] | None, *, wall_now: float | N
 class RateLimitBucket:
     """The quota of one endpoint family (instant verify, or instant finder) of one account.
 
-    :param initial_limit: requests per ``window`` assumed until an answer carries the headers (the plan's RPM).
+    :param initial_limit: requests per ``window`` assumed until an answer carries the headers (the
+        plan's RPM).
     :param window: the window length assumed until then (seconds).
     :param clock: monotonic time for the arithmetic; ``wall_clock``: Unix time for timestamp resets.
     """

@@ -1,4 +1,6 @@
-"""One Clearout bulk list per task instance, paid for once: what the bulk verify and bulk finder operators share.
+"""One Clearout bulk list per task instance, paid for once.
+
+This is what the bulk verify and bulk finder operators share.
 
 :class:`BulkListOperator` owns the life of the list; the operators only say how to upload, poll, download
 and finish (``_send_upload``, ``_list_progress``, ``_download_result``, ``_check_credits``,
@@ -19,9 +21,10 @@ retries and clears of the same run). It names the list and a hash of the uploade
 with the same content resumes that list unless Clearout says it was cancelled or is gone (then it
 uploads again). What a cancelled list processed before the cancel (a user cleared the deferred task,
 whose trigger cancels the list; a deadline; the Clearout app) was paid for: the bulk verify operator
-downloads it into the verdict ledger and uploads only the rest. If the state file is lost, Clearout's own duplicate-file check catches the re-upload:
-the upload file's NAME is deterministic per task instance and content (dag, run, task, map index and a
-content hash), and Clearout answers 2043 with the earlier list's id for the same name and size.
+downloads it into the verdict ledger and uploads only the rest. If the state file is lost, Clearout's
+own duplicate-file check catches the re-upload: the upload file's NAME is deterministic per task
+instance and content (dag, run, task, map index and a content hash), and Clearout answers 2043 with
+the earlier list's id for the same name and size.
 
 **Deadline.** ``timeout`` bounds one try, from its first upload attempt to the list's completion; the
 trigger enforces it and, with ``cancel_on_timeout``, cancels the list (its unprocessed rows then cost
@@ -174,7 +177,10 @@ class ListRecord:
 
 
 def upload_file_name(dag_id: str, run_id: str, task_id: str, map_index: int, content_sha256: str) -> str:
-    """The upload's file name: readable, and unique per task instance and content (see the module docstring)."""
+    """The upload's file name: readable, and unique per task instance and content.
+
+    See the module docstring.
+    """
     key = "\n".join((dag_id, run_id, task_id, str(map_index), content_sha256))
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     readable = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
@@ -399,7 +405,10 @@ class BulkListOperator(BaseOperator):
     def _upload(
         self, context: Mapping[str, Any], record: ListRecord, upload: Path, to_send: int, attempt: str
     ) -> bool:
-        """Upload the list (or adopt the duplicate Clearout names); False when Clearout's bulk slots are full."""
+        """Upload the list (or adopt the duplicate Clearout names).
+
+        False when Clearout's bulk slots are full.
+        """
         credits = self._check_credits(to_send)
         try:
             try:
@@ -428,8 +437,9 @@ class BulkListOperator(BaseOperator):
         if remaining <= 0:
             raise ClearoutBulkSlotTimeout(
                 f"Clearout kept answering that the maximum number of {self.list_noun}s is running "
-                f"({self.limit_code}) until this task's deadline; nothing was uploaded or charged. Let running "
-                "lists finish (or cancel one), raise `timeout`, or schedule fewer bulk tasks at once (a pool)"
+                f"({self.limit_code}) until this task's deadline; nothing was uploaded or charged. "
+                "Let running lists finish (or cancel one), raise `timeout`, or schedule fewer bulk tasks "
+                "at once (a pool)"
             )
         return min(self.bulk_slot_wait, remaining)
 
@@ -439,13 +449,13 @@ class BulkListOperator(BaseOperator):
         self, context: Mapping[str, Any], event: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Back from the trigger: fail with a clear error, or download the result and finish."""
-        raise_for_event(event)
+        list_id = raise_for_event(event)["list_id"]
         folder = task_folder(context, self.workdir)
         record = ListRecord.load(folder / STATE_FILE)
-        if record is None or record.list_id != event["list_id"]:  # type: ignore[index]
+        if record is None or record.list_id != list_id:
             raise AirflowException(
-                f"{folder / STATE_FILE} does not name list {event['list_id']}: the task folder must be "  # type: ignore[index]
-                "shared by the workers and tries of one task (set CLEAROUT_PROVIDER_DATA_DIR to shared storage)"
+                f"{folder / STATE_FILE} does not name list {list_id}: the task folder must be shared by "
+                "the workers and tries of one task (set CLEAROUT_PROVIDER_DATA_DIR to shared storage)"
             )
         return self._collect(context, folder, record)
 

@@ -54,7 +54,8 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     :param source: CSV or Parquet file (local path or any fsspec URL) with an email column. Templated.
     :param email_column: the email column; detected from its name when None. Templated.
     :param clearout_conn_id: connection of type ``clearout`` (the API token is its password).
-    :param workdir: base folder for task files (see :func:`clearout_provider.run_files.base_folder`). Templated.
+    :param workdir: base folder for task files (see :func:`clearout_provider.run_files.base_folder`).
+        Templated.
     :param optimize: Clearout's ``highest_accuracy`` (default) or ``fastest_turnaround``.
     :param max_rows: inputs with more rows are refused; None: Clearout's recommended maximum per list
         (:data:`clearout_provider.contacts.DEFAULT_MAX_ROWS`, 500,000).
@@ -65,7 +66,8 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     :class:`~clearout_provider.operators.bulk_list.BulkListOperator`.
 
     :param freshness: how long a verdict in the verdict ledger is reused instead of sending the address
-        (:class:`~clearout_provider.contacts.Freshness` or a dict of its fields; None = its defaults). Templated.
+        (:class:`~clearout_provider.contacts.Freshness` or a dict of its fields; None = its defaults).
+        Templated.
     :param dry_run: upload nothing: the result marks the addresses that would be sent (no verdict, nothing
         written for them downstream) and ``credits_needed`` says what the list may cost. Templated.
 
@@ -127,8 +129,11 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
             pending = not_sent(plan.emails(), DecidedBy.DRY_RUN, "dry run: not sent")
             return self._finish_list(context, folder, str(prepared.rows_path), counts, None, None, 0, pending)
         if plan.upload_path is None:
-            self.log.info("Nothing to send to Clearout (%s, %d from the ledger): writing the known verdicts only",
-                          prepared.counts, plan.reused)  # fmt: skip
+            self.log.info(
+                "Nothing to send to Clearout (%s, %d from the ledger): writing the known verdicts only",
+                prepared.counts,
+                plan.reused,
+            )
             return self._finish_list(context, folder, str(prepared.rows_path), counts, None, None, 0)
         upload = _PlannedUpload(plan.upload_path, prepared.rows_path, prepared.counts)
         return self._run_list(context, folder, upload, plan.to_send)

@@ -150,7 +150,10 @@ def find_emails(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     timeout_ms: int | None = None,
 ) -> FinderOutcome:
-    """Search every query the checkpoint has no answer for; collect queued searches instead of repeating them."""
+    """Search every query the checkpoint has no answer for.
+
+    Queued searches are collected instead of repeated.
+    """
     from clearout_provider.finder_files import instant_answer
 
     wanted = {q.key for q in queries}
@@ -160,8 +163,13 @@ def find_emails(
     resumed = len(answers)
     pending = [q for q in queries if q.key not in answers]
     if resumed or queued:
-        log.info("Checkpoint of an earlier try: %d answers kept, %d searches to collect from Clearout's queue, "
-                 "%d left to search", resumed, len(queued), len(pending) - len(queued))  # fmt: skip
+        log.info(
+            "Checkpoint of an earlier try: %d answers kept, %d searches to collect from Clearout's queue, "
+            "%d left to search",
+            resumed,
+            len(queued),
+            len(pending) - len(queued),
+        )
 
     def search(query: FinderQuery) -> FinderResult:
         if query.key in queued:
@@ -195,8 +203,10 @@ def find_emails(
 
 def _failure_reason(error: Exception) -> str:
     if isinstance(error, ClearoutTimeout) and error.queue_id:
-        return (f"Clearout was still searching when the wait ended (queue id {error.queue_id}); a rerun of the "
-                "task collects the answer without searching again")  # fmt: skip
+        return (
+            f"Clearout was still searching when the wait ended (queue id {error.queue_id}); "
+            "a rerun of the task collects the answer without searching again"
+        )
     return f"Not searched: {error}"
 
 
@@ -256,8 +266,8 @@ class ClearoutEmailFinderOperator(_FinderFileOperator):
         if prepared.counts.to_find > self.max_queries:
             raise TooManyForInstant(
                 f"{self.source} has {prepared.counts.to_find:,} distinct name + domain queries, more than "
-                f"max_queries={self.max_queries:,} for the instant finder; use ClearoutBulkEmailFinderOperator "
-                "(one bulk list, no rate-limit waits) or raise max_queries"
+                f"max_queries={self.max_queries:,} for the instant finder; use "
+                "ClearoutBulkEmailFinderOperator (one bulk list, no rate-limit waits) or raise max_queries"
             )
         hook = ClearoutHook(
             self.clearout_conn_id,

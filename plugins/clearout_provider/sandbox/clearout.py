@@ -381,9 +381,13 @@ class _ClearoutApi:
             try:
                 form = await call.request.form()
             except HTTPException as exc:  # malformed multipart body
-                raise ClearoutError(None, "validation failed", http_status=400, reasons=[
-                    {"field": ["file"], "location": "body", "messages": [exc.detail], "types": ["any.invalid"]}
-                ]) from None  # fmt: skip
+                reason = {
+                    "field": ["file"],
+                    "location": "body",
+                    "messages": [exc.detail],
+                    "types": ["any.invalid"],
+                }
+                raise ClearoutError(None, "validation failed", http_status=400, reasons=[reason]) from None
             try:
                 if self.faults.upload_without_list_id:  # the body was read: the client sees a normal answer
                     self.state.count("uploads_without_list_id")

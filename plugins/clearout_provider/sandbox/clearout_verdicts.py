@@ -133,7 +133,8 @@ TYPO_DOMAINS: dict[str, str] = {
 }
 #: (upper bound of the hash bucket, sub-status code) for ordinary addresses; see the module docstring.
 _HASHED_MIX: tuple[tuple[int, int], ...] = (
-    (700, 200), (790, 406), (805, 413), (820, 421), (920, 411), (950, 402), (970, 407), (985, 417), (1000, 405),
+    (700, 200), (790, 406), (805, 413), (820, 421), (920, 411),
+    (950, 402), (970, 407), (985, 417), (1000, 405),
 )  # fmt: skip
 _MX_BY_DOMAIN = {
     "gmail.com": ("gmail-smtp-in.l.google.com", "google"),

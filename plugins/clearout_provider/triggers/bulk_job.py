@@ -72,7 +72,10 @@ MAX_UNKNOWN_POLLS = 10
 
 
 def progress_outcome(progress_status: str) -> str | None:
-    """The event status a progress status ends the wait with, or None while the list is (or may be) working."""
+    """The event status a progress status ends the wait with.
+
+    None while the list is (or may be) working.
+    """
     status = progress_status.strip().lower()
     if status in _COMPLETED:
         return SUCCESS
@@ -289,8 +292,8 @@ class ClearoutBulkJobTrigger(BaseTrigger):
                 ERROR,
                 f"Clearout {self.kind} list {self.list_id} answered the undocumented progress status "
                 f"{progress.status!r} {self._unknown_polls} times in a row ({progress.percent:.0f}% done): "
-                "giving up instead of waiting until the deadline. Look at the list in the Clearout app; a retry "
-                "of the task resumes the list if it is still usable",
+                "giving up instead of waiting until the deadline. Look at the list in the Clearout app; "
+                "a retry of the task resumes the list if it is still usable",
                 progress_status=progress.status,
             )
         if outcome is None:
@@ -306,14 +309,16 @@ class ClearoutBulkJobTrigger(BaseTrigger):
             message = f"Clearout {self.kind} list {self.list_id} completed"
         elif outcome == CANCELLED:
             message = (
-                f"Clearout {self.kind} list {self.list_id} was cancelled at {progress.percent:.0f}% (in the Clearout "
-                "app or by another process); unprocessed addresses cost nothing. A retry or a cleared task keeps "
-                "the verdicts it already processed (verdict ledger) and uploads only the rest"
+                f"Clearout {self.kind} list {self.list_id} was cancelled at {progress.percent:.0f}% "
+                "(in the Clearout app or by another process); unprocessed addresses cost nothing. "
+                "A retry or a cleared task keeps the verdicts it already processed (verdict ledger) "
+                "and uploads only the rest"
             )
         else:
             message = (
                 f"Clearout {self.kind} list {self.list_id} ended with status {progress.status!r} at "
-                f"{progress.percent:.0f}%; look at the list in the Clearout app, then retry the task to upload it again"
+                f"{progress.percent:.0f}%; look at the list in the Clearout app, "
+                "then retry the task to upload it again"
             )
         return self._payload(outcome, message, progress_status=progress.status)
 
@@ -327,8 +332,8 @@ class ClearoutBulkJobTrigger(BaseTrigger):
             fate = "it keeps running in Clearout and a retry of the task resumes it without paying again"
         return self._payload(
             TIMEOUT,
-            f"Clearout {self.kind} list {self.list_id} did not finish before its deadline ({percent} done); {fate}. "
-            "Allow more time with the operator's timeout for lists this size",
+            f"Clearout {self.kind} list {self.list_id} did not finish before its deadline "
+            f"({percent} done); {fate}. Allow more time with the operator's timeout for lists this size",
             cancelled=cancelled,
         )
 

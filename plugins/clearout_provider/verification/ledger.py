@@ -293,7 +293,10 @@ class LedgerJournal:
 
 
 def recorded_by(context: Mapping[str, Any]) -> str:
-    """``dag/run/task[/map]/``: who paid, and the prefix :meth:`VerdictLedger.lookup` reuses whatever its age."""
+    """``dag/run/task[/map]/``: who paid.
+
+    The prefix :meth:`VerdictLedger.lookup` reuses whatever its age.
+    """
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
     parts = [ti.dag_id, ti.run_id, ti.task_id] + ([str(map_index)] if map_index not in (-1, None) else [])

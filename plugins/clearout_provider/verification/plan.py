@@ -77,9 +77,11 @@ def plan_verification(
     remaining = pc.filter(addresses, pc.invert(pc.is_in(addresses, value_set=known[NORMALISED_EMAIL])))
     if known.num_rows:
         log.info(
-            "Verdict ledger: %d of %d addresses were verified recently (or by an earlier try): not sent again",
-            known.num_rows, len(addresses),
-        )  # fmt: skip
+            "Verdict ledger: %d of %d addresses were verified recently (or by an earlier try): "
+            "not sent again",
+            known.num_rows,
+            len(addresses),
+        )
     upload: Path | ObjectStoragePath | None = None
     if len(remaining):
         upload = prepared.upload_path if not known.num_rows else _write_upload(folder, remaining)
@@ -113,7 +115,10 @@ def not_sent(addresses: pa.Array | list[str], decided_by: DecidedBy, reason: str
 
 
 def _write_upload(folder: Path | ObjectStoragePath, addresses: pa.Array) -> Path | ObjectStoragePath:
-    """An upload file exactly as prepare_contacts writes one (:func:`contacts.upload_csv`), named by its hash."""
+    """An upload file exactly as prepare_contacts writes one (:func:`contacts.upload_csv`).
+
+    Named by its hash.
+    """
     content = upload_csv(addresses)
     path = folder / f"clearout-upload-{hashlib.sha256(content).hexdigest()[:16]}.csv"
     with path.open("wb") as stream:

@@ -1,4 +1,6 @@
-"""Small DAGs around ClearoutBulkVerifyOperator and ClearoutBulkVerifySensor for tests/dags/test_bulk_verify_dag.py.
+"""Small DAGs around ClearoutBulkVerifyOperator and ClearoutBulkVerifySensor.
+
+They serve tests/dags/test_bulk_verify_dag.py.
 
 Each DAG is one operator configuration; the contacts file comes in as ``params.source`` (the sensor's
 list as ``params.list_id``). Every failure

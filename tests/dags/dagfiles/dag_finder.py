@@ -42,7 +42,8 @@ impatient = finder_dag(
     queue_poll_interval=0.05, queue_max_wait=0.3,
 )  # fmt: skip
 bulk = finder_dag(
-    "test_finder_bulk", ClearoutBulkEmailFinderOperator, deferrable=True, poll_interval=0.2, max_poll_interval=0.5,
+    "test_finder_bulk", ClearoutBulkEmailFinderOperator, deferrable=True, poll_interval=0.2,
+    max_poll_interval=0.5,
 )  # fmt: skip
 bulk_on_worker = finder_dag(
     "test_finder_bulk_sync", ClearoutBulkEmailFinderOperator, deferrable=False, poll_interval=0.2,
