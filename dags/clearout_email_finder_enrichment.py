@@ -139,7 +139,7 @@ def profile_update(
 )
 def clearout_email_finder_enrichment() -> None:
     @task
-    def export_leads(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def export_leads() -> dict[str, Any]:
         """Export the leads to a Parquet file (name, domain and company columns)."""
         import shutil
         import tempfile
@@ -148,7 +148,9 @@ def clearout_email_finder_enrichment() -> None:
         from clearout_provider.hooks.clevertap import CleverTapHook
         from clearout_provider.run_files import task_folder
 
-        out = task_folder(get_current_context()) / "clevertap-leads.parquet"
+        context = get_current_context()
+        params = context["params"]
+        out = task_folder(context) / "clevertap-leads.parquet"
         properties = [params["domain_property"], params["company_property"]]
         with tempfile.TemporaryDirectory() as scratch:  # the hook writes local files; the folder may not be
             local = Path(scratch) / out.name
@@ -190,9 +192,10 @@ def clearout_email_finder_enrichment() -> None:
     found = found_addresses(find.output)
 
     @task.branch
-    def choose_verification(found: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+    def choose_verification(found: dict[str, Any]) -> str:
         """Verify only when asked to and something was found."""
-        return "verify_found" if params["verify_found"] and found["found"] else "write_back"
+        asked = get_current_context()["params"]["verify_found"]
+        return "verify_found" if asked and found["found"] else "write_back"
 
     verify = ClearoutBulkVerifyOperator(
         task_id="verify_found",
@@ -202,7 +205,7 @@ def clearout_email_finder_enrichment() -> None:
     )
 
     @task(trigger_rule="none_failed_min_one_success")
-    def write_back(finder: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def write_back(finder: dict[str, Any]) -> dict[str, Any]:
         """Write each answered lead's finder (and verification) properties; count every lead."""
         from collections import Counter
 
@@ -212,7 +215,9 @@ def clearout_email_finder_enrichment() -> None:
         from clearout_provider.finder_files import NO_ANSWER
         from clearout_provider.hooks.clevertap import CleverTapHook
 
-        verification = get_current_context()["ti"].xcom_pull(task_ids="verify_found")  # None: skipped
+        context = get_current_context()
+        params = context["params"]
+        verification = context["ti"].xcom_pull(task_ids="verify_found")  # None: skipped
         with resolve_path(finder["result_path"]).open("rb") as stream:
             rows = pq.read_table(stream).to_pylist()
         verdicts: dict[tuple[Any, Any], dict[str, Any]] = {}
@@ -237,7 +242,7 @@ def clearout_email_finder_enrichment() -> None:
             for r in answered
         ]
         report = CleverTapHook().upload_profiles(records)
-        summary = {
+        summary: dict[str, Any] = {
             "leads": len(rows),
             "unanswered": len(rows) - len(answered),
             "written": report.processed,

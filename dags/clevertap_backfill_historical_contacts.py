@@ -157,9 +157,10 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
 )
 def clevertap_backfill_historical_contacts() -> None:
     @task
-    def segment_query(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def segment_query() -> dict[str, Any]:
         """The run's CQL: the segment, limited to this data interval's sign-ups unless full_history."""
         context = get_current_context()
+        params = context["params"]
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if params["full_history"] or start is None or end is None:
             return dict(params["segment"])
@@ -172,12 +173,13 @@ def clevertap_backfill_historical_contacts() -> None:
     )
 
     @task
-    def split(extracted: dict[str, Any], params: dict[str, Any] | None = None) -> list[str]:
+    def split(extracted: dict[str, Any]) -> list[str]:
         """Chunk files of the profiles to verify, each address's rows in one chunk (deterministic)."""
         from clearout_provider.contacts import split_into_chunks
         from clearout_provider.run_files import task_folder
 
-        return split_into_chunks(extracted["path"], task_folder(get_current_context()), params["chunk_rows"])
+        context = get_current_context()
+        return split_into_chunks(extracted["path"], task_folder(context), context["params"]["chunk_rows"])
 
     @task_group
     def verify_chunk(chunk: str) -> None:
@@ -223,12 +225,10 @@ def clevertap_backfill_historical_contacts() -> None:
         check_rejections(facts, float(params["max_rejected_share"]))
         return {"report_markdown": files.markdown, "report_html": files.html, "chunks": len(chunks)}
 
-    # Every chunk's verify and load result, in chunk order (mapped XCom, read lazily).
-    report(
-        extract.output,
-        per_chunk.children["verify_chunk.verify"].output,
-        per_chunk.children["verify_chunk.load"].output,
-    )
+    # Every chunk's verify and load result, in chunk order (mapped XCom, read lazily). expand() is typed
+    # as returning a DAGNode; for a group function that returns nothing it is the (mapped) group itself.
+    tasks = per_chunk.children  # type: ignore[attr-defined]
+    report(extract.output, tasks["verify_chunk.verify"].output, tasks["verify_chunk.load"].output)
 
 
 clevertap_backfill_historical_contacts()

@@ -132,12 +132,13 @@ def clevertap_nightly_list_cleaning() -> None:
     )
 
     @task.branch
-    def choose_mode(extracted: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+    def choose_mode(extracted: dict[str, Any]) -> str:
         """Instant calls finish a small delta sooner than a bulk list's queue.
 
         See choose_verification_mode.
         """
-        mode = choose_verification_mode(extracted["to_verify"], threshold=params["instant_threshold"])
+        threshold = get_current_context()["params"]["instant_threshold"]
+        mode = choose_verification_mode(extracted["to_verify"], threshold=threshold)
         return "verify_instant" if mode == "instant" else "split_for_bulk"
 
     @task

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -251,7 +251,16 @@ _MAX_EMAIL_BYTES = 254
 _MAX_LABEL_BYTES = 63
 #: How many fast-path answers are re-checked with the whole-address judgement on each run.
 FAST_PATH_SAMPLE = 1000
-_PERMISSIVE = {
+
+
+class _ValidatorOptions(TypedDict):
+    check_deliverability: bool
+    allow_quoted_local: bool
+    allow_domain_literal: bool
+    allow_smtputf8: bool
+
+
+_PERMISSIVE: _ValidatorOptions = {
     "check_deliverability": False,
     "allow_quoted_local": True,
     "allow_domain_literal": True,

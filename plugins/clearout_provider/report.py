@@ -393,7 +393,7 @@ def check_accounting(facts: RunFacts) -> None:
 # ------------------------------------------------------------------------------ what is shown
 
 _GREEN, _RED, _AMBER, _GREY, _BLUE, _TEAL = "#2e9d5b", "#d64545", "#e0a030", "#8a94a6", "#3b6fd4", "#2a9d9d"
-_STATUS_COLOURS = {
+_STATUS_COLOURS: dict[str, str] = {  # by status value (a Status is its value)
     Status.VALID: _GREEN,
     Status.INVALID: _RED,
     Status.CATCH_ALL: _AMBER,

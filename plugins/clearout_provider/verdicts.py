@@ -406,7 +406,7 @@ class UnsubscribePolicy:
         if not self.enabled:
             return None
         raw_code = row.get("clearout_sub_status_code")
-        code = None if _is_missing(raw_code) else int(raw_code)
+        code = None if raw_code is None or _is_missing(raw_code) else int(raw_code)
         bounce = row.get("clearout_bounce_type")
         if self.hard_bounce and not _is_missing(bounce) and str(bounce).strip().lower() == Bounce.HARD.value:
             return f"hard_bounce:{code}" if code is not None else "hard_bounce"

@@ -285,6 +285,14 @@ def test_operator_settings_accept_rendered_text() -> None:
         resolve_freshness({"ttl": 3})
 
 
+@pytest.mark.parametrize("rendered", ['"clearout_status"', "[1, 2]", "7"])
+def test_settings_that_are_not_objects_are_refused_by_name(rendered: str) -> None:
+    for resolve, name in ((resolve_mapping, "mapping"), (resolve_unsubscribe, "unsubscribe"),
+                          (resolve_freshness, "freshness")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{name} must be an object of named settings"):
+            resolve(rendered)
+
+
 # ------------------------------------------------------------------------------------- the load's plan
 
 EXPORTED = frozenset((*VERIFICATION_PROPERTIES, *MANAGED_PROPERTIES))

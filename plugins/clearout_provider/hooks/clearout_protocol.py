@@ -298,9 +298,9 @@ def _success_data(status: int, body: Mapping[str, Any], endpoint: Endpoint) -> d
         raise ClearoutProtocolError(
             f"Clearout's {endpoint.name} answer is malformed: {problem}", http_status=status
         )
-    if problem := endpoint.check(data):
+    if unusable := endpoint.check(data):
         raise ClearoutProtocolError(
-            f"Clearout's {endpoint.name} answer is malformed: {problem}", http_status=status
+            f"Clearout's {endpoint.name} answer is malformed: {unusable}", http_status=status
         )
     return dict(data)
 

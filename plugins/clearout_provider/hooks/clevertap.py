@@ -444,6 +444,7 @@ class CleverTapHook(BaseHook):
         """One export page for ``cursor`` (sent exactly as received), waiting out codes 1 and 2."""
         deadline = time.monotonic() + self.cursor_wait_timeout
         calls = 0
+        error: type[CleverTapError]
         while True:
             body, made = self._call("GET", f"/1/profiles.json?cursor={cursor}")
             calls += made

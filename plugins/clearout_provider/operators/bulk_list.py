@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.configuration import conf
@@ -70,6 +70,9 @@ from clearout_provider.triggers.bulk_job import (
     progress_outcome,
     raise_for_event,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 #: The task folder's memory of its bulk list (see the module docstring).
 STATE_FILE = "clearout_list.json"
@@ -296,7 +299,7 @@ class BulkListOperator(BaseOperator):
     # ------------------------------------------------------------------ steps 1-3
 
     def _run_list(
-        self, context: Mapping[str, Any], folder: ObjectStoragePath, prepared: PreparedUpload, to_send: int
+        self, context: Context, folder: ObjectStoragePath, prepared: PreparedUpload, to_send: int
     ) -> dict[str, Any]:
         """Upload (or resume) the prepared list, wait for it, and finish: the operator's whole ``execute``."""
         upload, content_sha256 = self._stage_upload(context, folder, prepared.upload_path)
@@ -348,7 +351,7 @@ class BulkListOperator(BaseOperator):
             self._waiting = None
         return self.execute_complete(context, event)
 
-    def retry_upload(self, context: Mapping[str, Any], event: Any = None) -> dict[str, Any]:
+    def retry_upload(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Back from waiting for a free bulk slot: start over; preparation is deterministic."""
         return self.execute(context)
 
@@ -445,9 +448,7 @@ class BulkListOperator(BaseOperator):
 
     # ------------------------------------------------------------------ step 4
 
-    def execute_complete(
-        self, context: Mapping[str, Any], event: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Back from the trigger: fail with a clear error, or download the result and finish."""
         list_id = raise_for_event(event)["list_id"]
         folder = task_folder(context, self.workdir)
@@ -459,9 +460,7 @@ class BulkListOperator(BaseOperator):
             )
         return self._collect(context, folder, record)
 
-    def _collect(
-        self, context: Mapping[str, Any], folder: ObjectStoragePath, record: ListRecord
-    ) -> dict[str, Any]:
+    def _collect(self, context: Context, folder: ObjectStoragePath, record: ListRecord) -> dict[str, Any]:
         """Download the completed list's result and finish; a resumed list whose result is gone is redone."""
         state_path = folder / STATE_FILE
         list_id = str(record.list_id)

@@ -40,6 +40,7 @@ from clearout_provider.run_files import task_folder
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from airflow.sdk import Context
 
     from clearout_provider.contacts import ContactCounts, Freshness
 
@@ -111,7 +112,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         self.freshness = freshness
         self.dry_run_enabled = dry_run
 
-    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from clearout_provider.contacts import DEFAULT_MAX_ROWS, prepare_contacts
         from clearout_provider.results import DecidedBy
         from clearout_provider.verification.ledger import VerdictLedger

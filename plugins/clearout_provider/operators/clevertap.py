@@ -139,10 +139,10 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         query: Mapping[str, Any] | str,
         clevertap_conn_id: str = DEFAULT_CONN_ID,
         workdir: str | None = None,
-        freshness: Freshness | Mapping[str, float] | None = None,
+        freshness: Freshness | Mapping[str, Any] | str | None = None,
         only_delta: bool = True,
         output_format: Literal["parquet", "csv"] = "parquet",
-        mapping: PropertyMapping | Mapping[str, Any] | None = None,
+        mapping: PropertyMapping | Mapping[str, Any] | str | None = None,
         batch_size: int = 5000,
         **kwargs: Any,
     ) -> None:
@@ -215,17 +215,17 @@ class CleverTapExtractProfilesOperator(BaseOperator):
                     counts.update(pc.filter(reasons, due).to_pylist())
                     writer.write(table.append_column(FRESHNESS_REASON, reasons).filter(keep))
         exported = export.count
+        fresh = exported - counts["no_email"] - counts["to_verify"]
+        by_reason = {r.value: counts[r.value] for r in FreshnessReason}
         result = {
             "path": str(out),
             "exported": exported,
             "no_email": counts["no_email"],
-            "fresh": exported - counts["no_email"] - counts["to_verify"],
+            "fresh": fresh,
             "to_verify": counts["to_verify"],
-            "by_reason": {r.value: counts[r.value] for r in FreshnessReason},
+            "by_reason": by_reason,
         }
-        if result["fresh"] < 0 or (
-            self.only_delta and sum(result["by_reason"].values()) != result["to_verify"]
-        ):
+        if fresh < 0 or (self.only_delta and sum(by_reason.values()) != counts["to_verify"]):
             raise CleverTapAccountingError(f"extract counts do not add up: {result}")
         self.log.info(
             "CleverTap extract: %d profiles exported, %d without email, %d fresh, %d to verify %s",
@@ -508,7 +508,8 @@ class CleverTapLoadVerificationOperator(BaseOperator):
     addresses already sent to the Subscribe API are kept across batches (each is sent once per run).
     """
 
-    template_fields: Sequence[str] = ("result_path", "workdir", "mapping", "unsubscribe", "dry_run")
+    # ``dry_run_enabled``, not ``dry_run``: BaseOperator.dry_run() is a method.
+    template_fields: Sequence[str] = ("result_path", "workdir", "mapping", "unsubscribe", "dry_run_enabled")
     ui_color = "#fde8e8"
 
     def __init__(
@@ -517,9 +518,9 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         result_path: str,
         clevertap_conn_id: str = DEFAULT_CONN_ID,
         workdir: str | None = None,
-        mapping: PropertyMapping | Mapping[str, Any] | None = None,
-        unsubscribe: UnsubscribePolicy | Mapping[str, Any] | None = None,
-        dry_run: bool = False,
+        mapping: PropertyMapping | Mapping[str, Any] | str | None = None,
+        unsubscribe: UnsubscribePolicy | Mapping[str, Any] | str | None = None,
+        dry_run: bool | str = False,
         max_concurrency: int = 15,
         **kwargs: Any,
     ) -> None:
@@ -531,7 +532,7 @@ class CleverTapLoadVerificationOperator(BaseOperator):
         self.workdir = workdir
         self.mapping = mapping
         self.unsubscribe = unsubscribe
-        self.dry_run = dry_run
+        self.dry_run_enabled = dry_run
         self.max_concurrency = max_concurrency
         # Plain settings fail at parse time; templated ones when the task renders them.
         if not templated(mapping):
@@ -548,7 +549,7 @@ class CleverTapLoadVerificationOperator(BaseOperator):
 
         folder = task_folder(context, self.workdir)
         mapping, policy = resolve_mapping(self.mapping), resolve_unsubscribe(self.unsubscribe)
-        dry_run = resolve_flag(self.dry_run, "dry_run")
+        dry_run = resolve_flag(self.dry_run_enabled, "dry_run")
         decided_at = written_at(self.result_path)
         hook = CleverTapHook(self.clevertap_conn_id, max_concurrency=self.max_concurrency)
         subscriptions = _Subscriptions(hook, dry_run=dry_run)
@@ -746,6 +747,9 @@ def _settle(
     schema = outcome_schema()
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
     first_row = tally.rows_out
+    stage: str | None
+    code: int | None
+    message: str | None
     for n, plan in enumerate(planned):
         up, sub = upload.get(n), subscribe.get(n)
         rejection, where = (up, "profile_update") if up is not None else (sub, "subscribe")
@@ -773,7 +777,7 @@ def _settle(
         resubscribed = outcome != Outcome.REJECTED and plan.resubscribe
         tally.by_outcome[outcome] += 1
         tally.resubscribed += resubscribed
-        if unsubscribed:
+        if unsubscribed and plan.unsubscribe_reason is not None:  # (unsubscribing implies a reason)
             tally.unsubscribed += 1
             tally.by_unsubscribe_reason[plan.unsubscribe_reason] += 1
         for name, value in (

@@ -228,7 +228,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             "dry_run": dry_run,
         }
 
-    def _verify(self, emails: list[str], ledger: Any, paid_by: str) -> tuple[InstantOutcome, int | None]:
+    def _verify(self, emails: list[str], ledger: Any, paid_by: str) -> tuple[InstantOutcome, int]:
         hook = ClearoutHook(self.clearout_conn_id)
         try:
             credits_before = hook.get_credits().available

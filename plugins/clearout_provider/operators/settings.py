@@ -35,6 +35,15 @@ def native(value: Any, what: str) -> Any:
         raise ValueError(f"{what} must be a JSON value, got {value!r}") from None
 
 
+def _settings(value: Any, what: str) -> dict[str, Any]:
+    """A setting made of named fields (a dict, or the JSON object a template rendered); empty: none."""
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be an object of named settings, got {value!r}")
+    return dict(value)
+
+
 def templated(value: Any) -> bool:
     """Whether a setting still holds a Jinja template (checked when the task runs, not at parse time)."""
     if isinstance(value, str):
@@ -52,7 +61,7 @@ def resolve_mapping(value: PropertyMapping | Mapping[str, Any] | str | None) -> 
     value = native(value, "mapping")
     if isinstance(value, PropertyMapping):
         return value
-    settings = dict(value or {})
+    settings = _settings(value, "mapping")
     unknown = sorted(set(settings) - {"columns", "renames"})
     if unknown:
         raise ValueError(f"Unknown mapping settings {unknown}: use 'columns' and 'renames'")
@@ -67,7 +76,7 @@ def resolve_unsubscribe(value: UnsubscribePolicy | Mapping[str, Any] | str | Non
     value = native(value, "unsubscribe")
     if isinstance(value, UnsubscribePolicy):
         return value
-    settings = dict(value or {})
+    settings = _settings(value, "unsubscribe")
     for key in ("hard_bounce", "disposable", "spam_trap", "enabled"):
         if key in settings:
             settings[key] = resolve_flag(settings[key], f"unsubscribe.{key}")
@@ -81,7 +90,7 @@ def resolve_freshness(value: Freshness | Mapping[str, Any] | str | None) -> Fres
     value = native(value, "freshness")
     if isinstance(value, Freshness):
         return value
-    settings = dict(value or {})
+    settings = _settings(value, "freshness")
     known = {"ttl_days", "uncertain_ttl_days"}
     if set(settings) - known:
         raise ValueError(f"Unknown freshness settings {sorted(set(settings) - known)}: use {sorted(known)}")

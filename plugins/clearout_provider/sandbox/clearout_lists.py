@@ -79,7 +79,8 @@ def read_rows(path: Path) -> Iterator[list[str]]:
 class Layout(Protocol):
     """Where a list's input columns are, how a row is priced, and what Clearout appends to it."""
 
-    result_columns: tuple[str, ...]
+    @property
+    def result_columns(self) -> tuple[str, ...]: ...
 
     def key_and_cost(self, row: list[str]) -> tuple[str, int]: ...
 
@@ -257,9 +258,12 @@ def _xlsx_to_csv(src: BinaryIO, dest: Path) -> None:
     except Exception as exc:  # openpyxl raises zipfile/KeyError/InvalidFileException for non-xlsx bytes
         raise ClearoutError.of(1100) from exc
     try:
+        sheet = workbook.active
+        if sheet is None or not hasattr(sheet, "iter_rows"):  # no worksheet to read (a chart sheet only)
+            raise ClearoutError.of(1100)
         with open(dest, "w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out)
-            for values in workbook.active.iter_rows(values_only=True):
+            for values in sheet.iter_rows(values_only=True):
                 cells = [_xlsx_cell(v) for v in values]
                 while cells and not cells[-1]:
                     cells.pop()

@@ -44,6 +44,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from clearout_provider.verdicts import STATUS_LABELS, Status, SubStatus, sub_status
 
@@ -319,7 +320,17 @@ def _finish(
     )  # fmt: skip
 
 
-def _details(local: str, domain: str, code: int, h: int) -> dict[str, object]:
+class _Details(TypedDict):
+    """The :class:`Verdict` fields of ``detail_info`` and ``time_taken``."""
+
+    account: str
+    domain: str
+    mx_record: str
+    smtp_provider: str
+    time_taken_ms: int
+
+
+def _details(local: str, domain: str, code: int, h: int) -> _Details:
     """``detail_info`` and ``time_taken``: plausible, and derived from the same hash as the verdict."""
     time_taken = 150 + (h >> 20) % 2850
     if code in _NO_MAIL_SERVER or not domain:

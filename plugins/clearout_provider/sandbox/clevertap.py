@@ -91,6 +91,8 @@ class CleverTapSandbox:
         try:
             self.store = ProfileStore(SeedProfiles(settings.seed_contacts), state_path)
         except sqlite3.DatabaseError as exc:
+            if state_path is None:  # an in-memory store has no file to delete
+                raise
             raise unreadable(state_path, exc) from exc
         self.cursors = CursorBook(settings.clevertap_cursor_not_ready)
         self.stats: Counter[str] = Counter()

@@ -145,10 +145,13 @@ def _equals_any(stored: Any, value: object) -> bool:
 
 def _check_comparable(op: str, value: object) -> None:
     """Reject, up front, comparison values no property type could be compared with."""
-    values = value if op == "between" else [value]
-    if op == "between" and (not isinstance(value, list) or len(value) != 2):
+    if op != "between":
+        values = [value]
+    elif isinstance(value, list) and len(value) == 2:
+        values = value
+    else:
         raise CqlError("between takes a [low, high] pair")
-    for v in values:  # type: ignore[union-attr]
+    for v in values:
         if isinstance(v, bool) or not (
             isinstance(v, int | float) or parse_date_value(v) is not None or _numeric(v)
         ):
@@ -215,7 +218,9 @@ def _event_predicate(query: Mapping[str, Any], today: date) -> Predicate:
 
     def test(record: Record) -> bool:
         seen = (record.get("events") or {}).get(name)
-        return bool(seen) and seen["first_seen"] <= end and seen["last_seen"] >= start
+        if not seen:
+            return False
+        return seen["first_seen"] <= end and seen["last_seen"] >= start
 
     return test
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
@@ -27,6 +27,9 @@ from clearout_provider.triggers.bulk_job import (
     ClearoutBulkJobTrigger,
     raise_for_event,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class ClearoutBulkVerifySensor(BaseSensorOperator):
@@ -78,7 +81,7 @@ class ClearoutBulkVerifySensor(BaseSensorOperator):
             cancel_on_deadline=False,
         )
 
-    def execute(self, context: Mapping[str, Any]) -> Any:
+    def execute(self, context: Context) -> Any:
         context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=self.list_id)
         if not self.deferrable:
             return super().execute(context)
@@ -88,7 +91,7 @@ class ClearoutBulkVerifySensor(BaseSensorOperator):
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
         self.defer(trigger=self._trigger(time.time() + timeout), method_name="execute_complete")
 
-    def poke(self, context: Mapping[str, Any]) -> PokeReturnValue:
+    def poke(self, context: Context) -> PokeReturnValue:
         trigger = self._trigger()
         try:
             progress, error = trigger.progress_sync(self.hook), None
@@ -99,9 +102,7 @@ class ClearoutBulkVerifySensor(BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(payload))
 
-    def execute_complete(
-        self, context: Mapping[str, Any], event: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if isinstance(event, Mapping) and event.get("status") == TIMEOUT:
             raise AirflowSensorTimeout(
                 event.get("message") or f"Clearout list {self.list_id} did not finish in time"

@@ -407,7 +407,11 @@ def raise_for_event(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
     status = event["status"]
     if status == SUCCESS:
         return event
-    common = {"list_id": event.get("list_id"), "kind": event.get("kind"), "percent": event.get("percent")}
+    common: dict[str, Any] = {
+        "list_id": event.get("list_id"),
+        "kind": event.get("kind"),
+        "percent": event.get("percent"),
+    }
     message = event.get("message") or f"Clearout list {event.get('list_id')} ended with {status}"
     if status == CANCELLED:
         raise ClearoutBulkJobCancelled(message, **common)

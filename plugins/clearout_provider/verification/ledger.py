@@ -196,14 +196,14 @@ class VerdictLedger:
 
     def _write_segment(self, table: pa.Table) -> None:
         name = f"{_SEGMENT}{time.time_ns()}-{uuid.uuid4().hex[:12]}.parquet"
-        target = self.folder / name
-        if isinstance(self.folder, Path):  # write aside, then rename: a reader never sees half a file
-            self.folder.mkdir(parents=True, exist_ok=True)
-            scratch = self.folder / f".{name}.tmp"
+        folder = self.folder
+        if isinstance(folder, Path):  # write aside, then rename: a reader never sees half a file
+            folder.mkdir(parents=True, exist_ok=True)
+            scratch = folder / f".{name}.tmp"
             pq.write_table(table, scratch)
-            os.replace(scratch, target)
+            os.replace(scratch, folder / name)
             return
-        with target.open("wb") as stream:  # one put: atomic on object stores
+        with (folder / name).open("wb") as stream:  # one put: atomic on object stores
             pq.write_table(table, stream)
 
     # ------------------------------------------------------------------------------------ erasing
@@ -268,10 +268,10 @@ class LedgerJournal:
                 self._handle.write(line)
                 self._handle.flush()
                 return
-            path = folder / f"{self._name}-{len(self._rows):06d}.jsonl"
-            with path.open("w") as stream:
+            answer = folder / f"{self._name}-{len(self._rows):06d}.jsonl"
+            with answer.open("w") as stream:
                 stream.write(line)
-            self._written.append(path)
+            self._written.append(answer)
 
     def close(self) -> None:
         """Compact what was recorded into one segment and remove the journal files."""
