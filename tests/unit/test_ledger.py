@@ -172,6 +172,7 @@ def test_erase_removes_an_address_everywhere_and_keeps_the_rest(ledger: VerdictL
     assert b"gone@x.io" not in raw
 
 
+@pytest.mark.slow  # two Python processes that import pyarrow and Airflow: ~6 s on a 2-core machine
 def test_the_command_line_shows_and_erases(ledger: VerdictLedger) -> None:
     ledger.record(table(verdict("cli@x.io")), source="l", recorded_by="d/r/t/")
     run = [sys.executable, "-m", "clearout_provider.verification.ledger"]
