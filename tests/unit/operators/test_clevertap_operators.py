@@ -1,8 +1,183 @@
-"""CleverTapExtractProfilesOperator and CleverTapLoadVerificationOperator with the hook mocked."""
+"""CleverTapExtractProfilesOperator and CleverTapLoadVerificationOperator with CleverTapHook mocked."""
 
 from __future__ import annotations
 
-from clearout_provider.operators.clevertap import CleverTapLoadVerificationOperator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from operator_fakes import task_context
+
+from clearout_provider.hooks.clevertap_models import ExportResult, RecordRejection, UploadReport
+from clearout_provider.operators.clevertap import (
+    FRESHNESS_REASON,
+    CleverTapExtractProfilesOperator,
+    CleverTapLoadVerificationOperator,
+)
+from clearout_provider.results import RESULT_SCHEMA, DecidedBy, normalise_instant_result
+from clearout_provider.sandbox.clearout_verdicts import verdict_for
+from clearout_provider.verdicts import (
+    UNSUBSCRIBE_PROPERTY,
+    UNSUBSCRIBED_REASON_PROPERTY,
+)
+
+STATUS = "Clearout Verification Status"
+VERIFIED_AT = "Clearout Verified At"
+
+
+@pytest.fixture
+def hook() -> Iterator[mock.MagicMock]:
+    """The CleverTapHook the operators build (imported when they run, so patched where it lives)."""
+    with mock.patch("clearout_provider.hooks.clevertap.CleverTapHook", autospec=True) as cls:
+        instance = cls.return_value
+        instance.sent: list[dict[str, Any]] = []
+
+        def upload(records: Iterable[dict[str, Any]], *, dry_run: bool = False, **kw: Any) -> UploadReport:
+            batch = list(records)
+            instance.sent.extend(batch)
+            return UploadReport(dry_run=dry_run, received=len(batch), sent=len(batch), processed=len(batch))
+
+        def subscribe(emails: Iterable[str], status: str = "Unsubscribe", **kw: Any) -> UploadReport:
+            emails = list(emails)
+            return UploadReport(received=len(emails), sent=len(emails), processed=len(emails))
+
+        instance.upload_profiles.side_effect = upload
+        instance.subscribe.side_effect = subscribe
+        yield instance
+
+
+# ------------------------------------------------------------------------------------------- extract
+
+
+def exported(path: Path, rows: list[dict[str, Any]]) -> ExportResult:
+    """What export_profiles writes: identity, objectId, email, name and the properties asked for."""
+    names = ("identity", "objectId", "email", "name", STATUS, VERIFIED_AT, "Clearout Verified Email")
+    table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
+    pq.write_table(table, path)
+    return ExportResult(str(path), len(rows), 1, 2, names)
+
+
+def test_extract_keeps_only_the_profiles_due_and_accounts_for_every_exported_one(
+    hook: mock.MagicMock, tmp_path: Path
+) -> None:
+    recently = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    profiles = [
+        {"identity": "1", "email": "new@example.com"},  # never verified
+        {"identity": "2", "email": "kept@example.com", STATUS: "valid", VERIFIED_AT: recently,
+         "Clearout Verified Email": "kept@example.com"},  # verified 2 days ago: fresh
+        {"identity": "3", "email": "moved@example.com", STATUS: "valid", VERIFIED_AT: recently,
+         "Clearout Verified Email": "old@example.com"},  # the address changed since
+        {"identity": "4", "email": None},  # no email
+    ]  # fmt: skip
+    hook.export_profiles.side_effect = lambda query, dest, **kw: exported(Path(dest), profiles)
+    extract = CleverTapExtractProfilesOperator(
+        task_id="extract",
+        query='{"event_name": "App Launched", "from": 20260101, "to": 20260102}',
+        workdir=str(tmp_path),
+        batch_size=500,
+    )
+
+    summary = extract.execute(task_context("extract"))
+
+    query = hook.export_profiles.call_args.args[0]
+    assert query == {"event_name": "App Launched", "from": 20260101, "to": 20260102}
+    assert hook.export_profiles.call_args.kwargs["batch_size"] == 500
+    assert (summary["exported"], summary["no_email"], summary["fresh"], summary["to_verify"]) == (4, 1, 1, 2)
+    assert summary["by_reason"]["never_verified"] == summary["by_reason"]["email_changed"] == 1
+    kept = pq.read_table(summary["path"].removeprefix("file://")).to_pylist()
+    assert [(r["identity"], r[FRESHNESS_REASON]) for r in kept] == [
+        ("1", "never_verified"),
+        ("3", "email_changed"),
+    ]
+
+
+def test_extract_refuses_a_query_that_is_not_a_cql_object(hook: mock.MagicMock, tmp_path: Path) -> None:
+    extract = CleverTapExtractProfilesOperator(task_id="extract", query="[1, 2]", workdir=str(tmp_path))
+    with pytest.raises(TypeError, match="CQL JSON object"):
+        extract.execute(task_context("extract"))
+    hook.export_profiles.assert_not_called()
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def result_file(path: Path) -> str:
+    """A verify result: a valid address, a hard bounce (unsubscribed by default), and one with no verdict."""
+    verified_on = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for identity, email in (("1", "valid@example.com"), ("2", "mailbox_not_found@example.com")):
+        verdict = normalise_instant_result(verdict_for(email).as_instant(verified_on))
+        rows.append({"identity": identity, "objectId": None, "email": email, **verdict})
+    no_answer = dict.fromkeys(RESULT_SCHEMA.names)
+    no_answer |= {"decided_by": DecidedBy.CLEAROUT_INSTANT_FAILED.value, "clearout_sub_status": "timed out"}
+    rows.append({"identity": "3", "objectId": None, "email": "slow@example.com", **no_answer})
+    schema = pa.schema(
+        [("identity", pa.string()), ("objectId", pa.string()), ("email", pa.string()), *RESULT_SCHEMA]
+    )
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return str(path)
+
+
+def load(tmp_path: Path, **kwargs: Any) -> CleverTapLoadVerificationOperator:
+    return CleverTapLoadVerificationOperator(
+        task_id="load", result_path=result_file(tmp_path / "result.parquet"), workdir=str(tmp_path), **kwargs
+    )
+
+
+def test_load_writes_each_verdict_and_unsubscribes_the_hard_bounce(
+    hook: mock.MagicMock, tmp_path: Path
+) -> None:
+    summary = load(tmp_path).execute(task_context("load"))
+
+    assert [r["identity"] for r in hook.sent] == ["1", "2"]  # nothing for the row without a verdict
+    valid, bounced = (r["profileData"] for r in hook.sent)
+    assert valid[STATUS] == "valid" and UNSUBSCRIBE_PROPERTY not in valid
+    assert bounced[STATUS] == "invalid"
+    assert bounced[UNSUBSCRIBE_PROPERTY] is False  # unsubscribed on the profile...
+    assert bounced[UNSUBSCRIBED_REASON_PROPERTY] == "hard_bounce:406"  # ...with our marker
+    hook.subscribe.assert_called_once()
+    assert hook.subscribe.call_args.args == (["mailbox_not_found@example.com"], "Unsubscribe")
+    assert hook.upload_profiles.call_args.kwargs["dry_run"] is False
+    counts = ("input", "updated", "not_verified", "rejected", "unsubscribed")
+    assert {k: summary[k] for k in counts} == {
+        "input": 3, "updated": 2, "not_verified": 1, "rejected": 0, "unsubscribed": 1,
+    }  # fmt: skip
+    assert summary["dry_run"] is False
+    outcomes = pq.read_table(summary["outcome_path"].removeprefix("file://")).to_pylist()
+    assert [o["outcome"] for o in outcomes] == ["updated", "updated", "not_verified"]
+
+
+def test_load_dry_run_validates_the_updates_and_sends_no_unsubscribe(
+    hook: mock.MagicMock, tmp_path: Path
+) -> None:
+    summary = load(tmp_path, dry_run="true").execute(task_context("load"))  # as a template renders it
+
+    assert hook.upload_profiles.call_args.kwargs["dry_run"] is True
+    hook.subscribe.assert_not_called()
+    assert summary["dry_run"] is True and summary["unsubscribed"] == 1  # would be
+
+
+def test_a_rejected_profile_update_is_counted_and_its_address_is_not_unsubscribed(
+    hook: mock.MagicMock, tmp_path: Path
+) -> None:
+    def upload(records: Iterable[dict[str, Any]], *, dry_run: bool = False, **kw: Any) -> UploadReport:
+        batch = list(records)
+        rejection = RecordRejection(row=1, code=515, error="Invalid email", stage="api", identity="2")
+        return UploadReport(
+            received=len(batch), sent=len(batch), processed=len(batch) - 1, rejections=[rejection]
+        )
+
+    hook.upload_profiles.side_effect = upload
+    summary = load(tmp_path).execute(task_context("load"))
+
+    hook.subscribe.assert_not_called()
+    assert (summary["updated"], summary["rejected"], summary["unsubscribed"]) == (1, 1, 0)
+    assert summary["by_rejection_code"] == {"515": 1}
 
 
 def test_load_keeps_base_operator_dry_run_a_method_and_its_dry_run_keyword() -> None:
@@ -13,3 +188,17 @@ def test_load_keeps_base_operator_dry_run_a_method_and_its_dry_run_keyword() -> 
     assert load.dry_run_enabled == "{{ params.dry_run }}"
     assert "dry_run_enabled" in load.template_fields and "dry_run" not in load.template_fields
     assert callable(load.dry_run)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"unsubscribe": {"method": "email"}}, "Unknown unsubscribe method"),
+        ({"mapping": {"columns": ["no_such_column"]}}, "no_such_column"),
+        ({"dry_run": "perhaps"}, "dry_run must be true or false"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+def test_load_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CleverTapLoadVerificationOperator(task_id="load", result_path="r.parquet", **kwargs)
