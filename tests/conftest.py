@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,6 +46,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """The throwaway SQLite metadata DB (under AIRFLOW_HOME, set above), migrated once per session."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    done = subprocess.run(
+        [airflow, "db", "migrate"], check=False, capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 """Fixtures for running DAGs in-process with ``dag.test()`` against live sandboxes.
 
-``airflow_db`` migrates the throwaway SQLite metadata DB (AIRFLOW_HOME is set by tests/conftest.py)
-once per session. DAGs under test live in ``dagfiles/`` (a bundle of their own, see tests/conftest.py):
-``dag.test()`` only runs DAGs it can find in a bundle. ``clearout_connection(server)`` and
-``clevertap_connection(server)`` point ``clearout_default`` / ``clevertap_default`` at a sandbox through
+``airflow_db`` (tests/conftest.py) migrates the throwaway SQLite metadata DB once per session. DAGs
+under test live in ``dagfiles/`` (a bundle of their own, see tests/conftest.py): ``dag.test()`` only
+runs DAGs it can find in a bundle. ``clearout_connection(server)`` and ``clevertap_connection(server)``
+point ``clearout_default`` / ``clevertap_default`` at a sandbox through
 the ``AIRFLOW_CONN_*`` variable, the way users configure it and the way the triggerer resolves it.
 """
 
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,16 +18,6 @@ from typing import Any
 import pytest
 
 from clearout_provider.sandbox import SandboxProcess
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    done = subprocess.run(
-        [airflow, "db", "migrate"], check=False, capture_output=True, text=True, env=os.environ.copy()
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
 
 DAG_FILES = Path(__file__).parent / "dagfiles"
 

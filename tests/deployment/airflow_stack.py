@@ -137,6 +137,16 @@ class AirflowStack:
         self._procs.append((name, proc))
         return proc
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one component (and its children): a crash, with no chance to clean up."""
+        for entry in [e for e in self._procs if e[0] == name]:
+            os.killpg(entry[1].pid, signal.SIGKILL)
+            entry[1].wait()
+            self._procs.remove(entry)
+
+    def start_triggerer(self) -> None:
+        self._spawn("triggerer", "triggerer", "--skip-serve-logs")
+
     def log(self, name: str) -> str:
         path = self.home / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -188,7 +198,7 @@ class AirflowStack:
                 f"DAG {dag_id} parsed", lambda d=dag_id: self.get(f"/dags/{d}").get("dag_id") == d
             )
         self._spawn("scheduler", "scheduler", "--skip-serve-logs")
-        self._spawn("triggerer", "triggerer", "--skip-serve-logs")
+        self.start_triggerer()
         if self.executor == "CeleryExecutor":
             self._spawn("celery-worker", "celery", "worker", "--concurrency", "2", "--skip-serve-logs")
             self.wait_until("celery worker ready", lambda: "ready" in self.log("celery-worker"))
