@@ -1,7 +1,7 @@
 """Clearout misbehaving during the nightly run: errors, rate limits, broken downloads, a stuck list.
 
-Every scenario ends with the faults off and nights run until nothing is due (``world.settle()``), then
-is judged (``judge``): credits over all its nights = the clean night's, every profile = its verdict.
+Every scenario ends with a night with the faults off (``world.settle()``), then is judged (``judge``):
+credits over all its nights = the clean night's, every profile = its verdict.
 """
 
 from __future__ import annotations
