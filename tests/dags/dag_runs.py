@@ -1,8 +1,24 @@
-"""What a finished ``dag.test()`` run left behind, read back from the metadata DB: task states and XComs."""
+"""The shipped DAGs as tests run them, and what a finished ``dag.test()`` run left behind, read back from the
+metadata DB: task states and XComs."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
+
+SHIPPED_DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def shipped_dag(dag_id: str) -> Any:
+    """A fresh import of ``dags/<dag_id>.py``, its DAG built now (``[clearout]`` settings read now, e.g. the
+    retries a test sets just before). Each shipped file is named for its DAG and for the function that
+    makes it."""
+    spec = importlib.util.spec_from_file_location(f"{dag_id}_under_test", SHIPPED_DAGS / f"{dag_id}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, dag_id)()
 
 
 def states(dr: Any) -> dict[str, str | None]:

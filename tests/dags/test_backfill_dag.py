@@ -13,7 +13,6 @@ a re-verified chunk could not hide.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dag_runs import states, xcom
+from dag_runs import shipped_dag, states, xcom
 
 from clearout_provider.clevertap_rules import parse_date_value
 from clearout_provider.contacts import prepare_contacts
@@ -37,21 +36,12 @@ from clearout_provider.sandbox.clevertap_seed import SeedProfiles
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "clevertap_backfill_historical_contacts"
 SEED = 3000
 CHUNK = 600
 FULL = {"full_history": True, "chunk_rows": CHUNK}
 VERIFY, LOAD = "verify_chunk.verify", "verify_chunk.load"
 Factory = Callable[[SandboxSettings], SandboxProcess]
-
-
-def backfill_dag() -> Any:
-    spec = importlib.util.spec_from_file_location("backfill_dag_under_test", REPO / "dags" / f"{DAG_ID}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.clevertap_backfill_historical_contacts()
 
 
 @pytest.fixture
@@ -129,7 +119,7 @@ def test_full_history_run_verifies_the_base_in_chunks_each_address_once(
     start: Callable[..., SandboxProcess], tmp_path: Path
 ) -> None:
     server = start()
-    dag = backfill_dag()
+    dag = shipped_dag(DAG_ID)
     verify_task = dag.get_task(VERIFY)
     # No [clearout] bulk_list_pool configured: no pool to wait on; the run caps itself at 3 lists.
     assert (verify_task.pool, verify_task.max_active_tis_per_dagrun, verify_task.deferrable) == (
@@ -182,7 +172,7 @@ def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
     start: Callable[..., SandboxProcess], tmp_path: Path
 ) -> None:
     state = tmp_path / "clevertap_state"
-    dag = backfill_dag()
+    dag = shipped_dag(DAG_ID)
 
     # ---- 1. the account runs out of credits after about two chunks
     first_account = start(credits=2 * CHUNK, state_dir=str(state))
@@ -243,7 +233,7 @@ def test_a_backfill_run_verifies_the_profiles_created_in_its_data_interval(
     start: Callable[..., SandboxProcess],
 ) -> None:
     server = start()
-    dag = backfill_dag()
+    dag = shipped_dag(DAG_ID)
     seed = SeedProfiles(SEED)
     # A month of sign-ups in the seed's range (400 to 1900 days ago), as `airflow backfill create` makes.
     month_start = (datetime.now(UTC) - timedelta(days=900)).replace(

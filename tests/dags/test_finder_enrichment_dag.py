@@ -7,13 +7,12 @@ leads (name + "Company" + "Company Domain", no email); the witnesses are the pro
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dag_runs import states, xcom
+from dag_runs import shipped_dag, states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.hooks.clevertap import CleverTapHook
@@ -22,17 +21,8 @@ from clearout_provider.sandbox.clevertap_seed import SeedProfiles
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "clearout_email_finder_enrichment"
 SEED = 3000
-
-
-def finder_dag() -> Any:
-    spec = importlib.util.spec_from_file_location("finder_dag_under_test", REPO / "dags" / f"{DAG_ID}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.clearout_email_finder_enrichment()
 
 
 @pytest.fixture
@@ -71,7 +61,7 @@ def profile_data(lead: Any) -> dict[str, Any]:
 def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
     server: SandboxProcess,
 ) -> None:
-    dag = finder_dag()
+    dag = shipped_dag(DAG_ID)
     leads = seeded_leads()
     assert len(leads) >= 15  # the seed really holds leads for this DAG
 
@@ -124,7 +114,7 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
 def test_set_email_without_verification_makes_confident_found_addresses_the_profile_email(
     server: SandboxProcess,
 ) -> None:
-    dr = finder_dag().test(run_conf={"verify_found": False, "set_email": True, "min_confidence": 75})
+    dr = shipped_dag(DAG_ID).test(run_conf={"verify_found": False, "set_email": True, "min_confidence": 75})
 
     assert states(dr)["verify_found"] == "skipped" and states(dr)["write_back"] == "success"
     summary = xcom(dr, "write_back")

@@ -9,7 +9,6 @@ profiles as ``GET /1/profile.json`` returns them afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dag_runs import states, xcom
+from dag_runs import shipped_dag, states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.hooks.clevertap import CleverTapHook
@@ -26,19 +25,10 @@ from clearout_provider.sandbox.clevertap_seed import object_id_of
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "clevertap_nightly_list_cleaning"
 SEED = 3000
 INSTANT_THRESHOLD = 200  # the DAG's default
 Factory = Callable[[SandboxSettings], SandboxProcess]
-
-
-def nightly_dag() -> Any:
-    spec = importlib.util.spec_from_file_location("nightly_dag_under_test", REPO / "dags" / f"{DAG_ID}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.clevertap_nightly_list_cleaning()
 
 
 @pytest.fixture
@@ -99,7 +89,7 @@ def read_result(path: str) -> pd.DataFrame:
 def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_go_instant(
     server: SandboxProcess, data_dir: Path
 ) -> None:
-    dag = nightly_dag()
+    dag = shipped_dag(DAG_ID)
     credits = server.clearout_stats()["credits_available"]
 
     # ---- 1. first night: the whole segment is new → bulk path
@@ -186,7 +176,7 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
 
 
 def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: Path) -> None:
-    dag = nightly_dag()
+    dag = shipped_dag(DAG_ID)
     before = [profile(object_id_of(i)) for i in range(0, SEED, 97)]
 
     dr = dag.test(run_conf={"dry_run": True})

@@ -45,7 +45,7 @@ def test_flaky_clearout_during_an_instant_night(world: Callable[..., World], ref
 def test_rate_limit_bursts_on_instant_calls(world: Callable[..., World], reference: Reference) -> None:
     """Another client of the same account empties the rate window in bursts: our calls meet 429s."""
     w = world(rpm=120, rate_window=2.0)
-    instant = task_state(w.dag, "verify_instant")
+    instant = task_state("verify_instant")
     stop = threading.Event()
 
     def other_client() -> None:  # test addresses cost nothing, but take their share of the window
@@ -95,7 +95,7 @@ def test_result_url_expired_until_the_task_is_retried(
 ) -> None:
     w = world()
     w.faults(result_url_ttl=0)  # every presigned URL has expired by the time it is fetched
-    bulk = task_state(w.dag, "verify_bulk")
+    bulk = task_state("verify_bulk")
     w.during(lambda: bulk() == "up_for_retry", lambda: w.faults(result_url_ttl=300), "verify_bulk retried")
 
     night = w.night()

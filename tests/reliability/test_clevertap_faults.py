@@ -57,7 +57,7 @@ def test_clevertap_down_until_the_load_is_retried(world: Callable[..., World], r
 
     w = world()
     w.faults(clevertap_down_paths=CLEVERTAP_CALLS["write"])
-    load = task_state(w.dag, "load_back")
+    load = task_state("load_back")
     w.during(lambda: load() == "up_for_retry", lambda: w.faults(clevertap_down_paths=[]), "load_back retried")
 
     night = w.night()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import requests
 from airflow_stack import HTTP_TIMEOUT, RUN_TIMEOUT, AirflowStack
-from world import DAG_ID, REPO, EndState, Reference, account_settings, judge_end_state, read_profiles
+from dag_runs import SHIPPED_DAGS
+from world import DAG_ID, Reference, account_settings, end_state_of, judge_end_state
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.sandbox import SandboxProcess
@@ -31,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     root = tmp_path_factory.mktemp("stack")
     dags = root / "dags"
     dags.mkdir()
-    shutil.copy(REPO / "dags" / f"{DAG_ID}.py", dags)
+    shutil.copy(SHIPPED_DAGS / f"{DAG_ID}.py", dags)
     airflow = AirflowStack(
         home=root / "airflow",
         dags_folder=dags,
@@ -62,10 +63,6 @@ def bulk_state(stack: AirflowStack, run_id: str) -> str | None:
     return stack.task_states(DAG_ID, run_id).get("verify_bulk[0]")
 
 
-def end_state(server: SandboxProcess) -> EndState:
-    return EndState(read_profiles(server), int(server.clearout_stats()["credits_used"]))
-
-
 def test_triggerer_killed_while_the_bulk_task_waits_in_it(
     stack: AirflowStack, reference: Reference, tmp_path: Path
 ) -> None:
@@ -86,7 +83,7 @@ def test_triggerer_killed_while_the_bulk_task_waits_in_it(
         )
         assert server.clearout_stats()["bulk_uploads"] == 1  # the new triggerer waited for the same list
         judge_end_state(
-            end_state(server),
+            end_state_of(server),
             "ok (new triggerer took the trigger over)",
             reference,
             "triggerer SIGKILLed while deferred (real stack)",
@@ -126,7 +123,7 @@ def test_the_deferred_bulk_task_cleared_midway(
         assert state == "success", (stack.task_states(DAG_ID, "cleared"), stack.log("scheduler")[-3000:])
         uploads = server.clearout_stats()["bulk_uploads"]
         judge_end_state(
-            end_state(server),
+            end_state_of(server),
             f"ok ({uploads} list(s): what the first processed was kept)",
             reference,
             "deferred bulk task cleared at ~30% (real stack)",

@@ -41,7 +41,7 @@ def test_sandbox_killed_and_restarted_while_the_load_writes(
     world: Callable[..., World], reference: Reference
 ) -> None:
     w = world()
-    load = task_state(w.dag, "load_back")
+    load = task_state("load_back")
     w.during(lambda: load() == "running", lambda: w.server.restart(kill=True), "restart mid-load")
 
     w.night()  # the load may fail this try or ride it out; either way the retry or the next night finishes

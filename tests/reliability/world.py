@@ -20,7 +20,6 @@ test_baseline.py): so "equal to the clean night" means "the verdict of the curre
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from dag_runs import states, xcom
+from dag_runs import shipped_dag, states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 from clearout_provider.sandbox.clevertap_seed import object_id_of
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "clevertap_nightly_list_cleaning"
 #: Profiles in the account: ~330 addresses to verify, above the DAG's instant threshold (bulk path).
 SEED = 400
@@ -134,22 +132,12 @@ class Night:
         )
 
 
-def nightly_dag() -> Any:
-    """The shipped DAG, built now (so ``task_defaults()`` reads the retries set for the scenario)."""
-    spec = importlib.util.spec_from_file_location("nightly_under_faults", REPO / "dags" / f"{DAG_ID}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.clevertap_nightly_list_cleaning()
-
-
 @dataclass
 class World:
-    """A sandbox account, its data dir and ledger, and the nightly DAG pointed at them."""
+    """A sandbox account and its data dir (and ledger), which the nightly DAG's runs are pointed at."""
 
     server: SandboxProcess
     data_dir: Path
-    dag: Any
     nights: list[Night] = field(default_factory=list)
     _watchers: list[_Watcher] = field(default_factory=list)
 
@@ -160,7 +148,7 @@ class World:
         if logical_date is not None:  # the run id is made of run_after: the same for the same run
             kwargs["logical_date"] = kwargs["run_after"] = logical_date
         # A DAG object per run: an in-process dag.test() leaves one run's conf in the DAG's params.
-        dr = nightly_dag().test(**kwargs)
+        dr = shipped_dag(DAG_ID).test(**kwargs)
         self.join_watchers()
         night = Night(dr, states(dr), str(dr.state), self.data_dir)
         self.nights.append(night)
@@ -205,7 +193,7 @@ class World:
         return self.server.clevertap_stats()
 
     def end_state(self) -> EndState:
-        return EndState(read_profiles(self.server), int(self.clearout()["credits_used"]))
+        return end_state_of(self.server)
 
 
 class _Watcher(threading.Thread):
@@ -230,6 +218,11 @@ class _Watcher(threading.Thread):
         finally:
             # Done or not, end the fault: a run waiting on it must not hang (the test fails at join).
             self.then()
+
+
+def end_state_of(server: SandboxProcess) -> EndState:
+    """What ``server`` holds now: every seeded profile's judged properties, and the credits used."""
+    return EndState(read_profiles(server), int(server.clearout_stats()["credits_used"]))
 
 
 def read_profiles(server: SandboxProcess) -> dict[str, tuple[Any, ...]]:
@@ -259,26 +252,21 @@ def read_profiles(server: SandboxProcess) -> dict[str, tuple[Any, ...]]:
     return profiles
 
 
-def task_state(night_dag: Any, task_id: str) -> Callable[[], str | None]:
-    """The state of ``task_id`` (map index 0 for mapped tasks) in the DAG's newest run, read from the DB."""
+def task_state(task_id: str) -> Callable[[], str | None]:
+    """The state of ``task_id`` (map index 0 when mapped) in the nightly DAG's newest run, from the DB."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
     def read() -> str | None:
         with create_session() as session:
-            run = (
-                session.query(DagRun)
-                .filter(DagRun.dag_id == night_dag.dag_id)
-                .order_by(DagRun.id.desc())
-                .first()
-            )
+            run = session.query(DagRun).filter(DagRun.dag_id == DAG_ID).order_by(DagRun.id.desc()).first()
             if run is None:
                 return None
             ti = (
                 session.query(TaskInstance)
                 .filter(
-                    TaskInstance.dag_id == night_dag.dag_id,
+                    TaskInstance.dag_id == DAG_ID,
                     TaskInstance.run_id == run.run_id,
                     TaskInstance.task_id == task_id,
                 )
@@ -306,7 +294,7 @@ def make_world(server: SandboxProcess, monkeypatch: Any, folder: Path, retries: 
     monkeypatch.setenv("CLEAROUT_PROVIDER_LEDGER_DIR", str(folder / "verdict-ledger"))
     monkeypatch.setenv("AIRFLOW__CLEAROUT__TASK_RETRIES", str(retries))
     monkeypatch.setenv("AIRFLOW__CLEAROUT__TASK_RETRY_DELAY", str(RETRY_DELAY))
-    return World(server, data_dir, nightly_dag())
+    return World(server, data_dir)
 
 
 def clean_night(world: World, conf: Mapping[str, Any] | None = None) -> Night:

@@ -30,7 +30,6 @@ hidden (never fix product code from here, never xfail it).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dag_runs import shipped_dag
 
 from clearout_provider.masking import mask_email
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -52,7 +52,6 @@ from clearout_provider.sandbox.clevertap_seed import email_of
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "clevertap_nightly_list_cleaning"
 Factory = Callable[[SandboxSettings], SandboxProcess]
 
@@ -213,15 +212,6 @@ def report(ledger: Ledger, title: str, capfd: pytest.CaptureFixture[str]) -> Non
 # ------------------------------------------------------------------------------------ running the DAG
 
 
-def nightly_dag() -> Any:
-    """A fresh import of the shipped DAG file (as tests/dags/test_nightly_dag.py does)."""
-    spec = importlib.util.spec_from_file_location("nightly_dag_secrets", REPO / "dags" / f"{DAG_ID}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.clevertap_nightly_list_cleaning()
-
-
 def connections(server: SandboxProcess, *, token: str = TOKEN, passcode: str = PASSCODE) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` for both services at ``server``, like clearout_provider.demo.sandbox_connections,
     but with the credentials given (the right ones, or a wrong one to provoke a failure)."""
@@ -367,7 +357,7 @@ def run_dag(
         monkeypatch.setenv(name, value)
     capfd.readouterr()  # what came before is not this run's
     try:
-        dr = nightly_dag().test(run_conf=run_conf)
+        dr = shipped_dag(DAG_ID).test(run_conf=run_conf)
     finally:
         out, err = capfd.readouterr()
         for stream, text in (("stdout", out), ("stderr", err)):
@@ -573,7 +563,7 @@ def test_instant_path_leaks_no_secret_and_masks_emails(
     assert dr.state == "success", states(dr)
     assert states(dr)["verify_instant"] == "success" and states(dr)["split_for_bulk"] == "skipped"
     assert server.clearout_stats()["instant_calls"] > 100  # the token really was sent, many times
-    scan_everything(ledger, [dr], nightly_dag(), capture, data_dir, raw_log)
+    scan_everything(ledger, [dr], shipped_dag(DAG_ID), capture, data_dir, raw_log)
     report(ledger, "Secrets scan: instant path (150 contacts)", capfd)
 
 
@@ -598,7 +588,7 @@ def test_bulk_path_leaks_no_secret_and_masks_emails(
     bulk = [kwargs for classpath, kwargs in capture.deferrals if classpath.endswith("ClearoutBulkJobTrigger")]
     assert bulk, f"verify_bulk never deferred to the bulk-list trigger: {capture.deferrals}"
     assert "Waiting for Clearout verify list" in log  # the trigger's own lines are in the scanned log
-    scan_everything(ledger, [dr], nightly_dag(), capture, data_dir, raw_log)
+    scan_everything(ledger, [dr], shipped_dag(DAG_ID), capture, data_dir, raw_log)
     report(ledger, "Secrets scan: bulk path (600 contacts, deferred list)", capfd)
 
 
@@ -704,7 +694,8 @@ def test_failures_with_wrong_credentials_leak_neither_secret(
     assert states(wrong_clevertap)["extract_delta"] == "failed", states(wrong_clevertap)
     assert "CleverTapAuthError: Passcode is not valid" in log
 
-    scan_everything(ledger, [wrong_clearout, wrong_clevertap], nightly_dag(), capture, data_dir, raw_log)
+    runs = [wrong_clearout, wrong_clevertap]
+    scan_everything(ledger, runs, shipped_dag(DAG_ID), capture, data_dir, raw_log)
     report(ledger, "Secrets scan: failures with a wrong token / passcode", capfd)
 
 
