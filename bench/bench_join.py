@@ -30,7 +30,7 @@ MISSING_SHARE = 0.005  # answers dropped from the result, as when a cancelled li
 
 def write_clearout_result(upload: Path, result: Path, *, seed: int = 11) -> int:
     """A bulk result in Clearout's layout for the uploaded addresses (a few left out); returns rows."""
-    from clearout_provider.verdicts import BULK_RESULT_COLUMNS, STATUS_LABELS, SUB_STATUSES
+    from clearout_provider.clearout.statuses import BULK_RESULT_COLUMNS, STATUS_LABELS, SUB_STATUSES
 
     emails = pacsv.read_csv(upload).column("Email").combine_chunks()
     rng = np.random.default_rng(seed)

@@ -33,9 +33,9 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from clearout_provider.clevertap.mapping import RECOMMENDED_APPEND, PropertyMapping
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.email_finder import ClearoutBulkEmailFinderOperator
-from clearout_provider.verdicts import RECOMMENDED_APPEND, PropertyMapping
 
 #: Finder result column → the CleverTap property it is written to (the names of Clearout's own export).
 FINDER_PROPERTIES = {
@@ -79,7 +79,7 @@ def profile_update(
         data.update(mapping.properties(verdict_row))
     found = finder_row.get("finder_status") == "found" and finder_row.get("finder_email")
     confident = (finder_row.get("finder_confidence_score") or 0) >= min_confidence
-    deliverable = verdict_row is None or verdict_row.get("clearout_safe_to_send") is True
+    deliverable = verdict_row is None or verdict_row.get("safe_to_send") is True
     if set_email and found and confident and deliverable:
         data["Email"] = finder_row["finder_email"]
     return {k: v for k, v in data.items() if v is not None}

@@ -57,8 +57,9 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, ValidatedEmail, validate_email
 
+from clearout_provider.clearout.statuses import EMAIL_COLUMN_NAMES
 from clearout_provider.exceptions import ContactsError
-from clearout_provider.verdicts import EMAIL_COLUMN_NAMES, RESULT_COLUMNS
+from clearout_provider.verification.model import RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -966,13 +967,10 @@ def input_columns(rows_schema: pa.Schema) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ freshness
 
-#: Export columns the freshness filter reads (the last three are what an earlier Append wrote).
-FRESHNESS_COLUMNS = (
-    "email",
-    "Clearout Verified Email",
-    "Clearout Verified At",
-    "Clearout Verification Status",
-)
+#: Columns the freshness filter reads: the profile's address, then what an earlier Append wrote, under
+#: its result-column role (the extract renames the verifier's properties to these): the address and
+#: time verified, and the verifier's own status words (``status``).
+FRESHNESS_COLUMNS = ("email", "verified_email", "verified_at", "status")
 
 
 class FreshnessReason(StrEnum):
@@ -1048,7 +1046,7 @@ def freshness_reasons(table: pa.Table, freshness: Freshness, now: datetime) -> p
     at = _verified_at(_column_or_nulls(table, at_column, pa.string()))
     status = _column_or_nulls(table, status_column, pa.string()).cast(pa.string())
     status = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(status)), r"[\s-]+", "_")
-    uncertain = pc.is_in(status, value_set=pa.array(["catch_all", "catchall", "unknown"]))
+    uncertain = pc.is_in(status, value_set=pa.array(["catch_all", "catchall", "unknown", "risky"]))
 
     def older_than(days: float) -> pa.Array:
         return pc.less(at, pa.scalar(now - timedelta(days=days), _UTC))

@@ -15,12 +15,9 @@ from typing import Any
 from airflow.sdk import Param
 from airflow.sdk.configuration import conf
 
-from clearout_provider.verdicts import (
-    CLEVERTAP_PROPERTIES,
-    RECOMMENDED_APPEND,
-    SUB_STATUSES,
-    UnsubscribeMethod,
-)
+from clearout_provider.clearout.statuses import SUB_STATUSES
+from clearout_provider.clevertap.mapping import COLUMN_NAMES, RECOMMENDED_APPEND
+from clearout_provider.verification.policy import UnsubscribeMethod
 
 #: CQL selecting every profile with an email (CleverTap answers for those active in the last 365 days).
 EVERY_PROFILE_WITH_AN_EMAIL = {
@@ -28,7 +25,7 @@ EVERY_PROFILE_WITH_AN_EMAIL = {
 }
 
 #: A column may be named by its result column or its default property name (PropertyMapping.from_params).
-_COLUMN_NAMES = sorted({*CLEVERTAP_PROPERTIES, *CLEVERTAP_PROPERTIES.values()})
+_COLUMN_NAMES = list(COLUMN_NAMES)
 
 
 def task_defaults() -> dict[str, Any]:

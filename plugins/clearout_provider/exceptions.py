@@ -269,6 +269,15 @@ class ClearoutProtocolError(ClearoutError):
         )
 
 
+#: Clearout failures that concern one address only (it timed out, was refused as input, or the answer
+#: was unreadable): the instant runner records them as that item's outcome and goes on.
+CLEAROUT_ITEM_FAILURES: tuple[type[Exception], ...] = (
+    ClearoutTimeout,
+    ClearoutBadInput,
+    ClearoutProtocolError,
+)
+
+
 class ContactsError(Exception):
     """A contacts file this provider cannot prepare; the message says what to fix.
 

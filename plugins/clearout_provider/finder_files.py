@@ -40,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.clearout.statuses import FINDER_RESULT_COLUMNS
 from clearout_provider.contacts import (
     DEFAULT_MAX_ROWS,
     ROW_KEY,
@@ -51,7 +52,6 @@ from clearout_provider.contacts import (
 )
 from clearout_provider.hooks.clearout_models import FinderResult
 from clearout_provider.safe_csv import csv_table
-from clearout_provider.verdicts import FINDER_RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ The instant operators (verify and Email Finder) pay per call, so two things matt
   :class:`Checkpoint` in the task instance's folder; a retry skips what they hold. Airflow 3 clears a
   task's XComs when it retries, so both live in files.
 
-A failure that concerns one item (Clearout timed out on it, refused it as bad input, or answered it with
-something unreadable) is returned to
-the caller to record as that item's outcome; anything else (auth, credits, a service still down after
+A failure that concerns one item (the vendor timed out on it, refused it as bad input, or answered it
+with something unreadable: the caller names those exceptions) is returned to the caller to record as that
+item's outcome; anything else (auth, credits, a service still down after
 the hook's retries) stops the batch: calls not yet started are dropped, calls in flight are waited for
 (their answers are paid for, so they are checkpointed), and the error is raised with a note saying how
 far the batch got.
@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any, Self, TextIO, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 
-from clearout_provider.exceptions import ClearoutBadInput, ClearoutProtocolError, ClearoutTimeout
-
 if TYPE_CHECKING:
     from clearout_provider.contacts import StoragePath
 
@@ -41,9 +39,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-#: Failures that concern one item only: recorded as that item's outcome, the batch goes on.
-ITEM_FAILURES: tuple[type[Exception], ...] = (ClearoutTimeout, ClearoutBadInput, ClearoutProtocolError)
 
 #: Default number of instant calls in flight at once; the rate limiter, not this, sets the pace.
 DEFAULT_MAX_CONCURRENCY = 8
@@ -139,6 +134,7 @@ def call_each(
     call: Callable[[T], R],
     *,
     on_result: Callable[[T, R], None],
+    item_failures: tuple[type[Exception], ...],
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     what: str = "instant calls",
     progress_every: float = 10.0,
@@ -146,8 +142,8 @@ def call_each(
     """Run ``call(item)`` for every item, at most ``max_concurrency`` at once; return per-item failures.
 
     ``on_result`` runs in the worker thread as soon as an answer arrives (checkpoint it there). Failures
-    in :data:`ITEM_FAILURES` are returned by item; the first other exception stops the batch (see the
-    module docstring) and is raised with a note on how many items were done.
+    in ``item_failures`` (the vendor's per-item errors) are returned by item; the first other exception
+    stops the batch (see the module docstring) and is raised with a note on how many items were done.
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
@@ -162,7 +158,7 @@ def call_each(
             return
         try:
             result = call(item)
-        except ITEM_FAILURES as exc:
+        except item_failures as exc:
             failures[item] = exc
             return
         except BaseException:
@@ -175,7 +171,7 @@ def call_each(
     total = len(items)
     started = last_report = time.monotonic()
     first_error: BaseException | None = None
-    pool = ThreadPoolExecutor(max_workers=min(max_concurrency, max(total, 1)), thread_name_prefix="clearout")
+    pool = ThreadPoolExecutor(max_workers=min(max_concurrency, max(total, 1)), thread_name_prefix="instant")
     try:
         for future in as_completed([pool.submit(work, item) for item in items]):
             error = future.exception()

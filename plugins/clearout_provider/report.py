@@ -6,7 +6,7 @@ writes ``report.md`` and a self-contained ``report.html`` (inline CSS and SVG ba
 asset, so it opens from an object store or an email attachment) next to the run's files.
 
 The bounce-type breakdown is the one number no XCom carries: it is counted from the result file(s),
-reading only the ``clearout_bounce_type`` column in batches, so a million-row file costs a few MB.
+reading only the ``bounce`` column in batches, so a million-row file costs a few MB.
 
 Personal data: the report holds counts, codes and ids only. No email address is read from the result
 files (only the bounce column is), and none is written.
@@ -35,13 +35,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.clearout.statuses import STATUS_LABELS, SUB_STATUSES, Status
 from clearout_provider.clevertap_rules import RecordCode
 from clearout_provider.contacts import ContactCounts, resolve_path
-from clearout_provider.results import DecidedBy
-from clearout_provider.verdicts import STATUS_LABELS, SUB_STATUSES, Bounce, Status
+from clearout_provider.verification.model import Bounce, DecidedBy, Verdict
 
 _MODES = ("instant", "bulk")
-_BOUNCE_COLUMN = "clearout_bounce_type"
+_BOUNCE_COLUMN = "bounce"
 _NO_BOUNCE = "none"  # key of rows without a bounce class in RunFacts.by_bounce_type
 _NO_CODE = "none"  # key of rows without a sub-status code (as in the verify operators' XCom)
 _BATCH_ROWS = 65_536
@@ -393,12 +393,16 @@ def check_accounting(facts: RunFacts) -> None:
 # ------------------------------------------------------------------------------ what is shown
 
 _GREEN, _RED, _AMBER, _GREY, _BLUE, _TEAL = "#2e9d5b", "#d64545", "#e0a030", "#8a94a6", "#3b6fd4", "#2a9d9d"
-_STATUS_COLOURS: dict[str, str] = {  # by status value (a Status is its value)
+_STATUS_COLOURS: dict[str, str] = {  # by status value: Clearout's words, or a neutral verdict (Mail.so)
     Status.VALID: _GREEN,
     Status.INVALID: _RED,
     Status.CATCH_ALL: _AMBER,
     Status.UNKNOWN: _GREY,
+    Verdict.DELIVERABLE: _GREEN,
+    Verdict.UNDELIVERABLE: _RED,
+    Verdict.RISKY: _AMBER,
 }
+_STATUS_ORDER = list(dict.fromkeys([*Status, *Verdict]))
 _BOUNCE_LABELS = {Bounce.HARD.value: "hard bounce", Bounce.SOFT.value: "soft bounce", _NO_BOUNCE: "no bounce"}
 _BOUNCE_COLOURS = {Bounce.HARD.value: _RED, Bounce.SOFT.value: _AMBER, _NO_BOUNCE: _GREEN}
 _DECIDERS = {
@@ -411,6 +415,11 @@ _DECIDERS = {
     ),
     DecidedBy.CLEAROUT_INSTANT_FAILED.value: (
         "not verified: Clearout gave no answer (nothing written; due next run)"
+    ),
+    DecidedBy.MAILSO_BATCH.value: "Mail.so batch",
+    DecidedBy.MAILSO_INSTANT.value: "Mail.so validate API",
+    DecidedBy.MAILSO_INSTANT_FAILED.value: (
+        "not verified: Mail.so gave no answer (nothing written; due next run)"
     ),
     DecidedBy.LEDGER.value: "verdict ledger (paid for earlier and still fresh; not sent again)",
     DecidedBy.DRY_RUN.value: "not verified: dry run (nothing sent, nothing written)",
@@ -451,11 +460,11 @@ def _status_label(key: str) -> str:
     try:
         return STATUS_LABELS[Status(key)]
     except ValueError:
-        return key
+        return key.capitalize()
 
 
 def _status_sort(item: tuple[str, int]) -> tuple[int, int]:
-    order = [s.value for s in Status]
+    order = [s.value for s in _STATUS_ORDER]
     return (order.index(item[0]) if item[0] in order else len(order), -item[1])
 
 

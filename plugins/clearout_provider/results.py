@@ -7,13 +7,13 @@ become one verdict table keyed by ``normalised_email`` with :data:`verdicts.RESU
 :func:`clearout_provider.contacts.prepare_contacts`: duplicates get their first occurrence's verdict,
 locally rejected rows the local syntax verdict, and rows Clearout did not answer for keep their
 no-verdict decider (:data:`NO_VERDICT`), duplicates included. A row whose address was taken out of a
-wrapper (``cleaned_email`` in the ROWS file) gets that address as ``clearout_suggested_email`` when
+wrapper (``cleaned_email`` in the ROWS file) gets that address as ``suggested_email`` when
 Clearout suggests none. Rows in always equal rows out, or the join raises.
 
 The result is Parquet (for machines: the default) or CSV (for people: see
 :mod:`clearout_provider.safe_csv`).
 
-``clearout_safe_to_send`` is a boolean: Clearout's "yes" is True, "no" and "risky" are False (risky is
+``safe_to_send`` is a boolean: Clearout's "yes" is True, "no" and "risky" are False (risky is
 Clearout's advice *not* to send), "unknown" is null.
 """
 
@@ -23,7 +23,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.clearout.statuses import (
+    SPAM_TRAP_CODE,
+    SUB_STATUSES,
+    VERDICT_OF_STATUS,
+    Status,
+    normalise_status,
+    sub_status_from_reason,
+)
 from clearout_provider.contacts import (
     CLEANED_EMAIL,
     LOCAL_DECISION,
@@ -48,61 +55,32 @@ from clearout_provider.contacts import (
     resolve_path,
 )
 from clearout_provider.safe_csv import csv_schema, csv_table
-from clearout_provider.verdicts import (
+from clearout_provider.verification.model import (
+    LEGACY_COLUMNS,
+    NO_VERDICT,
     RESULT_COLUMNS,
-    SUB_STATUSES,
-    Status,
-    normalise_status,
-    sub_status,
-    sub_status_from_reason,
+    RESULT_KINDS,
+    DecidedBy,
+    Kind,
+    Verdict,
 )
+from clearout_provider.verification.verifier import local_syntax_verdict, spec
 
 log = logging.getLogger(__name__)
 
 
-class DecidedBy(StrEnum):
-    """Who decided a row's verdict (the ``decided_by`` result column)."""
-
-    CLEAROUT_BULK = "clearout_bulk"
-    CLEAROUT_INSTANT = "clearout_instant"
-    LOCAL_SYNTAX = "local_syntax"
-    LOCAL_DUPLICATE = "local_duplicate"
-    MISSING_FROM_RESULT = "missing_from_result"
-    #: Sent to the instant API, which gave no verdict (timed out, refused the input): not charged.
-    CLEAROUT_INSTANT_FAILED = "clearout_instant_failed"
-    #: Taken from the verdict ledger: paid for earlier (another profile, an earlier run or try), still fresh.
-    LEDGER = "ledger"
-    #: Would have been sent, but the run is a dry run: no verdict, nothing spent.
-    DRY_RUN = "dry_run_not_sent"
-
-
-#: Deciders whose rows carry no verdict ("unknown" by default): never written over an earlier good one.
-NO_VERDICT: frozenset[str] = frozenset(
-    {DecidedBy.MISSING_FROM_RESULT, DecidedBy.CLEAROUT_INSTANT_FAILED, DecidedBy.DRY_RUN}
-)
-
-
-_RESULT_TYPES: dict[str, pa.DataType] = {
-    "verified_email": pa.string(),
-    "clearout_status": pa.string(),
-    "clearout_sub_status_code": pa.int32(),
-    "clearout_sub_status": pa.string(),
-    "clearout_safe_to_send": pa.bool_(),
-    "clearout_bounce_type": pa.string(),
-    "clearout_disposable": pa.bool_(),
-    "clearout_free": pa.bool_(),
-    "clearout_role": pa.bool_(),
-    "clearout_gibberish": pa.bool_(),
-    "clearout_suggested_email": pa.string(),
-    "clearout_verified_at": pa.timestamp("ms", tz="UTC"),
-    "decided_by": pa.string(),
+_ARROW: dict[Kind, pa.DataType] = {
+    Kind.TEXT: pa.string(),
+    Kind.FLAG: pa.bool_(),
+    Kind.INT: pa.int32(),
+    Kind.TIME: pa.timestamp("ms", tz="UTC"),
 }
-#: Types of :data:`verdicts.RESULT_COLUMNS` (in that order) in every result file.
-RESULT_SCHEMA = pa.schema([(name, _RESULT_TYPES[name]) for name in RESULT_COLUMNS])
+#: Types of :data:`RESULT_COLUMNS` (in that order) in every result file.
+RESULT_SCHEMA = pa.schema([(name, _ARROW[kind]) for name, kind in RESULT_KINDS.items()])
 
 #: A verdict table: one row per verified address, keyed by ``normalised_email``.
 VERDICT_SCHEMA = pa.schema([pa.field(NORMALISED_EMAIL, pa.string()), *RESULT_SCHEMA])
-_TIMESTAMP = RESULT_SCHEMA.field("clearout_verified_at").type
+_TIMESTAMP = _ARROW[Kind.TIME]
 
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _NO_CODE = "none"  # key of rows without a sub-status code in ResultSummary.by_sub_status_code
@@ -134,11 +112,14 @@ class ResultSummary:
     by_status: dict[str, int]
     by_sub_status_code: dict[str, int]
     by_decided_by: dict[str, int]
+    by_verdict: dict[str, int] = field(default_factory=dict)
     unrecognised_reasons: dict[str, int] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise :class:`ResultAccountingError` unless every breakdown adds up to ``rows``."""
-        for name in ("by_status", "by_sub_status_code", "by_decided_by"):
+        for name in ("by_status", "by_sub_status_code", "by_decided_by", "by_verdict"):
+            if name == "by_verdict" and not self.by_verdict:
+                continue  # a summary of a file written before the neutral verdict
             if sum(getattr(self, name).values()) != self.rows:
                 raise ResultAccountingError(
                     f"{name} does not add up to {self.rows} rows: {getattr(self, name)}"
@@ -165,6 +146,10 @@ def _status(label: str | None) -> str | None:
 
 def _status_of_code(code: int | None) -> str | None:
     return SUB_STATUSES[code].status.value if code in SUB_STATUSES else None
+
+
+def _verdict_of_status(status: str | None) -> str | None:
+    return VERDICT_OF_STATUS[Status(status)].value if status else None
 
 
 def _bounce(value: str | None) -> str:
@@ -233,20 +218,28 @@ def _verdict_columns(
     status = pc.coalesce(
         label_status, _map_distinct(code, _status_of_code, pa.string()), pa.scalar(Status.UNKNOWN.value)
     )
+    n = len(code)
     columns = {
         "verified_email": _texts(raw["email"]),
+        "verifier": pa.array(["clearout"] * n, pa.string()),
+        "verdict": _map_distinct(status, _verdict_of_status, pa.string()),
+        "verdict_reason": desc,
+        "safe_to_send": _map_distinct(raw["safe_to_send"], _safe_to_send, pa.bool_()),
+        "bounce": _map_distinct(raw["bounce"], _bounce, pa.string()),
+        "is_disposable": _map_distinct(raw["disposable"], _flag, pa.bool_()),
+        "is_free": _map_distinct(raw["free"], _flag, pa.bool_()),
+        "is_role": _map_distinct(raw["role"], _flag, pa.bool_()),
+        "is_catch_all": pc.equal(status, Status.CATCH_ALL.value),
+        "is_gibberish": _map_distinct(raw["gibberish"], _flag, pa.bool_()),
+        "is_spam_trap": pc.fill_null(pc.equal(code, SPAM_TRAP_CODE), False),
+        "suggested_email": _texts(raw["suggested"]),
+        "verified_at": _utc_timestamps(raw["verified_at"]),
         "clearout_status": status,
         "clearout_sub_status_code": code,
-        "clearout_sub_status": desc,
-        "clearout_safe_to_send": _map_distinct(raw["safe_to_send"], _safe_to_send, pa.bool_()),
-        "clearout_bounce_type": _map_distinct(raw["bounce"], _bounce, pa.string()),
-        "clearout_disposable": _map_distinct(raw["disposable"], _flag, pa.bool_()),
-        "clearout_free": _map_distinct(raw["free"], _flag, pa.bool_()),
-        "clearout_role": _map_distinct(raw["role"], _flag, pa.bool_()),
-        "clearout_gibberish": _map_distinct(raw["gibberish"], _flag, pa.bool_()),
-        "clearout_suggested_email": _texts(raw["suggested"]),
-        "clearout_verified_at": _utc_timestamps(raw["verified_at"]),
-        "decided_by": pa.array([decided_by.value] * len(code), pa.string()),
+        "decided_by": pa.array([decided_by.value] * n, pa.string()),
+    }
+    columns = {
+        name: columns.get(name, pa.nulls(n, RESULT_SCHEMA.field(name).type)) for name in RESULT_COLUMNS
     }
     return pa.table(columns, schema=RESULT_SCHEMA)
 
@@ -366,20 +359,21 @@ def verdict_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 # ------------------------------------------------------------------------------------------------ join
 
 
-def _local_rows() -> pa.Table:
-    """The two verdicts no Clearout answer carries: local syntax rejection, and missing from the result."""
-    syntax = sub_status(400)
+def _local_rows(verifier: str) -> pa.Table:
+    """The two verdicts no verifier's answer carries: local syntax rejection (as ``verifier`` would have
+    answered a syntax error), and missing from the result (unknown, no verdict)."""
     return pa.Table.from_pylist(
         [
             {
-                "clearout_status": syntax.status.value,
-                "clearout_sub_status_code": syntax.code,
-                "clearout_sub_status": syntax.desc,
-                "clearout_safe_to_send": False,
-                "clearout_bounce_type": syntax.bounce.value,
+                **local_syntax_verdict(verifier),
+                "verifier": verifier,
                 "decided_by": DecidedBy.LOCAL_SYNTAX.value,
             },
-            {"clearout_status": Status.UNKNOWN.value, "decided_by": DecidedBy.MISSING_FROM_RESULT.value},
+            {
+                "verdict": Verdict.UNKNOWN.value,
+                spec(verifier).headline_column: Verdict.UNKNOWN.value,
+                "decided_by": DecidedBy.MISSING_FROM_RESULT.value,
+            },
         ],
         schema=VERDICT_SCHEMA,
     )
@@ -400,13 +394,44 @@ class _Lookup:
     suggested: pa.StringArray
 
 
+def upgrade_columns(table: pa.Table) -> pa.Table:
+    """A verdict or result table with today's result columns, whatever version wrote it.
+
+    0.1 wrote Clearout's verdicts under ``clearout_*`` names (:data:`LEGACY_COLUMNS`) and had no neutral
+    verdict: those tables get today's names, the verdict and flags derived from Clearout's status and
+    code (the same table as for a fresh answer), and null for the columns they never had.
+    """
+    names = [LEGACY_COLUMNS.get(n, n) for n in table.column_names]
+    table = table.rename_columns(names)
+    n = table.num_rows
+    if "verdict" not in names and "clearout_status" in names:
+        status = table.column("clearout_status").combine_chunks().cast(pa.string())
+        code = table.column("clearout_sub_status_code").combine_chunks().cast(pa.int32())
+        derived = {
+            "verifier": pc.if_else(pc.is_valid(status), "clearout", pa.scalar(None, pa.string())),
+            "verdict": _map_distinct(status, _verdict_of_status, pa.string()),
+            "is_catch_all": pc.equal(status, Status.CATCH_ALL.value),
+            "is_spam_trap": pc.equal(code, SPAM_TRAP_CODE),
+        }
+        for name, values in derived.items():
+            table = table.append_column(name, values)
+    for name in RESULT_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(
+                RESULT_SCHEMA.field(name), pa.nulls(n, RESULT_SCHEMA.field(name).type)
+            )
+    return table
+
+
 def _read_verdicts(verdicts: pa.Table | StoragePath) -> pa.Table:
     if not isinstance(verdicts, pa.Table):
         with resolve_path(verdicts).open("rb") as stream:
             verdicts = pq.read_table(stream)
-    missing = [n for n in VERDICT_SCHEMA.names if n not in verdicts.column_names]
-    if missing:
-        raise ResultsError(f"not a verdict table: columns {missing} are missing")
+    names = set(verdicts.column_names)
+    missing = [n for n in (NORMALISED_EMAIL, "decided_by") if n not in names]
+    if missing or not names & {"verdict", "clearout_status"}:
+        raise ResultsError(f"not a verdict table: columns {missing or ['verdict']} are missing")
+    verdicts = upgrade_columns(verdicts)
     return verdicts.select(VERDICT_SCHEMA.names).cast(VERDICT_SCHEMA)
 
 
@@ -476,6 +501,7 @@ def join_results(
     verdicts: pa.Table | StoragePath,
     out_path: StoragePath,
     *,
+    verifier: str = "clearout",
     batch_size: int = 65_536,
 ) -> ResultSummary:
     """Write ONE result file: every ROWS row, input columns first (original names and order), then
@@ -495,8 +521,11 @@ def join_results(
     if out.suffix.lower() not in _SUFFIXES:
         raise ValueError(f"result file {out_path} must end in one of {sorted(_SUFFIXES)}")
     answers = _read_verdicts(verdicts)
-    table = pa.concat_tables([answers, _local_rows()])
-    counts: dict[str, Counter[Any]] = {k: Counter() for k in ("status", "code", "decided", "unrecognised")}
+    table = pa.concat_tables([answers, _local_rows(verifier)])
+    headline = spec(verifier).headline_column
+    counts: dict[str, Counter[Any]] = {
+        k: Counter() for k in ("status", "verdict", "code", "decided", "unrecognised")
+    }
     with resolve_path(rows_path).open("rb") as stream:
         parquet = pq.ParquetFile(stream)
         columns = input_columns(parquet.schema_arrow)
@@ -521,14 +550,13 @@ def join_results(
                 own = lookup.own_email[part]
                 replaced = {
                     "verified_email": pc.if_else(own, row_email[part], verdict.column("verified_email")),
-                    "clearout_suggested_email": pc.coalesce(
-                        verdict.column("clearout_suggested_email"), lookup.suggested[part]
-                    ),
+                    "suggested_email": pc.coalesce(verdict.column("suggested_email"), lookup.suggested[part]),
                     "decided_by": decided,
                 }
                 writer.write([*batch.columns, *(replaced.get(n, verdict.column(n)) for n in RESULT_COLUMNS)])
-                code, desc = verdict.column("clearout_sub_status_code"), verdict.column("clearout_sub_status")
-                counts["status"] += _value_counts(verdict.column("clearout_status"))
+                code, desc = verdict.column("clearout_sub_status_code"), verdict.column("verdict_reason")
+                counts["status"] += _value_counts(verdict.column(headline))
+                counts["verdict"] += _value_counts(verdict.column("verdict"))
                 counts["code"] += _value_counts(code)
                 counts["decided"] += _value_counts(decided)
                 counts["unrecognised"] += _value_counts(
@@ -545,6 +573,7 @@ def join_results(
         by_status=dict(counts["status"]),
         by_sub_status_code={(_NO_CODE if k is None else str(k)): v for k, v in counts["code"].items()},
         by_decided_by=dict(counts["decided"]),
+        by_verdict=dict(counts["verdict"]),
         unrecognised_reasons=dict(counts["unrecognised"]),
     )
     summary.check()

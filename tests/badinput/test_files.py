@@ -157,7 +157,7 @@ def test_a_wrapped_duplicate_is_verified_once_and_suggested_in_the_result(tmp_pa
     assert list(prepared.emails_to_verify()) == ["ann@example.com"]
     assert prepared.counts.duplicates == 2
     join_results(prepared.rows_path, verdict_table([]), tmp_path / "r.parquet")
-    suggested = pq.read_table(tmp_path / "r.parquet").column("clearout_suggested_email").to_pylist()
+    suggested = pq.read_table(tmp_path / "r.parquet").column("suggested_email").to_pylist()
     assert suggested == [None, "ANN@example.com", "ann@example.com"]
 
 

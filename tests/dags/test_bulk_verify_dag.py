@@ -179,7 +179,7 @@ def test_deferred_bulk_verify_writes_every_input_row_with_its_verdict(
         )
         if email.strip().lower() in SUB_STATUS:
             assert row["clearout_sub_status_code"] == SUB_STATUS[email.strip().lower()], row_id
-    assert bool(by_id.loc["7", "clearout_role"]) is True
+    assert bool(by_id.loc["7", "is_role"]) is True
     assert sum(result["counts"].values()) == len(frame)
     assert result["prepared"] == {
         "total_rows": 15,

@@ -161,8 +161,8 @@ def test_roundtrip_writes_verdicts_unsubscribes_and_leaves_nothing_to_verify(
         should_leave = policy.reason(
             {
                 "clearout_sub_status_code": expected.code,
-                "clearout_bounce_type": sub.bounce.value,
-                "clearout_disposable": expected.disposable,
+                "bounce": sub.bounce.value,
+                "is_disposable": expected.disposable,
             }
         )
         if should_leave:
@@ -245,8 +245,8 @@ def test_rows_clevertap_refuses_are_reported_per_row_with_code_and_message(
     verdict = {
         "clearout_status": "invalid",
         "clearout_sub_status_code": 406,
-        "clearout_sub_status": sub_status(406).desc,
-        "clearout_bounce_type": "hard",
+        "verdict_reason": sub_status(406).desc,
+        "bounce": "hard",
         "decided_by": "clearout_bulk",  # Clearout's verdict, not the local syntax check's
     }
     rows = [
@@ -258,7 +258,7 @@ def test_rows_clevertap_refuses_are_reported_per_row_with_code_and_message(
             "email": "invalid@example.com",
             "verified_email": "invalid@example.com",
             **verdict,
-            "clearout_suggested_email": "x" * 600 + "@example.com",
+            "suggested_email": "x" * 600 + "@example.com",
         },
         {"identity": ids[2], "email": "role@example.com", "verified_email": "role@example.com", **verdict},
     ]

@@ -44,14 +44,14 @@ DOCUMENTED: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "invalid": ("invalid", None, {}),
     "catch_all": ("catch_all", None, {}),
     "unknown": ("unknown", None, {}),
-    "safe_to_send_yes": ("valid", None, {"clearout_safe_to_send": True}),
-    "safe_to_send_no": ("invalid", None, {"clearout_safe_to_send": False}),
-    "disposable": ("valid", None, {"clearout_disposable": True}),
-    "role": ("valid", None, {"clearout_role": True}),
-    "free": ("valid", None, {"clearout_free": True}),
-    "gibberish": ("valid", None, {"clearout_gibberish": True}),
-    "hard_bounce": ("invalid", None, {"clearout_bounce_type": "hard"}),
-    "soft_bounce": ("invalid", None, {"clearout_bounce_type": "soft"}),
+    "safe_to_send_yes": ("valid", None, {"safe_to_send": True}),
+    "safe_to_send_no": ("invalid", None, {"safe_to_send": False}),
+    "is_disposable": ("valid", None, {"is_disposable": True}),
+    "is_role": ("valid", None, {"is_role": True}),
+    "is_free": ("valid", None, {"is_free": True}),
+    "is_gibberish": ("valid", None, {"is_gibberish": True}),
+    "hard_bounce": ("invalid", None, {"bounce": "hard"}),
+    "soft_bounce": ("invalid", None, {"bounce": "soft"}),
     "greylisted": ("unknown", 407, {}),
     "spamtrap": ("invalid", 401, {}),
     "blocklist_email_address": ("invalid", 602, {}),
@@ -182,7 +182,7 @@ def test_timed_out_addresses_get_no_verdict_with_a_reason_and_the_task_succeeds(
     failed = result[result["decided_by"] == DecidedBy.CLEAROUT_INSTANT_FAILED]
     assert 0 < len(failed) < len(emails)  # seed 3 at 50 %: some, not all
     assert set(failed["clearout_status"]) == {""}  # no verdict: not "unknown", nothing to write
-    assert failed["clearout_sub_status"].str.contains("Timeout Occurred").all()
+    assert failed["verdict_reason"].str.contains("Timeout Occurred").all()
     assert failed["clearout_sub_status_code"].eq("").all()  # no code was invented
     # Failed addresses are not recorded: they cost nothing, so the next run asks again.
     assert ledger_addresses() == sorted(

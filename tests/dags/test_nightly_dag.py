@@ -127,7 +127,7 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     for object_id, row in result[result["decided_by"] == "clearout_bulk"].head(50).iterrows():
         data = profile(object_id)["profileData"]
         assert data["Clearout Verification Status"] == row["clearout_status"], object_id
-    hard = result[result["clearout_bounce_type"] == "hard"].head(10)
+    hard = result[result["bounce"] == "hard"].head(10)
     assert len(hard)
     for object_id in hard.index:  # the default policy unsubscribes hard bounces on the profile
         assert profile(object_id)["profileData"]["MSG-email"] is False, object_id

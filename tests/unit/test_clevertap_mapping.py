@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from clearout_provider.clevertap_rules import date_value
-from clearout_provider.contacts import Freshness, freshness_reasons
+from clearout_provider.contacts import FRESHNESS_COLUMNS, Freshness, freshness_reasons
 from clearout_provider.hooks import clevertap_models
 from clearout_provider.hooks.clevertap_export import as_text
 from clearout_provider.operators.clevertap import CleverTapLoadError, iter_result_batches, plan_row
@@ -40,6 +40,7 @@ from clearout_provider.verdicts import (
     UnsubscribeMethod,
     UnsubscribePolicy,
 )
+from clearout_provider.verification.model import DETAIL_COLUMNS
 
 VERIFIED_ON = datetime(2026, 2, 3, 4, 5, 6, 789_000, tzinfo=UTC)
 
@@ -128,15 +129,16 @@ def test_every_sub_status_code_and_test_address_is_covered() -> None:
 def test_each_sub_status_maps_to_properties_and_an_unsubscribe_decision(code: int) -> None:
     status, bounce, reason = SUB_STATUS_EXPECTED[code]
     sub = SUB_STATUSES[code]
-    row = {
-        "verified_email": "someone@example.org",
-        "clearout_status": sub.status.value,
-        "clearout_sub_status_code": code,
-        "clearout_sub_status": sub.desc,
-        "clearout_bounce_type": sub.bounce.value,
-        "clearout_disposable": False,
-        "clearout_verified_at": VERIFIED_ON,
-    }
+    row = normalise_instant_result(
+        {
+            "email_address": "someone@example.org",
+            "status": sub.status.value,
+            "sub_status": {"code": code, "desc": sub.desc},
+            "bounce_type": sub.bounce.value,
+            "disposable": "no",
+            "verified_on": VERIFIED_ON.isoformat(),
+        }
+    )
     props = PropertyMapping().properties(row)
     assert props["Clearout Verification Status"] == status
     assert props["Clearout Sub Status Code"] == code and type(props["Clearout Sub Status Code"]) is int
@@ -181,7 +183,16 @@ def test_property_values_round_trip_through_the_export_text_form() -> None:
 def test_verification_properties_moved_to_verdicts_and_still_importable_from_the_models() -> None:
     assert clevertap_models.VERIFICATION_PROPERTIES is VERIFICATION_PROPERTIES
     assert tuple(CLEVERTAP_PROPERTIES.values()) == VERIFICATION_PROPERTIES
-    assert set(CLEVERTAP_PROPERTIES) == set(RESULT_COLUMNS) - {"decided_by"}
+    # Every Clearout column is written except the ones no Clearout answer fills or that only say who decided.
+    assert set(CLEVERTAP_PROPERTIES) == set(RESULT_COLUMNS) - {
+        "decided_by",
+        "verifier",
+        "verdict",
+        "verdict_score",
+        "is_catch_all",
+        "is_spam_trap",
+        *DETAIL_COLUMNS["mailso"],
+    }
 
 
 # --------------------------------------------------------------------------------- column choice, renames
@@ -236,8 +247,8 @@ def test_values_from_pandas_rows_map_like_python_ones() -> None:
     row = pd.Series(
         {
             "clearout_sub_status_code": float("nan"),
-            "clearout_safe_to_send": pd.NA,
-            "clearout_verified_at": pd.NaT,
+            "safe_to_send": pd.NA,
+            "verified_at": pd.NaT,
         }
     )
     props = PropertyMapping().properties(row)
@@ -368,7 +379,7 @@ def test_plan_unsubscribes_a_locally_malformed_address_on_its_profile_only(metho
         "verified_email": "two words@example.com",
         "clearout_status": "invalid",
         "clearout_sub_status_code": 400,
-        "clearout_bounce_type": "hard",
+        "bounce": "hard",
         "decided_by": "local_syntax",
     }
     policy = UnsubscribePolicy(method=UnsubscribeMethod(method))
@@ -442,11 +453,8 @@ def test_result_files_are_read_in_batches_typed_as_results(tmp_path: Path) -> No
     pq.write_table(table, tmp_path / "result.parquet", row_group_size=1000)
     batches = list(iter_result_batches(tmp_path / "result.parquet", rows=1000))
     assert [b.num_rows for b in batches] == [1000, 1000, 500]
-    assert (
-        batches[0].schema.field("clearout_verified_at").type
-        == RESULT_SCHEMA.field("clearout_verified_at").type
-    )
-    assert batches[0].slice(0, 1).to_pylist()[0]["clearout_verified_at"] == VERIFIED_ON
+    assert batches[0].schema.field("verified_at").type == RESULT_SCHEMA.field("verified_at").type
+    assert batches[0].slice(0, 1).to_pylist()[0]["verified_at"] == VERIFIED_ON
 
     table.to_pandas().to_csv(tmp_path / "result.csv", index=False)
     from_csv = pa.concat_tables(iter_result_batches(tmp_path / "result.csv"))
@@ -477,25 +485,11 @@ def iso(moment: datetime) -> str:
 
 
 def profiles(*rows: tuple[str | None, str | None, str | None, str | None]) -> pa.Table:
-    email, verified, at, status = zip(*rows, strict=True)
+    """An export as the freshness filter reads it (FRESHNESS_COLUMNS: the properties under their roles)."""
+    columns = zip(*rows, strict=True)
     return pa.table(
-        {
-            "email": list(email),
-            "Clearout Verified Email": list(verified),
-            "Clearout Verified At": list(at),
-            "Clearout Verification Status": list(status),
-        },
-        schema=pa.schema(
-            [
-                (n, pa.string())
-                for n in (
-                    "email",
-                    "Clearout Verified Email",
-                    "Clearout Verified At",
-                    "Clearout Verification Status",
-                )
-            ]
-        ),
+        {name: list(values) for name, values in zip(FRESHNESS_COLUMNS, columns, strict=True)},
+        schema=pa.schema([(n, pa.string()) for n in FRESHNESS_COLUMNS]),
     )
 
 

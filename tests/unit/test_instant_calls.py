@@ -12,6 +12,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 from fsspec.implementations.memory import MemoryFileSystem
 
+from clearout_provider.exceptions import CLEAROUT_ITEM_FAILURES as ITEMS
 from clearout_provider.exceptions import ClearoutAuthError, ClearoutBadInput, ClearoutTimeout
 from clearout_provider.instant_calls import Checkpoint, call_each
 
@@ -61,7 +62,9 @@ def test_call_each_bounds_concurrency_and_returns_item_failures() -> None:
             raise ClearoutBadInput("unsupported characters", code=1088)
         return item * 10
 
-    failures = call_each(list(range(20)), call, on_result=results.__setitem__, max_concurrency=3)
+    failures = call_each(
+        list(range(20)), call, on_result=results.__setitem__, item_failures=ITEMS, max_concurrency=3
+    )
 
     assert peak == 3
     assert set(failures) == {3, 5}
@@ -80,7 +83,9 @@ def test_call_each_stops_at_an_account_error_and_says_how_far_it_got() -> None:
         return item
 
     with pytest.raises(ClearoutAuthError) as raised:
-        call_each(list(range(200)), call, on_result=answered.__setitem__, max_concurrency=2)
+        call_each(
+            list(range(200)), call, on_result=answered.__setitem__, item_failures=ITEMS, max_concurrency=2
+        )
 
     assert len(started) < 20  # the rest were never sent
     assert 4 not in answered and len(answered) == len(started) - 1  # calls in flight were still recorded
@@ -89,7 +94,7 @@ def test_call_each_stops_at_an_account_error_and_says_how_far_it_got() -> None:
 
 def test_call_each_rejects_a_pool_of_nothing() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        call_each([1], lambda i: i, on_result=lambda i, r: None, max_concurrency=0)
+        call_each([1], lambda i: i, on_result=lambda i, r: None, item_failures=ITEMS, max_concurrency=0)
 
 
 def test_an_unreadable_answer_is_that_items_failure_not_the_batchs() -> None:
@@ -103,6 +108,8 @@ def test_an_unreadable_answer_is_that_items_failure_not_the_batchs() -> None:
             raise ClearoutProtocolError("Clearout answered success without data")
         return item
 
-    failures = call_each(["a", "garbled", "b"], call, on_result=lambda i, r: answered.append(r))
+    failures = call_each(
+        ["a", "garbled", "b"], call, on_result=lambda i, r: answered.append(r), item_failures=ITEMS
+    )
     assert sorted(answered) == ["a", "b"]
     assert list(failures) == ["garbled"] and isinstance(failures["garbled"], ClearoutProtocolError)

@@ -20,6 +20,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 from fsspec.implementations.memory import MemoryFileSystem
 
+from clearout_provider.clearout.statuses import VERDICT_OF_STATUS, Status
 from clearout_provider.contacts import Freshness
 from clearout_provider.results import VERDICT_SCHEMA, DecidedBy
 from clearout_provider.verification.ledger import VerdictLedger, ledger_schema
@@ -35,10 +36,12 @@ def verdict(
     return {
         "normalised_email": address,
         "verified_email": address,
+        "verifier": "clearout",
+        "verdict": VERDICT_OF_STATUS[Status(status)].value,
         "clearout_status": status,
         "clearout_sub_status_code": {"valid": 200, "invalid": 406, "catch_all": 411, "unknown": 407}[status],
-        "clearout_bounce_type": "hard" if status == "invalid" else "",
-        "clearout_verified_at": NOW - timedelta(days=days_ago),
+        "bounce": "hard" if status == "invalid" else "",
+        "verified_at": NOW - timedelta(days=days_ago),
         "decided_by": decided_by,
     }
 

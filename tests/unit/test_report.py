@@ -21,6 +21,7 @@ from clearout_provider.results import (
     RESULT_SCHEMA,
     join_results,
     normalise_instant_result,
+    upgrade_columns,
     verdict_table,
 )
 from clearout_provider.sandbox.clearout_verdicts import TEST_DOMAIN, verdict_for
@@ -79,19 +80,19 @@ def result_file(path: Path, rows: list[tuple[str, int | None, str | None, str]],
         "verified_email": pa.array(emails),
         "clearout_status": pa.array([r[0] for r in rows]),
         "clearout_sub_status_code": pa.array([r[1] for r in rows], pa.int32()),
-        "clearout_sub_status": pa.array([f"code {r[1]}" for r in rows]),
-        "clearout_safe_to_send": pa.array([r[0] == "valid" for r in rows]),
-        "clearout_bounce_type": pa.array([r[2] for r in rows]),
-        "clearout_disposable": pa.array([False] * n),
-        "clearout_free": pa.array([False] * n),
-        "clearout_role": pa.array([False] * n),
-        "clearout_gibberish": pa.array([False] * n),
-        "clearout_suggested_email": pa.array([f"suggest.{chunk}{i}@example-shop.com" for i in range(n)]),
-        "clearout_verified_at": pa.array([VERIFIED_AT] * n, RESULT_SCHEMA.field("clearout_verified_at").type),
+        "verdict_reason": pa.array([f"code {r[1]}" for r in rows]),
+        "safe_to_send": pa.array([r[0] == "valid" for r in rows]),
+        "bounce": pa.array([r[2] for r in rows]),
+        "is_disposable": pa.array([False] * n),
+        "is_free": pa.array([False] * n),
+        "is_role": pa.array([False] * n),
+        "is_gibberish": pa.array([False] * n),
+        "suggested_email": pa.array([f"suggest.{chunk}{i}@example-shop.com" for i in range(n)]),
+        "verified_at": pa.array([VERIFIED_AT] * n, RESULT_SCHEMA.field("verified_at").type),
         "decided_by": pa.array([r[3] for r in rows]),
     }
     schema = pa.schema([pa.field("identity", pa.string()), pa.field("email", pa.string()), *RESULT_SCHEMA])
-    table = pa.table(columns, schema=schema)
+    table = upgrade_columns(pa.table(columns)).select(schema.names).cast(schema)
     if path.suffix == ".csv":
         pacsv.write_csv(table, path)
     else:

@@ -28,6 +28,7 @@ from clearout_provider.results import (
 )
 from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN, verdict_for
 from clearout_provider.verdicts import BULK_RESULT_COLUMNS, RESULT_COLUMNS
+from clearout_provider.verification.model import DETAIL_COLUMNS
 
 VERIFIED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -75,26 +76,26 @@ def test_bulk_result_written_by_the_sandbox_reads_back_exactly(tmp_path: Path) -
     for row, verdict in zip(table.to_pylist(), rendered, strict=True):
         assert row["normalised_email"] == verdict.email.lower()
         assert row["clearout_sub_status_code"] == verdict.sub.code
-        assert row["clearout_sub_status"] == verdict.sub.desc
+        assert row["verdict_reason"] == verdict.sub.desc
         assert row["clearout_status"] == verdict.status.value
-        assert row["clearout_bounce_type"] == verdict.sub.bounce.value
+        assert row["bounce"] == verdict.sub.bounce.value
         assert (
-            row["clearout_safe_to_send"]
+            row["safe_to_send"]
             == {"yes": True, "no": False, "risky": False, "unknown": None}[verdict.safe_to_send]
         )
         assert (
-            row["clearout_disposable"],
-            row["clearout_free"],
-            row["clearout_role"],
-            row["clearout_gibberish"],
+            row["is_disposable"],
+            row["is_free"],
+            row["is_role"],
+            row["is_gibberish"],
         ) == (
             verdict.disposable,
             verdict.free,
             verdict.role,
             verdict.gibberish,
         )
-        assert row["clearout_suggested_email"] == (verdict.suggested or None)
-        assert row["clearout_verified_at"] == VERIFIED
+        assert row["suggested_email"] == (verdict.suggested or None)
+        assert row["verified_at"] == VERIFIED
         assert row["decided_by"] == "clearout_bulk"
 
 
@@ -124,15 +125,15 @@ def test_bulk_labels_flags_and_times_in_every_spelling(tmp_path: Path) -> None:
     rows = normalise_bulk_result(path).to_pylist()
     assert [r["clearout_status"] for r in rows] == ["catch_all", "catch_all", "invalid", "unknown"]
     assert [r["clearout_sub_status_code"] for r in rows] == [411, 411, 406, 407]
-    assert [r["clearout_safe_to_send"] for r in rows] == [False, True, False, None]
-    assert [r["clearout_verified_at"] for r in rows] == [
+    assert [r["safe_to_send"] for r in rows] == [False, True, False, None]
+    assert [r["verified_at"] for r in rows] == [
         VERIFIED,
         VERIFIED,
         datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         None,
     ]
-    assert rows[2]["clearout_bounce_type"] == "hard"
-    assert rows[3]["clearout_role"] is True
+    assert rows[2]["bounce"] == "hard"
+    assert rows[3]["is_role"] is True
     assert rows[0]["normalised_email"] == "a@example.com" and rows[0]["verified_email"] == "A@Example.com"
 
 
@@ -149,7 +150,7 @@ def test_unrecognised_reason_keeps_its_text_and_is_reported(
     )
     with caplog.at_level(logging.WARNING, logger="clearout_provider.results"):
         rows = normalise_bulk_result(path).to_pylist()
-    assert (rows[0]["clearout_sub_status_code"], rows[0]["clearout_sub_status"]) == (None, "Brand New Reason")
+    assert (rows[0]["clearout_sub_status_code"], rows[0]["verdict_reason"]) == (None, "Brand New Reason")
     assert rows[0]["clearout_status"] == "invalid"
     assert rows[1]["clearout_status"] == "invalid"  # unreadable label: the sub-status decides
     assert rows[2]["clearout_status"] == "unknown"  # neither readable: unknown
@@ -178,17 +179,23 @@ def test_instant_result_from_the_sandbox_shape() -> None:
     assert row == {
         "normalised_email": "catch_all@example.com",
         "verified_email": "catch_all@example.com",
+        "verifier": "clearout",
+        "verdict": "risky",
+        "verdict_reason": "Catch-All Server",
+        "safe_to_send": False,
+        "bounce": "",
+        "is_disposable": False,
+        "is_free": False,
+        "is_role": False,
+        "is_catch_all": True,
+        "is_gibberish": False,
+        "is_spam_trap": False,
+        "verdict_score": None,
+        "suggested_email": None,
+        "verified_at": VERIFIED,
         "clearout_status": "catch_all",
         "clearout_sub_status_code": 411,
-        "clearout_sub_status": "Catch-All Server",
-        "clearout_safe_to_send": False,
-        "clearout_bounce_type": "",
-        "clearout_disposable": False,
-        "clearout_free": False,
-        "clearout_role": False,
-        "clearout_gibberish": False,
-        "clearout_suggested_email": None,
-        "clearout_verified_at": VERIFIED,
+        **dict.fromkeys(DETAIL_COLUMNS["mailso"]),
         "decided_by": "clearout_instant",
     }
     assert list(row) == ["normalised_email", *RESULT_COLUMNS]
@@ -202,9 +209,9 @@ def test_instant_result_with_a_code_the_table_does_not_know_keeps_it() -> None:
             "sub_status": {"code": 999, "desc": "New Thing"},
         }
     )
-    assert (row["clearout_sub_status_code"], row["clearout_sub_status"]) == (999, "New Thing")
+    assert (row["clearout_sub_status_code"], row["verdict_reason"]) == (999, "New Thing")
     assert row["clearout_status"] == "catch_all"
-    assert row["clearout_verified_at"] is None and row["clearout_safe_to_send"] is None
+    assert row["verified_at"] is None and row["safe_to_send"] is None
 
 
 # ------------------------------------------------------------------------------------------- join
@@ -269,8 +276,8 @@ def test_join_keeps_every_row_in_order_with_its_input_columns(
         ("unknown", None, "missing_from_result"),
         ("unknown", None, "missing_from_result"),
     ]
-    assert rows[2]["clearout_free"] is True  # the duplicate carries its first occurrence's whole verdict
-    assert rows[3]["clearout_sub_status"] == "Syntax Error" and rows[3]["clearout_bounce_type"] == "hard"
+    assert rows[2]["is_free"] is True  # the duplicate carries its first occurrence's whole verdict
+    assert rows[3]["verdict_reason"] == "Syntax Error" and rows[3]["bounce"] == "hard"
     assert [r["verified_email"] for r in rows] == [
         "ann@example.com",
         "bob@example.com",
@@ -286,6 +293,7 @@ def test_join_keeps_every_row_in_order_with_its_input_columns(
         by_status={"valid": 2, "invalid": 3, "unknown": 2},
         by_sub_status_code={"200": 2, "406": 1, "400": 2, "none": 2},
         by_decided_by={"clearout_bulk": 2, "local_duplicate": 1, "local_syntax": 2, "missing_from_result": 2},
+        by_verdict={"deliverable": 2, "undeliverable": 3, "unknown": 2},
         unrecognised_reasons={},
     )
 
@@ -337,13 +345,13 @@ def test_duplicates_of_an_address_without_a_verdict_carry_no_verdict_either(prep
     failed = {
         "normalised_email": "carol@example.com",
         "verified_email": "carol@example.com",
-        "clearout_sub_status": "Not verified: timed out",
+        "verdict_reason": "Not verified: timed out",
         "decided_by": "clearout_instant_failed",
     }
     answered = normalise_instant_result(verdict_for("ann@example.com").as_instant(VERIFIED))
     summary = join_results(prepared.rows_path, verdict_table([answered, failed]), tmp_path / "r.parquet")
     rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
-    carol = [(r["decided_by"], r["clearout_status"], r["clearout_sub_status"]) for r in rows[5:]]
+    carol = [(r["decided_by"], r["clearout_status"], r["verdict_reason"]) for r in rows[5:]]
     assert carol == [("clearout_instant_failed", None, "Not verified: timed out")] * 2
     assert rows[2]["decided_by"] == "local_duplicate"  # ann's duplicate still copies her verdict
     assert (
@@ -374,7 +382,7 @@ def test_an_address_taken_out_of_a_wrapper_is_the_suggested_email(tmp_path: Path
     )
     join_results(prepared.rows_path, normalise_bulk_result(answers), tmp_path / "r.parquet")
     rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
-    assert [r["clearout_suggested_email"] for r in rows] == ["Ann@Example.com", None, "bob@example.org"]
+    assert [r["suggested_email"] for r in rows] == ["Ann@Example.com", None, "bob@example.org"]
     assert rows[0]["Email"] == "Ann Example <Ann@Example.com>"  # the input column is untouched
 
 

@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from clearout_provider.verdicts import Bounce, Status, normalise_status, sub_status
+from clearout_provider.clearout.statuses import Status, normalise_status, sub_status
+from clearout_provider.verification.model import Bounce
 
 #: The six single-flag checks of ``/email/verify/{kind}``.
 FlagKind = Literal["catchall", "disposable", "business", "free", "role", "gibberish"]

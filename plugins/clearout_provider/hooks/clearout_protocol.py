@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from clearout_provider.clearout.statuses import Status, normalise_status
 from clearout_provider.exceptions import (
     ClearoutAuthError,
     ClearoutBadInput,
@@ -48,7 +49,6 @@ from clearout_provider.exceptions import (
 from clearout_provider.hooks.clearout_models import FLAG_FIELDS
 from clearout_provider.hooks.http_safety import origin, vendor_text
 from clearout_provider.hooks.rate_limit import RATE_WINDOW_SECONDS, parse_rate_headers
-from clearout_provider.verdicts import Status, normalise_status
 
 log = logging.getLogger(__name__)
 

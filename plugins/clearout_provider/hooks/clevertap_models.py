@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # The mapping's home is verdicts.py (one table); re-exported here for the hook and existing imports.
-from clearout_provider.verdicts import VERIFICATION_PROPERTIES  # noqa: F401
+from clearout_provider.clevertap.mapping import VERIFICATION_PROPERTIES  # noqa: F401
 
 #: Columns every export file starts with, in order.
 EXPORT_BASE_COLUMNS: tuple[str, ...] = ("identity", "objectId", "email", "name")

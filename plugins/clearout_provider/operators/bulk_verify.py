@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.clearout.statuses import CANCELLED_CODE
 from clearout_provider.exceptions import ClearoutCreditsError, ClearoutDailyLimitError
 from clearout_provider.hooks.clearout import ClearoutHook, Optimize
 from clearout_provider.hooks.clearout_models import BulkProgress
@@ -114,8 +115,8 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from clearout_provider.contacts import DEFAULT_MAX_ROWS, prepare_contacts
-        from clearout_provider.results import DecidedBy
         from clearout_provider.verification.ledger import VerdictLedger
+        from clearout_provider.verification.model import DecidedBy
         from clearout_provider.verification.plan import not_sent, plan_verification
 
         folder = task_folder(context, self.workdir)
@@ -185,7 +186,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
             return 0
         verdicts = normalise_bulk_result(raw)
         processed = verdicts.filter(
-            pc.invert(pc.fill_null(pc.equal(verdicts["clearout_sub_status_code"], _CANCELLED_CODE), False))
+            pc.invert(pc.fill_null(pc.equal(verdicts["clearout_sub_status_code"], CANCELLED_CODE), False))
         )
         kept = VerdictLedger().record(processed, source=list_id, recorded_by=recorded_by(context))
         self.log.info("Cancelled list %s had processed %d of %d addresses: their verdicts are kept",
@@ -239,7 +240,6 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
 
 
 #: Clearout's sub-status of the unprocessed rows of a cancelled list ("Request Cancelled"): no verdict.
-_CANCELLED_CODE = 605
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Self
 
 from airflow.sdk import BaseOperator
 
+from clearout_provider.clevertap.mapping import (
+    MANAGED_PROPERTIES,
+    UNSUBSCRIBE_PROPERTY,
+    UNSUBSCRIBED_AT_PROPERTY,
+    UNSUBSCRIBED_REASON_PROPERTY,
+    PropertyMapping,
+)
 from clearout_provider.operators.settings import (
     resolve_flag,
     resolve_freshness,
@@ -43,16 +50,8 @@ from clearout_provider.operators.settings import (
     templated,
 )
 from clearout_provider.run_files import task_folder
-from clearout_provider.verdicts import (
-    CLEVERTAP_PROPERTIES,
-    MANAGED_PROPERTIES,
-    RESULT_COLUMNS,
-    UNSUBSCRIBE_PROPERTY,
-    UNSUBSCRIBED_AT_PROPERTY,
-    UNSUBSCRIBED_REASON_PROPERTY,
-    PropertyMapping,
-    UnsubscribePolicy,
-)
+from clearout_provider.verification.model import RESULT_COLUMNS
+from clearout_provider.verification.policy import UnsubscribePolicy
 
 # pyarrow, the hook and the contacts/results modules are imported where they are used, so that a DAG
 # file importing these operators parses fast (the DAG processor imports it every few seconds).
@@ -78,7 +77,7 @@ _DELETE = {"$delete": 1}
 @cache
 def _decided_locally_as_syntax_invalid() -> str:
     """The ``decided_by`` of addresses the pipeline found malformed itself (never sent to Clearout)."""
-    from clearout_provider.results import DecidedBy
+    from clearout_provider.verification.model import DecidedBy
 
     return DecidedBy.LOCAL_SYNTAX.value
 
@@ -184,13 +183,15 @@ class CleverTapExtractProfilesOperator(BaseOperator):
 
         from clearout_provider.contacts import FreshnessReason, freshness_reasons
         from clearout_provider.hooks.clevertap import CleverTapHook
+        from clearout_provider.verification.verifier import spec
 
         folder = task_folder(context, self.workdir)
         freshness, mapping = resolve_freshness(self.freshness), resolve_mapping(self.mapping)
         names = mapping.property_names()
         properties = (*names.values(), *MANAGED_PROPERTIES)
-        # Freshness reads the default property names; a renamed mapping is read under those names.
-        defaults = {names[c]: CLEVERTAP_PROPERTIES[c] for c in names}
+        # Freshness reads result-column roles, whatever the properties are called (FRESHNESS_COLUMNS).
+        headline = spec(mapping.verifier).headline_column
+        roles = {names[c]: ("status" if c == headline else c) for c in names}
         hook = CleverTapHook(self.clevertap_conn_id)
         out = folder / f"clevertap-profiles.{self.output_format}"
         now = datetime.now(UTC)
@@ -206,7 +207,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
                     table = pa.Table.from_batches([batch])
                     email = pc.utf8_trim_whitespace(table.column("email"))
                     has_email = pc.fill_null(pc.greater(pc.binary_length(email), 0), False)
-                    for_freshness = table.rename_columns([defaults.get(c, c) for c in table.column_names])
+                    for_freshness = table.rename_columns([roles.get(c, c) for c in table.column_names])
                     reasons = freshness_reasons(for_freshness, freshness, now)
                     due = pc.and_(has_email, pc.is_valid(reasons))
                     keep = has_email if not self.only_delta else due
@@ -452,7 +453,7 @@ def iter_result_batches(path: StoragePath, rows: int = LOAD_BATCH_ROWS) -> Itera
     suffix = str(local).lower().rsplit(".", 1)[-1]
     if suffix not in ("parquet", "pq", "csv"):
         raise CleverTapLoadError(f"{path} is not a result file: expected .parquet or .csv")
-    verified_at = RESULT_SCHEMA.field("clearout_verified_at").type
+    verified_at = RESULT_SCHEMA.field("verified_at").type
     with local.open("rb") as stream:
         if suffix == "csv":
             names = read_csv_header(stream, str(path))
@@ -474,10 +475,10 @@ def iter_result_batches(path: StoragePath, rows: int = LOAD_BATCH_ROWS) -> Itera
             raise CleverTapLoadError(
                 f"{path} is not a verification result file: columns {missing} are missing"
             )
-        at = schema.names.index("clearout_verified_at")
+        at = schema.names.index("verified_at")
         for batch in batches:
             table = pa.Table.from_batches([batch])
-            yield table.set_column(at, "clearout_verified_at", table.column(at).cast(verified_at))
+            yield table.set_column(at, "verified_at", table.column(at).cast(verified_at))
 
 
 class CleverTapLoadVerificationOperator(BaseOperator):
@@ -611,7 +612,7 @@ class _Planned(NamedTuple):
 def _plan_batch(
     table: pa.Table, mapping: PropertyMapping, policy: UnsubscribePolicy, *, decided_at: datetime
 ) -> list[_Planned]:
-    from clearout_provider.results import NO_VERDICT
+    from clearout_provider.verification.model import NO_VERDICT
 
     exported = frozenset(
         c for c in (*mapping.property_names().values(), *MANAGED_PROPERTIES) if c in table.column_names
@@ -621,7 +622,7 @@ def _plan_batch(
         for row in table.slice(start, _ROWS_AS_DICTS).to_pylist():
             ids = (_text(row.get("identity")), _text(row.get("objectId")), _text(row.get("email")))
             if row.get("decided_by") in NO_VERDICT:
-                detail = row.get("clearout_sub_status")
+                detail = row.get("verdict_reason")
                 why = f"{row['decided_by']}: {detail or 'no verdict to write'}"
                 planned.append(_Planned(*ids, None, None, False, None, False, None, None, why))
                 continue

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
 from clearout_provider.exceptions import (
+    CLEAROUT_ITEM_FAILURES,
     ClearoutBadInput,
     ClearoutTimeout,
 )
@@ -195,6 +196,7 @@ def find_emails(
         pending,
         search,
         on_result=on_result,
+        item_failures=CLEAROUT_ITEM_FAILURES,
         max_concurrency=max_concurrency,
         what="Clearout Email Finder searches",
     )

@@ -12,7 +12,7 @@ ledger (:mod:`clearout_provider.verification.ledger`) cannot answer are sent; ev
 in the ledger the moment it arrives, so a retry, a cleared-and-rerun task, a later run or another DAG
 sends only what the ledger lacks. An address Clearout gives no verdict for (524 timeout, refused input,
 a malformed answer) is "no verdict": ``decided_by = "clearout_instant_failed"``, no status, the reason in
-``clearout_sub_status``; it is not recorded, the load writes nothing for it, and the next run asks
+``reason``; it is not recorded, the load writes nothing for it, and the next run asks
 again. Auth, credit and daily-limit errors fail the task with a note saying how many addresses were
 verified first (those are in the ledger). ``dry_run`` sends nothing: it says what would be sent.
 
@@ -31,10 +31,10 @@ from airflow.sdk import BaseOperator, Context
 
 from clearout_provider.exceptions import ContactsError
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import VerifyResult
 from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, call_each
 from clearout_provider.operators.settings import resolve_flag, resolve_freshness
 from clearout_provider.run_files import task_folder
+from clearout_provider.verification.verifier import InstantVerifier, instant_verifier, spec
 
 if TYPE_CHECKING:
     from clearout_provider.contacts import Freshness, StoragePath
@@ -44,29 +44,13 @@ log = logging.getLogger(__name__)
 
 #: Above this many unique addresses the instant path is refused: use ClearoutBulkVerifyOperator.
 DEFAULT_MAX_ADDRESSES = 1_000
+#: Mail.so: above this many addresses to send, batches instead of one call each.
+DEFAULT_BATCH_ABOVE = 100
 RESULT_FORMATS = ("parquet", "csv")
 
 
 class TooManyForInstant(ContactsError):
     """More unique addresses than the instant path should take; the bulk operator is the way."""
-
-
-def verdict_data(result: VerifyResult) -> dict[str, Any]:
-    """A typed instant answer back in the API's ``data`` shape, which ``normalise_instant_result`` reads."""
-    yes_no = {True: "yes", False: "no"}
-    return {
-        "email_address": result.email_address,
-        "status": result.status.value,
-        "sub_status": {"code": result.sub_status_code, "desc": result.sub_status_desc},
-        "safe_to_send": result.safe_to_send,
-        "bounce_type": result.bounce_type.value,
-        "disposable": yes_no[result.disposable],
-        "free": yes_no[result.free],
-        "role": yes_no[result.role],
-        "gibberish": yes_no[result.gibberish],
-        "suggested_email_address": result.suggested_email or "",
-        "verified_on": result.verified_on.isoformat() if result.verified_on else None,
-    }
 
 
 @dataclass(frozen=True)
@@ -78,63 +62,74 @@ class InstantOutcome:
 
 
 def verify_addresses(
-    hook: ClearoutHook,
+    verifier: InstantVerifier,
     emails: Sequence[str],
     journal: LedgerJournal,
     *,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    timeout_ms: int | None = None,
 ) -> InstantOutcome:
     """Verify ``emails`` (normalised, unique), journalling every verdict in the ledger as it arrives.
 
-    The hook's shared rate limiter paces the calls; ``max_concurrency`` bounds those in flight. The
-    operator and ``bench/bench_instant.py`` both verify through here. Rows are keyed by the address SENT,
-    whatever spelling Clearout echoes, so every answer finds its rows.
+    The verifier's shared rate limiter paces the calls; ``max_concurrency`` bounds those in flight. The
+    operator, the sign-up DAG and ``bench/bench_instant.py`` all verify through here. Rows are keyed by
+    the address SENT, whatever spelling the vendor echoes, so every answer finds its rows.
     """
-    from clearout_provider.results import normalise_instant_result
-
     verdicts: dict[str, dict[str, Any]] = {}
 
-    def on_result(email: str, result: VerifyResult) -> None:
-        row = {**normalise_instant_result(verdict_data(result)), "normalised_email": email}
+    def on_result(email: str, row: dict[str, Any]) -> None:
+        row = {**row, "normalised_email": email}
         journal.add(row)
         verdicts[email] = row
 
     failures = call_each(
         list(emails),
-        lambda email: hook.verify_email(email, timeout_ms=timeout_ms),
+        verifier.verify_one,
         on_result=on_result,
+        item_failures=verifier.item_failures,
         max_concurrency=max_concurrency,
-        what="Clearout instant verifications",
+        what=f"{verifier.spec.label} instant verifications",
     )
     return InstantOutcome(verdicts=verdicts, failures=failures)
 
 
 class ClearoutInstantVerifyOperator(BaseOperator):
-    """Verify the addresses of a small CSV/Parquet file with Clearout's instant API; write one result file.
+    """Verify the addresses of a small CSV/Parquet file one instant call each; write one result file.
 
     :param source: contacts file (local path or any fsspec URL), CSV or Parquet.
-    :param email_column: the email column; detected from Clearout's header names when None.
-    :param clearout_conn_id: Airflow connection of type ``clearout``.
+    :param email_column: the email column; detected from the usual header names when None.
+    :param verifier: who verifies: ``"clearout"`` (instant verify API) or ``"mailso"`` (validate API).
+    :param clearout_conn_id: Airflow connection of type ``clearout`` (verifier ``clearout``).
+    :param mailso_conn_id: Airflow connection of type ``mailso`` (verifier ``mailso``).
     :param workdir: base folder for this task's files (see :mod:`clearout_provider.run_files`).
     :param max_concurrency: instant calls in flight at once (the account's rate limit sets the pace).
     :param timeout_ms: how long Clearout may work on one address (<= 180000; Clearout's default if None).
     :param max_addresses: refuse inputs with more addresses to send than this (use the bulk operator).
-    :param result_format: ``"parquet"`` or ``"csv"`` (``clearout-result.<format>`` in the task folder).
+        Mail.so inputs above ``batch_above`` go as batches instead and are not limited.
+    :param batch_above: Mail.so only: more addresses to send than this are validated as batches (of the
+        connection's ``batch_size``; each batch id checkpointed before waiting), fewer one call each.
+    :param result_format: ``"parquet"`` or ``"csv"`` (``<verifier>-result.<format>`` in the task folder).
     :param freshness: how long a verdict in the ledger is reused (:class:`~clearout_provider.contacts.
         Freshness` or a dict of its fields; None = its defaults). Templated.
     :param dry_run: send nothing; the result marks what would be sent (no verdict) and the return value
         says how many credits it may cost. Templated.
 
-    Returns ``{"result_path", "list_id" (None), "rows", "counts", "by_sub_status_code", "by_decided_by",
-    "prepared", "credits_spent", "mode": "instant", "sent", "reused", "verified", "failed",
-    "credits_needed", "dry_run"}``: ``reused`` addresses came from the ledger (not paid again), ``sent``
-    were asked of Clearout (``verified`` answered, ``failed`` without a verdict); ``credits_needed`` is
-    at most one per address sent (unknown verdicts are free). ``credits_spent`` is the balance before
-    minus after this try (other use of the account counts too).
+    Returns ``{"result_path", "list_id" (None), "rows", "counts", "by_verdict", "by_sub_status_code",
+    "by_decided_by", "prepared", "credits_spent", "mode": "instant", "verifier", "sent", "reused",
+    "verified", "failed", "credits_needed", "dry_run"}``: ``counts`` is by the verifier's own status
+    words, ``by_verdict`` by the neutral verdict; ``reused`` addresses came from the ledger (not paid
+    again), ``sent`` were asked of the verifier (``verified`` answered, ``failed`` without a verdict);
+    ``credits_needed`` is at most one per address sent. ``credits_spent`` is the balance before minus
+    after this try (other use of the account counts too; None when the verifier reports no balance).
     """
 
-    template_fields: Sequence[str] = ("source", "email_column", "workdir", "freshness", "dry_run_enabled")
+    template_fields: Sequence[str] = (
+        "source",
+        "email_column",
+        "workdir",
+        "freshness",
+        "dry_run_enabled",
+        "verifier",
+    )
     ui_color = "#e8f4fd"
 
     def __init__(
@@ -142,11 +137,14 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         *,
         source: StoragePath,
         email_column: str | None = None,
+        verifier: str = "clearout",
         clearout_conn_id: str = ClearoutHook.default_conn_name,
+        mailso_conn_id: str = "mailso_default",
         workdir: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout_ms: int | None = None,
         max_addresses: int = DEFAULT_MAX_ADDRESSES,
+        batch_above: int = DEFAULT_BATCH_ABOVE,
         result_format: Literal["parquet", "csv"] = "parquet",
         freshness: Freshness | dict[str, Any] | str | None = None,
         dry_run: bool | str = False,
@@ -161,13 +159,18 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             raise ValueError(
                 f"timeout_ms must be between 1 and 180000 (Clearout's maximum), not {timeout_ms}"
             )
+        if "{{" not in verifier:
+            spec(verifier)  # an unknown verifier fails at parse time, with the choices
         self.source = source
         self.email_column = email_column
+        self.verifier = verifier
         self.clearout_conn_id = clearout_conn_id
+        self.mailso_conn_id = mailso_conn_id
         self.workdir = workdir
         self.max_concurrency = max_concurrency
         self.timeout_ms = timeout_ms
         self.max_addresses = max_addresses
+        self.batch_above = batch_above
         self.result_format = result_format
         self.freshness = freshness
         self.dry_run_enabled = dry_run
@@ -176,16 +179,19 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         import pyarrow as pa
 
         from clearout_provider.contacts import prepare_contacts
-        from clearout_provider.results import DecidedBy, join_results
+        from clearout_provider.results import join_results
         from clearout_provider.verification.ledger import VerdictLedger, recorded_by
+        from clearout_provider.verification.model import DecidedBy
         from clearout_provider.verification.plan import not_sent, plan_verification, read_reused
 
         dry_run = resolve_flag(self.dry_run_enabled, "dry_run")
+        who = spec(self.verifier)
         folder = task_folder(context, self.workdir)
         prepared = prepare_contacts(self.source, email_column=self.email_column, workdir=folder)
-        ledger = VerdictLedger()
+        ledger = VerdictLedger(verifier=who.name)
         plan = plan_verification(prepared, ledger, resolve_freshness(self.freshness), context)
-        if plan.to_send > self.max_addresses:
+        batched = who.name == "mailso" and plan.to_send > self.batch_above
+        if plan.to_send > self.max_addresses and not batched:
             raise TooManyForInstant(
                 f"{self.source} has {plan.to_send:,} addresses to verify, more than max_addresses="
                 f"{self.max_addresses:,} for instant verification; use ClearoutBulkVerifyOperator (one bulk "
@@ -193,33 +199,40 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             )
         emails = plan.emails()
         parts = [read_reused(plan.reused_path)]
-        credits_spent, outcome = 0, InstantOutcome({}, {})
+        credits_spent: int | None = 0
+        outcome = InstantOutcome({}, {})
         if dry_run:
             parts.append(not_sent(emails, DecidedBy.DRY_RUN, "dry run: not sent"))
         elif emails:
-            outcome, credits_spent = self._verify(emails, ledger, recorded_by(context))
+            outcome, credits_spent = self._verify(emails, ledger, recorded_by(context), folder, batched)
             parts.append(pa.Table.from_pylist(list(outcome.verdicts.values()), schema=parts[0].schema))
             for reason, failed in _by_reason(outcome.failures).items():
-                parts.append(not_sent(failed, DecidedBy.CLEAROUT_INSTANT_FAILED, f"not verified: {reason}"))
+                parts.append(not_sent(failed, who.instant_failed, f"not verified: {reason}"))
         summary = join_results(
-            prepared.rows_path, pa.concat_tables(parts), folder / f"clearout-result.{self.result_format}"
+            prepared.rows_path,
+            pa.concat_tables(parts),
+            folder / f"{who.name}-result.{self.result_format}",
+            verifier=who.name,
         )
         if outcome.failures:
             log.warning(
-                "%d addresses got no verdict from Clearout: nothing is written for them and the next run "
-                "asks again (reasons in clearout_sub_status)",
+                "%d addresses got no verdict from %s: nothing is written for them and the next run "
+                "asks again (reasons in the reason column)",
                 len(outcome.failures),
+                who.label,
             )
         return {
             "result_path": summary.out_path,
             "list_id": None,
             "rows": summary.rows,
             "counts": summary.by_status,
+            "by_verdict": summary.by_verdict,
             "by_sub_status_code": summary.by_sub_status_code,
             "by_decided_by": summary.by_decided_by,
             "prepared": asdict(prepared.counts),
             "credits_spent": credits_spent,
-            "mode": "instant",
+            "mode": "batch" if batched else "instant",
+            "verifier": who.name,
             "sent": 0 if dry_run else plan.to_send,
             "reused": plan.reused,
             "verified": len(outcome.verdicts),
@@ -228,17 +241,59 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             "dry_run": dry_run,
         }
 
-    def _verify(self, emails: list[str], ledger: Any, paid_by: str) -> tuple[InstantOutcome, int]:
-        hook = ClearoutHook(self.clearout_conn_id)
+    def _verify(
+        self, emails: list[str], ledger: Any, paid_by: str, folder: Any, batched: bool
+    ) -> tuple[InstantOutcome, int | None]:
+        if self.verifier == "mailso":
+            verifier = instant_verifier("mailso", self.mailso_conn_id)
+        else:
+            verifier = instant_verifier("clearout", self.clearout_conn_id, timeout_ms=self.timeout_ms)
         try:
-            credits_before = hook.get_credits().available
-            with ledger.journal(source="instant", recorded_by=paid_by) as journal:
-                outcome = verify_addresses(
-                    hook, emails, journal, max_concurrency=self.max_concurrency, timeout_ms=self.timeout_ms
-                )
-            return outcome, credits_before - hook.get_credits().available
+            before = verifier.balance()
+            with ledger.journal(source="batch" if batched else "instant", recorded_by=paid_by) as journal:
+                if batched:
+                    outcome = _verify_in_batches(verifier, emails, journal, folder)
+                else:
+                    outcome = verify_addresses(
+                        verifier, emails, journal, max_concurrency=self.max_concurrency
+                    )
+            after = verifier.balance()
+            if before is not None and after is not None:
+                return outcome, before - after
+            # No balance to read (Mail.so): it charges every answer, so count them.
+            return outcome, len(outcome.verdicts) if verifier.spec.charges_unknown else None
         finally:
-            hook.close()
+            verifier.close()
+
+
+def _verify_in_batches(
+    verifier: Any, emails: list[str], journal: LedgerJournal, folder: Any
+) -> InstantOutcome:
+    """Mail.so batches, each id checkpointed in the task folder before waiting (a retry collects it)."""
+    from clearout_provider.instant_calls import Checkpoint
+
+    verdicts: dict[str, dict[str, Any]] = {}
+
+    def on_result(email: str, row: dict[str, Any]) -> None:
+        row = {**row, "normalised_email": email}
+        journal.add(row)
+        verdicts[email] = row
+
+    with Checkpoint(folder, "mailso-batches") as checkpoint:
+        verifier.verify_in_batches(emails, checkpoint, on_result)
+    missing = [e for e in emails if e not in verdicts]
+    failures: dict[str, Exception] = {
+        e: MissingFromBatch("Mail.so's finished batch did not answer this address") for e in missing
+    }
+    return InstantOutcome(verdicts=verdicts, failures=failures)
+
+
+class MissingFromBatch(Exception):
+    """A finished Mail.so batch without an answer for an address sent in it (no verdict: it stays due)."""
+
+
+#: The operator under a name that says it is not Clearout's only.
+InstantVerifyOperator = ClearoutInstantVerifyOperator
 
 
 def _by_reason(failures: dict[str, Exception]) -> dict[str, list[str]]:

@@ -12,7 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from clearout_provider.verdicts import PropertyMapping, UnsubscribePolicy
+from clearout_provider.clevertap.mapping import PropertyMapping
+from clearout_provider.verification.policy import UnsubscribePolicy
 
 if TYPE_CHECKING:
     from clearout_provider.contacts import Freshness
@@ -56,18 +57,19 @@ def templated(value: Any) -> bool:
 
 
 def resolve_mapping(value: PropertyMapping | Mapping[str, Any] | str | None) -> PropertyMapping:
-    """``mapping=`` as given to an operator: a PropertyMapping, ``{"columns": [...], "renames": {...}}``
-    (or its JSON), or None for every column under its default name."""
+    """``mapping=`` as given to an operator: a PropertyMapping, ``{"columns": [...], "renames": {...},
+    "verifier": "clearout"}`` (or its JSON), or None for every Clearout column under its default name."""
     value = native(value, "mapping")
     if isinstance(value, PropertyMapping):
         return value
     settings = _settings(value, "mapping")
-    unknown = sorted(set(settings) - {"columns", "renames"})
+    unknown = sorted(set(settings) - {"columns", "renames", "verifier"})
     if unknown:
-        raise ValueError(f"Unknown mapping settings {unknown}: use 'columns' and 'renames'")
+        raise ValueError(f"Unknown mapping settings {unknown}: use 'columns', 'renames' and 'verifier'")
     return PropertyMapping.from_params(
         native(settings.get("columns"), "mapping columns"),
         native(settings.get("renames"), "mapping renames"),
+        verifier=str(settings.get("verifier") or "clearout"),
     )
 
 

@@ -35,11 +35,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from clearout_provider.clearout.statuses import BULK_RESULT_COLUMNS, EMAIL_COLUMN_NAMES, FINDER_RESULT_COLUMNS
 from clearout_provider.sandbox.clearout_envelope import ClearoutError
 from clearout_provider.sandbox.clearout_finder import cancelled_result, find_email
 from clearout_provider.sandbox.clearout_verdicts import cancelled, iso_utc, verdict_for
 from clearout_provider.sandbox.state_files import unreadable
-from clearout_provider.verdicts import BULK_RESULT_COLUMNS, EMAIL_COLUMN_NAMES, FINDER_RESULT_COLUMNS
 
 if TYPE_CHECKING:
     import numpy as np

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
 
-from clearout_provider.verdicts import STATUS_LABELS, Status, SubStatus, sub_status
+from clearout_provider.clearout.statuses import STATUS_LABELS, Status, SubStatus, sub_status
 
 TEST_DOMAIN = "example.com"
 

@@ -53,9 +53,10 @@ from clearout_provider.contacts import (
     normalise_emails,
     resolve_path,
 )
-from clearout_provider.results import NO_VERDICT, RESULT_SCHEMA, VERDICT_SCHEMA, DecidedBy
+from clearout_provider.results import RESULT_SCHEMA, VERDICT_SCHEMA, upgrade_columns
 from clearout_provider.run_files import base_folder
-from clearout_provider.verdicts import Status
+from clearout_provider.verification.model import NO_VERDICT, UNCERTAIN_VERDICTS, DecidedBy, Verdict
+from clearout_provider.verification.verifier import spec
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ DEFAULT_VERIFIER = "clearout"
 _SEGMENT, _JOURNAL = "segment-", "journal-"
 _BATCH_ROWS = 1 << 16
 
-#: Verdicts Clearout charges a credit for; unknown verdicts are free (fact sheet, "Credits").
-BILLABLE_STATUSES = frozenset({Status.VALID.value, Status.INVALID.value, Status.CATCH_ALL.value})
-#: Verdicts that may change soon (greylisting clears, catch-all domains change): reused for
-#: ``Freshness.uncertain_ttl_days`` only.
-UNCERTAIN_STATUSES = frozenset({Status.CATCH_ALL.value, Status.UNKNOWN.value})
 _TIME = pa.timestamp("ms", tz="UTC")
 
 
@@ -124,13 +120,13 @@ class VerdictLedger:
             try:
                 with path.open("rb") as stream:
                     for batch in pq.ParquetFile(stream).iter_batches(batch_size=_BATCH_ROWS):
-                        yield pa.Table.from_batches([batch]).cast(ledger_schema())
+                        yield _as_records(pa.Table.from_batches([batch]))
             except (OSError, pa.ArrowException) as exc:
                 log.warning("Ledger segment %s is unreadable (%s): skipped", path, exc)
         for path in self._files(_JOURNAL, ".jsonl"):
             rows = _journal_rows(path)
             if rows:
-                yield pa.Table.from_pylist(rows, schema=ledger_schema())
+                yield _as_records(pa.Table.from_pylist(rows))
 
     def entries(self, addresses: Iterable[str] | None = None) -> pa.Table:
         """Every record (of ``addresses``, normalised, when given), oldest first: for inspection."""
@@ -186,7 +182,7 @@ class VerdictLedger:
         table = _paid_for(verdicts)
         if table.num_rows == 0:
             return 0
-        self._write_segment(_records(table, source=source, recorded_by=recorded_by))
+        self._write_segment(_records(table, verifier=self.verifier, source=source, recorded_by=recorded_by))
         log.info("Ledger: recorded %d %s verdicts from %s", table.num_rows, self.verifier, source)
         return table.num_rows
 
@@ -218,7 +214,7 @@ class VerdictLedger:
         removed = 0
         for path in self._files(_SEGMENT, ".parquet"):
             with path.open("rb") as stream:
-                table = pq.read_table(stream).cast(ledger_schema())
+                table = _as_records(pq.read_table(stream))
             hit = pc.is_in(table["address"], value_set=wanted)
             count = pc.sum(hit).as_py() or 0
             if count:
@@ -233,7 +229,7 @@ class VerdictLedger:
             kept_rows = [r for r in rows if r["address"] not in erased]
             if len(kept_rows) != len(rows):
                 if kept_rows:
-                    self._write_segment(pa.Table.from_pylist(kept_rows, schema=ledger_schema()))
+                    self._write_segment(_as_records(pa.Table.from_pylist(kept_rows)))
                 path.unlink()
                 removed += len(rows) - len(kept_rows)
         log.info("Ledger: erased %d records of %d addresses", removed, len(wanted))
@@ -253,7 +249,8 @@ class LedgerJournal:
 
     def add(self, verdict: Mapping[str, Any]) -> None:
         """Record one verdict row (a verdict table row: ``normalised_email`` + the result columns)."""
-        row = _records(pa.Table.from_pylist([dict(verdict)], schema=VERDICT_SCHEMA), source=self.source,
+        row = _records(pa.Table.from_pylist([dict(verdict)], schema=VERDICT_SCHEMA),
+                       verifier=self.ledger.verifier, source=self.source,
                        recorded_by=self.recorded_by).to_pylist()[0]  # fmt: skip
         line = json.dumps(row, default=_json_default, separators=(",", ":")) + "\n"
         folder = self.ledger.folder
@@ -326,13 +323,18 @@ def _paid_for(verdicts: pa.Table) -> pa.Table:
         pc.is_valid(verdicts[NORMALISED_EMAIL]),
         pc.invert(pc.fill_null(pc.is_in(verdicts["decided_by"], value_set=not_paid), False)),
     )
-    return verdicts.filter(pc.and_(keep, pc.is_valid(verdicts["clearout_status"])))
+    return verdicts.filter(pc.and_(keep, pc.is_valid(verdicts["verdict"])))
 
 
-def _records(verdicts: pa.Table, *, source: str, recorded_by: str) -> pa.Table:
+def _records(verdicts: pa.Table, *, verifier: str, source: str, recorded_by: str) -> pa.Table:
     n = verdicts.num_rows
     columns = {"address": verdicts[NORMALISED_EMAIL], **{c: verdicts[c] for c in RESULT_SCHEMA.names}}
-    billable = pc.is_in(verdicts["clearout_status"], value_set=pa.array(sorted(BILLABLE_STATUSES)))
+    # What the verifier charged for, by its rules: Clearout does not charge "unknown"; Mail.so does.
+    billable = (
+        pa.array([True] * n, pa.bool_())
+        if spec(verifier).charges_unknown
+        else pc.not_equal(verdicts["verdict"], Verdict.UNKNOWN.value)
+    )
     columns |= {
         "source": pa.array([source] * n, pa.string()),
         "billable": billable,
@@ -342,9 +344,15 @@ def _records(verdicts: pa.Table, *, source: str, recorded_by: str) -> pa.Table:
     return pa.table(columns, schema=ledger_schema())
 
 
+def _as_records(table: pa.Table) -> pa.Table:
+    """A segment or journal as :func:`ledger_schema` records, 0.1 files (``clearout_*`` columns) included."""
+    upgraded = upgrade_columns(table)
+    return upgraded.select(ledger_schema().names).cast(ledger_schema())
+
+
 def _latest(records: pa.Table) -> pa.Table:
     """The latest record of each address (by verification time, then by when it was recorded)."""
-    at = pc.coalesce(records["clearout_verified_at"], records["recorded_at"])
+    at = pc.coalesce(records["verified_at"], records["recorded_at"])
     ordered = records.append_column("_at", at).sort_by(
         [("address", "ascending"), ("_at", "descending"), ("recorded_at", "descending")]
     )
@@ -355,9 +363,9 @@ def _latest(records: pa.Table) -> pa.Table:
 
 
 def _fresh(records: pa.Table, freshness: Freshness, now: datetime) -> pa.Array:
-    at = pc.coalesce(records["clearout_verified_at"], records["recorded_at"])
+    at = pc.coalesce(records["verified_at"], records["recorded_at"])
     uncertain = pc.fill_null(
-        pc.is_in(records["clearout_status"], value_set=pa.array(sorted(UNCERTAIN_STATUSES))), False
+        pc.is_in(records["verdict"], value_set=pa.array(sorted(UNCERTAIN_VERDICTS))), False
     )
 
     def since(days: float) -> pa.Scalar:
@@ -379,7 +387,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot record {type(value).__name__} in the ledger journal")
 
 
-_TIME_COLUMNS = ("clearout_verified_at", "recorded_at")
+_TIME_COLUMNS = ("verified_at", "clearout_verified_at", "recorded_at")  # the second: 0.1 journals
 
 
 def _journal_rows(path: Path | ObjectStoragePath) -> list[dict[str, Any]]:

@@ -29,8 +29,9 @@ from clearout_provider.contacts import (
     resolve_path,
     upload_csv,
 )
-from clearout_provider.results import VERDICT_SCHEMA, DecidedBy
+from clearout_provider.results import VERDICT_SCHEMA
 from clearout_provider.verification.ledger import VerdictLedger, recorded_by
+from clearout_provider.verification.model import DecidedBy
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def read_reused(path: StoragePath) -> pa.Table:
 
 def not_sent(addresses: pa.Array | list[str], decided_by: DecidedBy, reason: str | None = None) -> pa.Table:
     """Verdict-table rows WITHOUT a verdict for ``addresses`` (a dry run, or no answer): no status, the
-    reason in ``clearout_sub_status``. The load writes nothing for them and they stay due."""
+    reason in ``reason``. The load writes nothing for them and they stay due."""
     emails = pa.array(addresses, pa.string()) if isinstance(addresses, list) else addresses
     n = len(emails)
     columns: dict[str, Any] = {
@@ -108,7 +109,7 @@ def not_sent(addresses: pa.Array | list[str], decided_by: DecidedBy, reason: str
     columns |= {
         NORMALISED_EMAIL: emails,
         "verified_email": emails,
-        "clearout_sub_status": pa.array([reason] * n, pa.string()),
+        "verdict_reason": pa.array([reason] * n, pa.string()),
         "decided_by": pa.array([decided_by.value] * n, pa.string()),
     }
     return pa.table(columns, schema=VERDICT_SCHEMA)

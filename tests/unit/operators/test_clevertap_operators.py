@@ -114,7 +114,7 @@ def result_file(path: Path) -> str:
         verdict = normalise_instant_result(verdict_for(email).as_instant(verified_on))
         rows.append({"identity": identity, "objectId": None, "email": email, **verdict})
     no_answer = dict.fromkeys(RESULT_SCHEMA.names)
-    no_answer |= {"decided_by": DecidedBy.CLEAROUT_INSTANT_FAILED.value, "clearout_sub_status": "timed out"}
+    no_answer |= {"decided_by": DecidedBy.CLEAROUT_INSTANT_FAILED.value, "verdict_reason": "timed out"}
     rows.append({"identity": "3", "objectId": None, "email": "slow@example.com", **no_answer})
     schema = pa.schema(
         [("identity", pa.string()), ("objectId", pa.string()), ("email", pa.string()), *RESULT_SCHEMA]

@@ -22,7 +22,7 @@ SENT = {"valid@example.com", "role@example.com"}
 @pytest.fixture
 def hook() -> Iterator[mock.MagicMock]:
     """The ClearoutHook the operator builds: instant answers from the sandbox's verdict table."""
-    with mock.patch("clearout_provider.operators.instant_verify.ClearoutHook", autospec=True) as cls:
+    with mock.patch("clearout_provider.clearout.verifier.ClearoutHook", autospec=True) as cls:
         instance = cls.return_value
         instance.verify_email.side_effect = lambda email, timeout_ms=None: instant_answer(email)
         instance.get_credits.side_effect = credits(100, 98)
@@ -104,7 +104,7 @@ def test_an_address_clearout_gives_up_on_has_no_verdict_is_not_recorded_and_is_a
     by_identity = {r["identity"]: r for r in result_rows(summary)}
     assert by_identity["1001"]["decided_by"] == DecidedBy.CLEAROUT_INSTANT_FAILED
     assert by_identity["1001"]["clearout_status"] is None
-    assert "ClearoutTimeout" in by_identity["1001"]["clearout_sub_status"]
+    assert "ClearoutTimeout" in by_identity["1001"]["verdict_reason"]
 
     hook.verify_email.reset_mock(side_effect=True)
     hook.verify_email.side_effect = lambda email, timeout_ms=None: instant_answer(email)

@@ -1,0 +1,1 @@
+"""CleverTap: what this provider writes to profiles (the property mapping); the hook lives in hooks/."""
