@@ -34,10 +34,16 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://developer.clevertap.com/docs/api-overview",
                 "tags": ["service"],
             },
+            {
+                "integration-name": "Mail.so",
+                "external-doc-url": "https://docs.mails.so",
+                "tags": ["service"],
+            },
         ],
         "hooks": [
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.hooks.clearout"]},
             {"integration-name": "CleverTap", "python-modules": ["clearout_provider.hooks.clevertap"]},
+            {"integration-name": "Mail.so", "python-modules": ["clearout_provider.hooks.mailso"]},
         ],
         "operators": [
             {
@@ -164,6 +170,44 @@ def get_provider_info() -> dict[str, Any]:
                         "host": (
                             "empty = the region's API host; http://127.0.0.1:8765/clevertap for the sandbox"
                         ),
+                    },
+                },
+            },
+            {
+                "hook-class-name": "clearout_provider.hooks.mailso.MailsoHook",
+                "connection-type": "mailso",
+                "hook-name": "Mail.so",
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "description": "HTTP timeout of one API call.",
+                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+                    },
+                    "rpm": {
+                        "label": "Requests per minute",
+                        "description": "Most requests the hook sends per minute (Mail.so publishes no "
+                        "limit; a 429 is retried after its Retry-After).",
+                        "schema": {"type": ["integer", "null"], "default": 60, "minimum": 1},
+                    },
+                    "batch_size": {
+                        "label": "Batch size",
+                        "description": "Most addresses one batch (list validation) may hold.",
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "default": 500,
+                            "minimum": 1,
+                            "maximum": 1000,
+                        },
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "API key", "schema": "Scheme"},
+                    "placeholders": {
+                        "host": "https://api.mails.so/v1 (empty = this); http://127.0.0.1:8765/mailso/v1 for "
+                        "the sandbox",
+                        "schema": "https (used when the host has no scheme)",
+                        "password": "API key from the Mail.so dashboard",
                     },
                 },
             },

@@ -1,4 +1,8 @@
-"""Typed Clearout failures, by meaning, so callers decide with ``except`` instead of parsing codes.
+"""Typed vendor failures, by meaning, so callers decide with ``except`` instead of parsing codes.
+
+:class:`ServiceError` is the root of every vendor family: ``Clearout*`` and ``Mailso*`` here, ``CleverTap*``
+in :mod:`clearout_provider.clevertap_errors`. Mail.so answers carry only an HTTP status and an ``error``
+text; :mod:`clearout_provider.mailso.protocol` maps them onto the ``Mailso*`` classes the same way.
 
 Clearout reports failures through an HTTP status, an error ``code`` and a ``message`` — and many of
 them arrive as HTTP 200 with ``"status": "failed"``. :func:`clearout_provider.hooks.clearout_protocol.
@@ -276,6 +280,143 @@ CLEAROUT_ITEM_FAILURES: tuple[type[Exception], ...] = (
     ClearoutBadInput,
     ClearoutProtocolError,
 )
+
+
+class MailsoError(ServiceError):
+    """Any failure reported by (or on the way to) the Mail.so validation API.
+
+    Mail.so answers failures as ``{"data": null, "error": "<message>"}`` with an HTTP status and no error
+    code; :func:`clearout_provider.mailso.protocol.interpret` decides the class below from both.
+    """
+
+    service = "Mail.so"
+
+
+class MailsoConfigError(MailsoError):
+    """The Mail.so connection or the call cannot be used as configured; raised before anything is sent.
+
+    Examples: plain ``http://`` to another machine (the API key would travel in clear text), a
+    ``batch_size`` outside 1..1000, a batch larger than ``batch_size``. Never retried.
+    """
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Fix the Mail.so connection (host, API key or extras) or the call; nothing was sent to Mail.so."
+        )
+
+
+class MailsoAuthError(MailsoError):
+    """The API key was refused (HTTP 401 "Unauthorized"), or the connection holds none."""
+
+    @property
+    def advice(self) -> str:
+        return "Check the API key stored as the password of the Mail.so connection (Mail.so dashboard → API)."
+
+
+class MailsoBadRequest(MailsoError):
+    """The request itself is wrong (HTTP 400 "The body provided has an invalid format.")."""
+
+    @property
+    def advice(self) -> str:
+        return "Fix the input and send it again; retrying unchanged will fail the same way."
+
+
+class MailsoPlanRequired(MailsoError):
+    """The account's plan does not include the feature ("Paid subscription required to use list
+    validations"), whatever HTTP status carried it: batches need a paid plan, single validations do not."""
+
+    @property
+    def advice(self) -> str:
+        return "Upgrade the Mail.so plan, or validate the addresses one by one with validate()."
+
+
+class MailsoRateLimited(MailsoError):
+    """Too many requests (HTTP 429). Retried by the hook after ``retry_after`` seconds."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float = 60.0, **kwargs: int | None) -> None:
+        super().__init__(message, **kwargs)
+        #: Seconds to wait before the next request (the answer's ``Retry-After``, else 60).
+        self.retry_after = retry_after
+
+    @property
+    def advice(self) -> str:
+        return (
+            f"Retry after {self.retry_after:.1f} s (the hook does so up to max_retries times); lower the "
+            "connection's rpm extra to stay under Mail.so's limit."
+        )
+
+
+class MailsoQuotaExceeded(MailsoRateLimited):
+    """A 429 that names the account's quota or credits: waiting seconds will not help, so not retried."""
+
+    transient = False
+
+    @property
+    def advice(self) -> str:
+        return "The Mail.so account's credits are used up: add credits or wait for the plan's next period."
+
+
+class MailsoUnavailable(MailsoError):
+    """Mail.so or the network failed (5xx, connection error, timeout): transient.
+
+    The hook retries it for reads and single validations; a batch creation is retried only when
+    ``maybe_processed`` is false (the connection never opened), because a resent ``POST /batch`` that
+    had in fact arrived creates, and charges, a second batch.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, maybe_processed: bool = True, **kwargs: int | None) -> None:
+        super().__init__(message, **kwargs)
+        #: False only when the request provably never reached Mail.so (connection refused).
+        self.maybe_processed = maybe_processed
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Mail.so or the network failed temporarily; try again later. A failed batch creation may "
+            "still have created the batch: look for it before creating another."
+        )
+
+
+class MailsoProtocolError(MailsoError):
+    """An answer that cannot be read: not JSON, not the envelope, or without a field the result needs.
+
+    Not transient: the call may have been charged for the answer we could not read, and an unreadable
+    answer points at a vendor change or an intermediary (proxy) rather than a hiccup.
+    """
+
+    @property
+    def advice(self) -> str:
+        return (
+            "The request was not resent (it may already have been charged); if this persists check for a "
+            "proxy between Airflow and Mail.so or report it to Mail.so support."
+        )
+
+
+class MailsoNotFound(MailsoError):
+    """The batch id is unknown to this account (HTTP 404)."""
+
+    @property
+    def advice(self) -> str:
+        return "Check the batch id: it does not exist or belongs to another Mail.so account."
+
+
+class MailsoBatchTimeout(MailsoError):
+    """A batch did not finish within the wait's ``timeout``; it keeps running at Mail.so."""
+
+    def __init__(self, message: str, *, batch_id: str = "", **kwargs: int | None) -> None:
+        super().__init__(message, **kwargs)
+        self.batch_id = batch_id
+
+    @property
+    def advice(self) -> str:
+        return (
+            f"Wait for batch {self.batch_id} again later (get_batch / wait_for_batch); do not re-create it."
+        )
 
 
 class ContactsError(Exception):

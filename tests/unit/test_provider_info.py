@@ -39,7 +39,19 @@ def test_providers_manager_sees_clearout_hook_and_form() -> None:
     assert behaviour["relabeling"]["password"] == "API token"
 
 
-@pytest.mark.parametrize("conn_type", ["clearout"])
+def test_providers_manager_sees_mailso_hook_and_form() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    pm = ProvidersManager()
+    hook_info = pm.hooks.get("mailso")
+    assert hook_info is not None, "connection type 'mailso' is not registered"
+    assert hook_info.hook_class_name == "clearout_provider.hooks.mailso.MailsoHook"
+    for extra in ("timeout", "rpm", "batch_size"):
+        assert f"extra__mailso__{extra}" in pm.connection_form_widgets
+    assert pm.field_behaviours["mailso"]["relabeling"]["password"] == "API key"
+
+
+@pytest.mark.parametrize("conn_type", ["clearout", "mailso"])
 def test_default_connection_names(conn_type: str) -> None:
     info = {c["connection-type"]: c for c in get_provider_info()["connection-types"]}
     module, _, cls = info[conn_type]["hook-class-name"].rpartition(".")

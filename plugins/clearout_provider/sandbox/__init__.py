@@ -9,7 +9,8 @@ only where it is served, so that starting a sandbox does not load FastAPI into t
 Reliability tests get two more levers: fault switches changed while the server runs
 (``POST /_sandbox/faults``, :meth:`SandboxProcess.set_faults`; see :mod:`.faults`) and restarts
 (:meth:`SandboxProcess.restart`, gracefully or by SIGKILL), which a ``state_dir`` survives: the Clearout
-account with its bulk lists mid-way (:mod:`.clearout_state`) and the CleverTap profile changes.
+account with its bulk lists mid-way (:mod:`.clearout_state`), the CleverTap profile changes and the
+Mail.so account with its batches (:mod:`.mailso_state`).
 """
 
 from clearout_provider.sandbox.process import SandboxProcess

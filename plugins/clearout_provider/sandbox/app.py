@@ -1,15 +1,15 @@
 """The sandbox's single ASGI app: one router per emulated vendor, mounted under its own prefix.
 
-``/clearout/v2/...`` and ``/clevertap/1/...`` are the emulated APIs; ``/healthz`` answers once the app
-is up (its state restored); ``/_sandbox/faults`` reads and flips the fault switches both APIs share
-(see :mod:`.faults`).
+``/clearout/v2/...``, ``/clevertap/1/...`` and ``/mailso/v1/...`` are the emulated APIs; ``/healthz``
+answers once the app is up (its state restored); ``/_sandbox/faults`` reads and flips the fault switches
+the APIs share (see :mod:`.faults`).
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from clearout_provider.sandbox import clearout, clevertap, faults
+from clearout_provider.sandbox import clearout, clevertap, faults, mailso
 from clearout_provider.sandbox.settings import SandboxSettings
 
 
@@ -26,4 +26,5 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.include_router(faults.build_router(switches, settings))
     app.include_router(clearout.build_router(settings, switches), prefix="/clearout/v2")
     app.include_router(clevertap.build_router(settings, switches), prefix="/clevertap/1")
+    app.include_router(mailso.build_router(settings, switches), prefix="/mailso/v1")
     return app

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     """One option per settings field, typed and defaulted from the dataclass."""
     parser = argparse.ArgumentParser(
         prog="clearout-sandbox",
-        description="Local emulator of the Clearout and CleverTap APIs for demos and tests.",
+        description="Local emulator of the Clearout, CleverTap and Mail.so APIs for demos and tests.",
         epilog=(
             'Options marked "runtime switch" can also be changed while the server runs: GET/POST/DELETE '
             "/_sandbox/faults (JSON object of switches; Clearout token in the Authorization header)."

@@ -1,4 +1,4 @@
-"""Fault switches that reliability tests flip while the sandbox runs (Clearout and CleverTap alike).
+"""Fault switches that reliability tests flip while the sandbox runs (Clearout, CleverTap and Mail.so).
 
 Every switch is also a :class:`~clearout_provider.sandbox.settings.SandboxSettings` field (and so a
 ``--kebab-case`` option) giving its start-up value; at run time the admin routes change it:
@@ -42,6 +42,7 @@ RATES = frozenset(
         "clevertap_fault_rate_503",
         "clevertap_fault_rate_429",
         "clevertap_reject_rate",
+        "mailso_fault_rate_503",
     }
 )
 CLEVERTAP_PREFIX = "/clevertap"
@@ -71,6 +72,8 @@ class Faults:
     clevertap_fault_rate_503: float = 0.0
     clevertap_fault_rate_429: float = 0.0
     clevertap_reject_rate: float = 0.0
+    mailso_fault_rate_503: float = 0.0
+    mailso_lost_batch_answers: int = 0
     _listeners: list[Listener] = dataclasses.field(default_factory=list, repr=False, compare=False)
 
     @classmethod
@@ -103,6 +106,13 @@ class Faults:
             return None
         self.download_resets -= 1
         return self.download_reset_after_bytes
+
+    def take_lost_batch_answer(self) -> bool:
+        """Whether this batch creation's answer must be lost (counting one down)."""
+        if self.mailso_lost_batch_answers <= 0:
+            return False
+        self.mailso_lost_batch_answers -= 1
+        return True
 
     def clevertap_is_down(self, path: str) -> bool:
         """Whether a CleverTap request to ``path`` (the full URL path) must answer 503."""

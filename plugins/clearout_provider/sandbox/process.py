@@ -70,6 +70,11 @@ class SandboxProcess:
         return f"{self.url}/clearout/v2"
 
     @property
+    def mailso_url(self) -> str:
+        """Base URL to put in a ``mailso`` connection's host field."""
+        return f"{self.url}/mailso/v1"
+
+    @property
     def _auth(self) -> dict[str, str]:
         return {"Authorization": self.settings.clearout_token}
 
@@ -89,6 +94,14 @@ class SandboxProcess:
         resp = requests.get(f"{self.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30)
         resp.raise_for_status()
         return resp.json()["stats"]
+
+    def mailso_stats(self) -> dict[str, Any]:
+        """The Mail.so side's ledger and counters (``GET /mailso/v1/_sandbox/stats``: credits used,
+        validations, batches created, faults): what was really charged, whatever the client saw."""
+        headers = {"x-mails-api-key": self.settings.mailso_api_key}
+        resp = requests.get(f"{self.mailso_url}/_sandbox/stats", headers=headers, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
 
     def faults(self) -> dict[str, Any]:
         """The current fault switches (``GET /_sandbox/faults``): every switch name → its value."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 
 #: Shape of a real Clearout token (32 hex, colon, 64 hex); the sandbox default is recognisably fake.
 DEFAULT_CLEAROUT_TOKEN = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d:" + "5a4db0c" * 9 + "5"
+#: A Mail.so API key is a UUID; the sandbox default is recognisably fake.
+DEFAULT_MAILSO_API_KEY = "5a4db0c5-a4db-4c5a-8db0-c5a4db0c5a4d"
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,30 @@ class SandboxSettings:
     """Fraction of otherwise valid /1/upload records answered unprocessed with code 515, chosen by a hash of
     the record's identifier and ``fault_seed`` so a retry of the same record is rejected again (runtime
     switch)."""
+    # --- Mail.so ----------------------------------------------------------------------------------
+    mailso_api_key: str = DEFAULT_MAILSO_API_KEY
+    """The API key the Mail.so endpoints accept (x-mails-api-key header); anything else answers 401."""
+    mailso_credits: int = 100_000
+    """Starting credit balance of the Mail.so account: one per validated address (batch addresses are
+    charged when the batch is created); past it the account answers 429 "Quota exceeded"."""
+    mailso_rpm: int = 600
+    """Mail.so requests allowed per rate window (``rate_window`` seconds); one more answers 429 with
+    Retry-After."""
+    mailso_batch_rate: float = 200.0
+    """Addresses a Mail.so batch validates per second; ``finished_at`` is set once all of them are done."""
+    mailso_paid_plan: bool = True
+    """Whether the Mail.so account may create batches; false answers "Paid subscription required to use
+    list validations"."""
+    mailso_fault_rate_503: float = 0.0
+    """Fraction of Mail.so calls answered 503 before doing anything (deterministic given ``fault_seed``;
+    runtime switch)."""
+    mailso_lost_batch_answers: int = 0
+    """How many of the next POST /batch calls create (and charge) their batch but answer 503, as if the
+    answer was lost on the way; each counts down, 0 = answers arrive (runtime switch)."""
     state_dir: str | None = None
     """Folder where the sandbox keeps its state across restarts: CleverTap profile changes and the whole
-    Clearout account (credits, limits, counters, finder queue, bulk lists, their progress); None = memory."""
+    Clearout account (credits, limits, counters, finder queue, bulk lists, their progress) and the Mail.so
+    account (credits, counters, batches); None = memory."""
 
     @classmethod
     def option_names(cls) -> list[str]:
