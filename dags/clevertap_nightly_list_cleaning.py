@@ -41,6 +41,13 @@ MSG-email set back to true (and the address resubscribed through the Subscribe A
 method includes it). A profile switched off without the marker (the person opted out) is never
 resubscribed. Turn it off with `"resubscribe": false` in `unsubscribe`.
 
+#### Mail.so instead of Clearout
+`verifier` = `mailso` verifies with Mail.so: one validate call per address for a small delta, Mail.so
+batches (each batch id checkpointed before waiting, so a retry collects it rather than paying again)
+for more than 100. The load then writes "Mailso Result", "Mailso Safe To Send" (the properties the
+chosen columns mean for Mail.so) and the verified address and date; the unsubscribe policy and the
+report are the same. Connection `mailso_default` (API key in the password field).
+
 A second run right after a successful one finds nothing to verify and spends no credit. Connections:
 `clevertap_default` (Account ID, Passcode, Region) and `clearout_default` (API token). Bulk lists run
 in the pool named by `[clearout] bulk_list_pool` when one is configured (the docker-compose stack
@@ -58,6 +65,7 @@ from clearout_provider.dag_params import (
     EVERY_PROFILE_WITH_AN_EMAIL,
     run_mode_params,
     task_defaults,
+    verifier_param,
     write_back_params,
 )
 from clearout_provider.operators import INSTANT_THRESHOLD, choose_verification_mode
@@ -106,6 +114,7 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
             title="Freshness of uncertain verdicts (days)",
             description="Re-verify `unknown` and `catch_all` verdicts sooner.",
         ),
+        "verifier": verifier_param(),
         **write_back_params(),
         "instant_threshold": Param(
             INSTANT_THRESHOLD,
@@ -121,7 +130,11 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
 )
 def clevertap_nightly_list_cleaning() -> None:
     # The extract reads back the properties the load writes (renamed ones too): one mapping for both.
-    mapping = {"columns": "{{ params.append_columns }}", "renames": "{{ params.renames }}"}
+    mapping = {
+        "columns": "{{ params.append_columns }}",
+        "renames": "{{ params.renames }}",
+        "verifier": "{{ params.verifier }}",
+    }
     # The extract's freshness and the verdict ledger's reuse are one rule.
     freshness = {"ttl_days": "{{ params.ttl_days }}", "uncertain_ttl_days": "{{ params.uncertain_ttl_days }}"}
     extract = CleverTapExtractProfilesOperator(
@@ -133,12 +146,14 @@ def clevertap_nightly_list_cleaning() -> None:
 
     @task.branch
     def choose_mode(extracted: dict[str, Any]) -> str:
-        """Instant calls finish a small delta sooner than a bulk list's queue.
+        """Instant calls finish a small delta sooner than a bulk list's queue (choose_verification_mode).
 
-        See choose_verification_mode.
+        Mail.so always takes the instant operator, which sends larger inputs as Mail.so batches.
         """
-        threshold = get_current_context()["params"]["instant_threshold"]
-        mode = choose_verification_mode(extracted["to_verify"], threshold=threshold)
+        params = get_current_context()["params"]
+        if params["verifier"] == "mailso":
+            return "verify_instant"
+        mode = choose_verification_mode(extracted["to_verify"], threshold=params["instant_threshold"])
         return "verify_instant" if mode == "instant" else "split_for_bulk"
 
     @task
@@ -153,6 +168,7 @@ def clevertap_nightly_list_cleaning() -> None:
     verify_instant = ClearoutInstantVerifyOperator(
         task_id="verify_instant",
         source="{{ ti.xcom_pull(task_ids='extract_delta')['path'] }}",
+        verifier="{{ params.verifier }}",
         freshness=freshness,
         dry_run="{{ params.dry_run }}",
     )

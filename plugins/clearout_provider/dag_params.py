@@ -18,6 +18,7 @@ from airflow.sdk.configuration import conf
 from clearout_provider.clearout.statuses import SUB_STATUSES
 from clearout_provider.clevertap.mapping import COLUMN_NAMES, RECOMMENDED_APPEND
 from clearout_provider.verification.policy import UnsubscribeMethod
+from clearout_provider.verification.verifier import VERIFIERS
 
 #: CQL selecting every profile with an email (CleverTap answers for those active in the last 365 days).
 EVERY_PROFILE_WITH_AN_EMAIL = {
@@ -44,6 +45,20 @@ def task_defaults() -> dict[str, Any]:
     }
 
 
+def verifier_param() -> Param:
+    """``verifier``: who verifies (Clearout by default; Mail.so writes "Mailso ..." properties)."""
+    return Param(
+        "clearout",
+        type="string",
+        enum=list(VERIFIERS),
+        title="Verifier",
+        description="Who verifies the addresses: `clearout` (bulk lists or instant calls; writes the "
+        "'Clearout ...' properties) or `mailso` (Mail.so validate calls, or batches for larger inputs; "
+        "writes 'Mailso ...' properties such as 'Mailso Result'). Keep one verifier per DAG: each "
+        "verifier's properties and verdict ledger are its own.",
+    )
+
+
 def write_back_params() -> dict[str, Param]:
     """``append_columns``, ``renames`` and ``unsubscribe``: how verdicts land on CleverTap profiles."""
     return {
@@ -53,9 +68,10 @@ def write_back_params() -> dict[str, Param]:
             items={"type": "string", "enum": _COLUMN_NAMES},
             uniqueItems=True,
             title="Properties to append",
-            description="Clearout properties to append to each profile (Clearout's recommendation: Safe To "
-            "Send + Verification Status); keep the same set in every DAG that writes them. The verified "
-            "address and date are always written.",
+            description="Properties to append to each profile (Clearout's recommendation: Safe To "
+            "Send + Verification Status; under `mailso` the same columns write 'Mailso Safe To Send' and "
+            "'Mailso Result'); keep the same set in every DAG that writes them. The verified address and "
+            "date are always written.",
         ),
         "renames": Param(
             {},

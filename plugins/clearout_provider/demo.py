@@ -48,7 +48,8 @@ def run_airflow(*args: str, env: dict[str, str], log: Path) -> None:
 
 
 def sandbox_connections(server: SandboxProcess) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` variables pointing ``clearout_default`` and ``clevertap_default`` at ``server``."""
+    """``AIRFLOW_CONN_*`` variables pointing ``clearout_default``, ``clevertap_default`` and
+    ``mailso_default`` at ``server``."""
     settings = server.settings
     clearout = {"conn_type": "clearout", "host": server.clearout_url, "password": settings.clearout_token}
     clevertap = {
@@ -57,9 +58,11 @@ def sandbox_connections(server: SandboxProcess) -> dict[str, str]:
         "password": settings.clevertap_passcode,
         "host": f"{server.url}/clevertap",
     }
+    mailso = {"conn_type": "mailso", "host": server.mailso_url, "password": settings.mailso_api_key}
     return {
         "AIRFLOW_CONN_CLEAROUT_DEFAULT": json.dumps(clearout),
         "AIRFLOW_CONN_CLEVERTAP_DEFAULT": json.dumps(clevertap),
+        "AIRFLOW_CONN_MAILSO_DEFAULT": json.dumps(mailso),
     }
 
 

@@ -20,6 +20,7 @@ import pytest
 from conftest import load_dag
 from dag_runs import xcom
 
+from clearout_provider.clearout.statuses import SPAM_TRAP_CODE
 from clearout_provider.hooks.clevertap import CleverTapHook
 from clearout_provider.results import RESULT_SCHEMA
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -163,6 +164,7 @@ def test_roundtrip_writes_verdicts_unsubscribes_and_leaves_nothing_to_verify(
                 "clearout_sub_status_code": expected.code,
                 "bounce": sub.bounce.value,
                 "is_disposable": expected.disposable,
+                "is_spam_trap": expected.code == SPAM_TRAP_CODE,
             }
         )
         if should_leave:

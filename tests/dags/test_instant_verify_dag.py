@@ -17,9 +17,9 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from conftest import load_dag
 
+from clearout_provider.clearout.verifier import ClearoutVerifier
 from clearout_provider.contacts import Freshness
 from clearout_provider.exceptions import ClearoutCreditsError
-from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.operators.instant_verify import (
     ClearoutInstantVerifyOperator,
     TooManyForInstant,
@@ -46,10 +46,10 @@ DOCUMENTED: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "unknown": ("unknown", None, {}),
     "safe_to_send_yes": ("valid", None, {"safe_to_send": True}),
     "safe_to_send_no": ("invalid", None, {"safe_to_send": False}),
-    "is_disposable": ("valid", None, {"is_disposable": True}),
-    "is_role": ("valid", None, {"is_role": True}),
-    "is_free": ("valid", None, {"is_free": True}),
-    "is_gibberish": ("valid", None, {"is_gibberish": True}),
+    "disposable": ("valid", None, {"is_disposable": True}),
+    "role": ("valid", None, {"is_role": True}),
+    "free": ("valid", None, {"is_free": True}),
+    "gibberish": ("valid", None, {"is_gibberish": True}),
     "hard_bounce": ("invalid", None, {"bounce": "hard"}),
     "soft_bounce": ("invalid", None, {"bounce": "soft"}),
     "greylisted": ("unknown", 407, {}),
@@ -201,7 +201,7 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
         ledger.journal(source="instant", recorded_by="d/r/t/") as journal,
         pytest.raises(ClearoutCreditsError) as raised,
     ):
-        verify_addresses(ClearoutHook(), emails, journal, max_concurrency=3)
+        verify_addresses(ClearoutVerifier(), emails, journal, max_concurrency=3)
     answered = ledger.entries().num_rows
     assert 4 <= answered < len(emails)  # 4 credits: at least 4 answers (unknowns are free), not all
     assert any(f"{answered} of {len(emails)} were answered" in note for note in raised.value.__notes__)
@@ -212,7 +212,7 @@ def test_running_out_of_credits_stops_with_the_progress_and_a_rerun_pays_only_th
     assert len(known) == answered
     with ledger.journal(source="instant", recorded_by="d/r2/t/") as journal:
         outcome = verify_addresses(
-            ClearoutHook(), [e for e in emails if e not in known], journal, max_concurrency=3
+            ClearoutVerifier(), [e for e in emails if e not in known], journal, max_concurrency=3
         )
     assert sorted([*outcome.verdicts, *known]) == sorted(emails)
     assert rich.clearout_stats()["instant_calls"] == len(emails) - answered

@@ -190,3 +190,58 @@ def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: P
     assert ct["dry_run_calls"] > 0
     assert ct.get("saving_upload_calls", 0) == 0 and ct.get("subscribe_calls", 0) == 0
     assert [profile(object_id_of(i)) for i in range(0, SEED, 97)] == before
+
+
+def test_mailso_night_writes_mailso_properties_and_a_second_night_costs_nothing(
+    sandbox_factory: Factory, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verifier=mailso end to end: Mail.so batches, "Mailso ..." properties, the same report and
+    accounting; Clearout is never called; the night after pays nothing."""
+    sandbox = sandbox_factory(SandboxSettings(seed_contacts=SEED, mailso_batch_rate=20_000))
+    for name, value in sandbox_connections(sandbox).items():
+        monkeypatch.setenv(name, value)
+    dag = shipped_dag(DAG_ID)
+
+    first = dag.test(run_conf={"verifier": "mailso"})
+
+    assert states(first) == {
+        "extract_delta": "success",
+        "choose_mode": "success",
+        "split_for_bulk": "skipped",
+        "verify_instant": "success",
+        "verify_bulk": "skipped",
+        "verified": "success",
+        "load_back[0]": "success",
+        "report": "success",
+    }
+    extract = xcom(first, "extract_delta")
+    assert (
+        extract["by_reason"]["never_verified"] == extract["to_verify"] > 0.9 * SEED
+    )  # no Mail.so verdict yet
+    check_report(data_dir, first)
+    [verify] = xcom(first, "verified")
+    mailso = sandbox.mailso_stats()
+    assert verify["verifier"] == "mailso" and verify["sent"] == verify["verified"] > 0
+    assert mailso["mailso_credits_used"] == verify["credits_spent"] == verify["sent"]  # each address once
+    assert mailso["batches_created"] == -(-verify["sent"] // 500) and mailso["validations"] == 0
+    clearout = sandbox.clearout_stats()
+    assert clearout["instant_calls"] == 0 and clearout["bulk_uploads"] == 0
+
+    valid = profile(object_id_of(0))["profileData"]
+    assert valid["Mailso Result"] == "deliverable" and valid["Mailso Safe To Send"] is True
+    assert valid["Mailso Verified Email"] == "valid@example.com" and "Mailso Verified At" in valid
+    result = read_result(verify["result_path"]).set_index("objectId")
+    assert set(result["verifier"].dropna()) == {"mailso"}
+    for object_id, row in result[result["decided_by"] == "mailso_batch"].head(30).iterrows():
+        assert profile(object_id)["profileData"]["Mailso Result"] == row["verdict"], object_id
+    hard = result[(result["bounce"] == "hard") & (result["decided_by"] == "mailso_batch")].head(5)
+    assert len(hard)
+    for object_id in hard.index:  # the same unsubscribe policy, on Mail.so's verdicts
+        assert profile(object_id)["profileData"]["MSG-email"] is False, object_id
+
+    second = dag.test(run_conf={"verifier": "mailso"})
+
+    assert states(second)["report"] == "success"
+    assert xcom(second, "extract_delta")["to_verify"] == 0
+    check_report(data_dir, second)
+    assert sandbox.mailso_stats()["mailso_credits_used"] == mailso["mailso_credits_used"]

@@ -2,7 +2,7 @@
 
 The Clearout x CleverTap integration's "Append" export writes a verdict as "Clearout ..." properties;
 those names never change for Clearout users. A Mail.so verdict lands under "Mail.so ..." names (seed
-004's campaigns branch on "Mail.so Result" == "deliverable"). Both tables read the neutral result columns
+004's campaigns branch on "Mailso Result" == "deliverable"). Both tables read the neutral result columns
 of :mod:`clearout_provider.verification.model` (plus Clearout's own status and code), and every name can
 be renamed per DAG. The unsubscribe markers (:data:`UNSUBSCRIBED_REASON_PROPERTY`) are this provider's own
 and shared by every verifier, so a Mail.so verdict can lift an unsubscribe a Clearout verdict made.
@@ -34,17 +34,17 @@ PROPERTY_TABLES: dict[str, dict[str, str]] = {
         "verified_email": "Clearout Verified Email",
     },
     "mailso": {
-        "verdict": "Mail.so Result",
-        "safe_to_send": "Mail.so Safe To Send",
-        "verdict_reason": "Mail.so Reason",
-        "verdict_score": "Mail.so Score",
-        "is_disposable": "Mail.so Disposable",
-        "is_role": "Mail.so Role Account",
-        "is_free": "Mail.so Free Account",
-        "is_catch_all": "Mail.so Catch All",
-        "suggested_email": "Mail.so Suggested Email",
-        "verified_at": "Mail.so Verified At",
-        "verified_email": "Mail.so Verified Email",
+        "verdict": "Mailso Result",
+        "safe_to_send": "Mailso Safe To Send",
+        "verdict_reason": "Mailso Reason",
+        "verdict_score": "Mailso Score",
+        "is_disposable": "Mailso Disposable",
+        "is_role": "Mailso Role Account",
+        "is_free": "Mailso Free Account",
+        "is_catch_all": "Mailso Catch All",
+        "suggested_email": "Mailso Suggested Email",
+        "verified_at": "Mailso Verified At",
+        "verified_email": "Mailso Verified Email",
     },
 }
 VERIFIERS: tuple[str, ...] = tuple(PROPERTY_TABLES)

@@ -78,7 +78,9 @@ class MailsoVerifier:
         size = self.hook.batch_size
         chunks = [list(emails[i : i + size]) for i in range(0, len(emails), size)]
         known = checkpoint.load()
-        rows: dict[str, dict[str, Any]] = {}
+        # Create every batch first (each id checkpointed at once), then collect them: Mail.so works on
+        # them side by side, so a night of N batches waits about as long as its largest one.
+        running: list[tuple[str, list[str]]] = []
         for number, chunk in enumerate(chunks):
             key = f"batch-{number}-{chunk[0]}-{len(chunk)}"
             batch_id = known.get(key, {}).get("batch_id")
@@ -87,6 +89,9 @@ class MailsoVerifier:
                 checkpoint.add(key, {"batch_id": batch_id})
             else:
                 log.info("Collecting Mail.so batch %s created by an earlier try (not re-posted)", batch_id)
+            running.append((batch_id, chunk))
+        rows: dict[str, dict[str, Any]] = {}
+        for batch_id, chunk in running:
             batch = self.hook.wait_for_batch(
                 batch_id, poll_interval=self.poll_interval, timeout=self.batch_timeout
             )
