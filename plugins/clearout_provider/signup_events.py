@@ -18,28 +18,32 @@ from UTF-8 by the trigger::
 A message is a JSON object ``{"identity": "...", "email": "..."}`` (``email`` optional) or a bare
 identity string; see :func:`parse_signup_payload`.
 
-Delivery caveats (measured with tests/deployment/test_signup_events.py on a real scheduler, triggerer and
-dag-processor, 2 busy cores; Redis pub/sub keeps nothing for a subscriber that is not connected):
+Delivery caveats, measured with tests/deployment/test_signup_events.py (real api-server, dag-processor,
+scheduler and triggerer, LocalExecutor, 2 busy cores) and pinned by
+tests/integration/test_signup_trigger_redis.py. Redis pub/sub keeps nothing for a subscriber that is
+not connected, so:
 
-- **At most once.** ``AwaitMessageTrigger`` subscribes, yields the FIRST message and returns. The
-  triggerer then starts the watcher again on its next loop (about a second), with a new connection and
-  a new subscription. Messages published in that gap, and any that the old connection had already
-  received but not yet read, are lost: a burst of 5 messages published back to back produced exactly
-  one asset event (the first message) and one DAG run. One message per trigger cycle is the ceiling,
-  so this building block fits a trickle of sign-ups, not a burst; where every sign-up matters, publish
-  to a durable queue (a Redis list or stream read by a batch DAG) as well, and treat these events as
-  the low-latency path.
-- **Not subscribed until the triggerer has picked the watcher up.** After the DAG file is parsed
-  (the watcher is registered with the asset) the triggerer needs a few seconds to subscribe; messages
-  published before that are lost. Watch ``PUBSUB NUMSUB <channel>`` to know (the deployment test does).
-  About 1 s after unpausing with the triggerer already running; more on a loaded machine.
-- **Latency.** Publish to a finished task took about 3-8 s on the test machine (trigger poll interval,
+- **At most once, one message per trigger cycle.** ``AwaitMessageTrigger`` subscribes, yields the FIRST
+  message and returns; the triggerer starts the watcher again 1-2 s later (one or two of its 1 s
+  loops; measured 1.0-2.0 s), with a new connection and a new subscription. Messages published in that gap,
+  and any the old connection had already received but not read, are lost: a burst of 5 messages
+  published back to back gave exactly 1 asset event (the first message) and 1 DAG run; the other 4
+  were lost. The watcher then takes messages again. So this fits a trickle of sign-ups (well under one
+  per 2 s), not bursts; where every sign-up matters, also write them somewhere durable (a Redis list or
+  stream, or CleverTap itself) for a batch DAG to catch up, and treat these events as the fast path.
+- **Nothing is received for up to ~30 s after unpausing.** The dag-processor registers the watcher's
+  trigger only for assets that an unpaused DAG is scheduled on, and only when it next parses the DAG
+  file (``[dag_processor] min_file_process_interval``, 30 s by default); the triggerer then subscribes
+  within a second or two. Measured: 22-27 s from unpausing (REST) to ``PUBSUB NUMSUB <channel>`` >= 1.
+  Pausing stops the watcher the same way. Messages published before the subscription are lost.
+- **Latency**: publish to the end of the consuming task took about 6 s (trigger poll interval,
   triggerer loop, scheduler loop, task start-up).
-- **Non-UTF-8 data kills the trigger** (its ``bytes.decode("utf-8")`` raises inside the triggerer);
-  the triggerer starts the watcher again, and the message is lost. Bytes that do reach
-  :func:`extract_signups` (another trigger, a test) are decoded here and rejected if not UTF-8.
-- Several events that arrive before the scheduler creates the run are delivered to ONE run together:
-  always use :func:`extract_signups` over all events of the run, never only the first.
+- **Data that is not UTF-8 kills the trigger** (its ``bytes.decode("utf-8")`` raises in the triggerer;
+  "Trigger ... exited with error"); the triggerer starts the watcher again about 1 s later, and that
+  message is lost. Bytes that do reach :func:`extract_signups` (another trigger, a test) are decoded
+  here and rejected if not UTF-8. (The Task SDK's asset event model admits JSON values only.)
+- Events that arrive before the scheduler creates the run are delivered to ONE run together: always
+  use :func:`extract_signups` over all events of the run, never only the first.
 
 Personal data: emails never reach a log line unmasked (:func:`clearout_provider.masking.mask_email`),
 and a rejected message is kept only as a short masked preview.
