@@ -9,22 +9,20 @@ seen the bulk step ``deferred`` and its trigger polling in the triggerer, then l
 race between a list's fixed duration and how fast a (possibly busy) machine gets the task there.
 
 Without PostgreSQL or Redis the test skips, saying which is missing, except under ``CI=true``, where a
-missing service is a failure: the CI machine is meant to prove this topology.
+missing service is a failure: the CI machine is meant to prove this topology (tests/deployment/
+local_services.py).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from airflow_stack import RUN_TIMEOUT, AirflowStack, Snapshot
+from local_services import Postgres, postgres_database, redis_database
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -32,94 +30,24 @@ from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "clevertap_nightly_list_cleaning"
 RUN_ID = "distributed-nightly"
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_DBS = range(15, 0, -1)  # claimed from the top: db 0 is everybody's default
 CONTACTS = 600  # ~520 addresses to verify: above the instant threshold (200), so the bulk path
 BULK_RATE = 200.0  # addresses per second once the held list is let go: ~3 s
-#: Connecting to a local PostgreSQL / Redis: refused at once when down, but a busy machine may take seconds
-#: to fork a backend and authenticate, and a too-short limit would SKIP the test as if it were down.
-PROBE_TIMEOUT = 30
 #: pytest-timeout's hang guard, above the stack's own ceilings (it also covers starting the stack).
 TEST_TIMEOUT = 1800
-
-
-def unavailable(reason: str) -> None:
-    """Skip, or fail under CI=true, where the services are part of the machine."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
-@dataclass
-class Postgres:
-    user: str
-    database: str
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg2://{self.user}@{PG_HOST}:{PG_PORT}/{self.database}"
-
-
-def _admin(user: str) -> Any:
-    import psycopg2
-
-    conn = psycopg2.connect(
-        host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=PROBE_TIMEOUT
-    )
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A throwaway database (trust auth as ``postgres`` or ``root``), dropped afterwards."""
-    import psycopg2
-
-    errors = []
-    for user in ("postgres", "root"):
-        try:
-            admin = _admin(user)
-            break
-        except psycopg2.OperationalError as exc:
-            errors.append(f"{user}: {str(exc).strip()}")
-    else:
-        unavailable(
-            f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT} with trust auth ({'; '.join(errors)})"
-        )
-    database = f"airflow_nightly_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{database}"')
-    admin.close()
-    try:
-        yield Postgres(user, database)
-    finally:
-        admin = _admin(user)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+    with postgres_database("airflow_nightly") as database:
+        yield database
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    """An empty Redis database number of this test's own (claimed with a marker key), flushed afterwards."""
-    import redis
-
-    marker = f"clearout-provider-test:{secrets.token_hex(4)}"
-    try:
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=PROBE_TIMEOUT).ping()
-    except redis.RedisError as exc:
-        unavailable(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT} ({exc})")
-    for number in REDIS_DBS:
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number, socket_timeout=PROBE_TIMEOUT)
-        if client.dbsize() == 0 and client.set(marker, "1", nx=True):
-            break
-    else:
-        unavailable(f"no empty Redis database number on {REDIS_HOST}:{REDIS_PORT}")
-    try:
-        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
-    finally:
-        client.flushdb()
+    """An empty Redis database number of this test's own, flushed afterwards."""
+    with redis_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
