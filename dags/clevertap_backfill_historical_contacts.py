@@ -208,21 +208,10 @@ def clevertap_backfill_historical_contacts() -> None:
     @task(trigger_rule="none_failed")
     def report(extracted: dict[str, Any], verified: Any, loaded: Any) -> dict[str, Any]:
         """Sum the chunks into one report (report.md + report.html); fail if any contact is unaccounted."""
-        from clearout_provider.report import RunFacts, check_accounting, check_rejections, write_report
-        from clearout_provider.run_files import task_folder
+        from clearout_provider.report import finish_run
 
-        context = get_current_context()
-        ti = context["ti"]
         chunks, loads = per_chunk_results(verified), per_chunk_results(loaded)
-        params = context["params"]
-        facts = RunFacts.from_xcom(
-            extracted, chunks, loads, dag_id=ti.dag_id, run_id=ti.run_id, mode="bulk",
-            write_back=bool(params["write_back"]),
-        )  # fmt: skip
-        files = write_report(facts, task_folder(context))
-        print(files.summary)
-        check_accounting(facts)
-        check_rejections(facts, float(params["max_rejected_share"]))
+        _, files = finish_run(get_current_context(), extracted, chunks, loads, mode="bulk")
         return {"report_markdown": files.markdown, "report_html": files.html, "chunks": len(chunks)}
 
     # Every chunk's verify and load result, in chunk order (mapped XCom, read lazily). expand() is typed

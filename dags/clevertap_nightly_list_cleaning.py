@@ -206,28 +206,11 @@ def clevertap_nightly_list_cleaning() -> None:
     ) -> dict[str, Any]:
         """Write report.md + report.html, fail on any unaccounted contact or too many rejections, and
         announce the asset."""
-        from clearout_provider.report import RunFacts, check_accounting, check_rejections, write_report
-        from clearout_provider.run_files import task_folder
+        from clearout_provider.report import finish_run
 
         context = get_current_context()
-        ti = context["ti"]
         loaded = loaded[:]  # the mapped loads' results in one request (iterating would probe past the end)
-        params = context["params"]
-        facts = RunFacts.from_xcom(
-            extracted,
-            verification,
-            loaded,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            mode=verification[0]["mode"],
-            write_back=bool(params["write_back"]),
-        )
-        folder = task_folder(context)
-        files = write_report(facts, folder)
-        (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
-        print(files.summary)
-        check_accounting(facts)
-        check_rejections(facts, float(params["max_rejected_share"]))
+        facts, files = finish_run(context, extracted, verification, loaded, mode=verification[0]["mode"])
         context["outlet_events"][VERIFIED_PROFILES].extra = {
             "report": files.markdown,
             "verified": facts.rows,

@@ -55,6 +55,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
             {"integration-name": "CleverTap", "python-modules": ["clearout_provider.operators.clevertap"]},
+            # verifier="mailso": the same instant operator validates with Mail.so (calls or batches).
+            {"integration-name": "Mail.so", "python-modules": ["clearout_provider.operators.instant_verify"]},
         ],
         "sensors": [
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.sensors.bulk_verify"]},
@@ -65,7 +67,7 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": ["clearout_provider.operators.links.ClearoutListLink"],
         "config": {
             "clearout": {
-                "description": "Defaults of the Clearout bulk operators.",
+                "description": "Defaults of the Clearout bulk operators and the shipped DAGs.",
                 "options": {
                     "bulk_poll_interval": {
                         "description": (
@@ -96,6 +98,24 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "integer",
                         "example": "2",
                         "default": "2",
+                    },
+                    "signup_schedule": {
+                        "description": "Cron (UTC) of the mailso_signup_validation DAG.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "*/2 * * * *",
+                        "default": "*/5 * * * *",
+                    },
+                    "signup_events_channel": {
+                        "description": (
+                            "Redis pub/sub channel whose messages also start mailso_signup_validation "
+                            "(an Asset watcher; needs the events extra and a redis_default connection). "
+                            "Empty: the DAG runs on its schedule only."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "clevertap.signups",
+                        "default": "",
                     },
                     "task_retry_delay": {
                         "description": "Seconds before the first retry of a shipped DAG's task.",

@@ -9,6 +9,7 @@ spent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -59,11 +60,16 @@ def verifier_param() -> Param:
     )
 
 
-def write_back_params() -> dict[str, Param]:
-    """``append_columns``, ``renames`` and ``unsubscribe``: how verdicts land on CleverTap profiles."""
+def write_back_params(
+    *, append: Sequence[str] = RECOMMENDED_APPEND, unsubscribe: bool = True
+) -> dict[str, Param]:
+    """``append_columns``, ``renames`` and ``unsubscribe``: how verdicts land on CleverTap profiles.
+
+    ``append`` and ``unsubscribe`` are the defaults (Clearout's recommendation; unsubscribing on).
+    """
     return {
         "append_columns": Param(
-            list(RECOMMENDED_APPEND),
+            list(append),
             type="array",
             items={"type": "string", "enum": _COLUMN_NAMES},
             uniqueItems=True,
@@ -88,6 +94,7 @@ def write_back_params() -> dict[str, Param]:
                 "spam_trap": True,
                 "method": "both",
                 "resubscribe": True,
+                **({} if unsubscribe else {"enabled": False}),
             },
             type="object",
             properties={

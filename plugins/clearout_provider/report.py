@@ -897,3 +897,38 @@ def write_report(facts: RunFacts, folder: Path | ObjectStoragePath) -> ReportFil
     return ReportFiles(
         markdown=str(md_path), html=str(html_path), summary=_summary(facts, str(md_path), str(html_path))
     )
+
+
+def finish_run(
+    context: Mapping[str, Any],
+    extracted: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    verified: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    loaded: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    mode: str,
+) -> tuple[RunFacts, ReportFiles]:
+    """The last task of every list-cleaning DAG: facts from the XComs, the report in the task folder
+    (and ``summary.txt``, printed), then the accounting and rejection checks.
+
+    The checks come AFTER the files are written, so a run failed by them still has its report. Reads
+    the run's ``write_back`` and ``max_rejected_share`` params.
+    """
+    from clearout_provider.run_files import task_folder
+
+    ti, params = context["ti"], context["params"]
+    facts = RunFacts.from_xcom(
+        extracted,
+        verified,
+        loaded,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        mode=mode,
+        write_back=bool(params["write_back"]),
+    )
+    folder = task_folder(context)
+    files = write_report(facts, folder)
+    (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
+    print(files.summary)
+    check_accounting(facts)
+    check_rejections(facts, float(params["max_rejected_share"]))
+    return facts, files

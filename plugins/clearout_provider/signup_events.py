@@ -18,7 +18,7 @@ from UTF-8 by the trigger::
 A message is a JSON object ``{"identity": "...", "email": "..."}`` (``email`` optional) or a bare
 identity string; see :func:`parse_signup_payload`.
 
-Delivery caveats, measured with tests/deployment/test_signup_events.py (real api-server, dag-processor,
+Delivery caveats, measured with tests/deployment/test_signup_events_stack.py (real api-server, dag-processor,
 scheduler and triggerer, LocalExecutor, 2 busy cores) and pinned by
 tests/integration/test_signup_trigger_redis.py. Redis pub/sub keeps nothing for a subscriber that is
 not connected, so:

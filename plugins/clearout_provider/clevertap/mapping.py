@@ -10,12 +10,12 @@ and shared by every verifier, so a Mail.so verdict can lift an unsubscribe a Cle
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from clearout_provider.clevertap_rules import check_key, date_value
-from clearout_provider.verification.model import LEGACY_COLUMNS, RESULT_KINDS, Kind
+from clearout_provider.verification.model import LEGACY_COLUMNS, RESULT_KINDS, Kind, Verdict
 
 #: Result column → default CleverTap property name, per verifier (the Append export's column names).
 PROPERTY_TABLES: dict[str, dict[str, str]] = {
@@ -45,6 +45,7 @@ PROPERTY_TABLES: dict[str, dict[str, str]] = {
         "suggested_email": "Mailso Suggested Email",
         "verified_at": "Mailso Verified At",
         "verified_email": "Mailso Verified Email",
+        "prompt_email_fix": "Mailso Prompt Email Fix",
     },
 }
 VERIFIERS: tuple[str, ...] = tuple(PROPERTY_TABLES)
@@ -53,6 +54,16 @@ DEFAULT_VERIFIER = "clearout"
 #: The column each verifier's headline property reads (its own status words): a DAG param naming one
 #: verifier's headline (e.g. "Clearout Verification Status") means the other's under that verifier.
 _HEADLINE: dict[str, str] = {"clearout": "clearout_status", "mailso": "verdict"}
+
+
+def _prompt_email_fix(row: Mapping[str, Any]) -> bool | None:
+    """Seed 004's branch: anything but a deliverable verdict asks the user to correct the address."""
+    verdict = row.get("verdict")
+    return None if is_missing(verdict) else verdict != Verdict.DELIVERABLE.value
+
+
+#: Properties computed from a row rather than read from one result column (written as flags).
+DERIVED_COLUMNS: dict[str, Callable[[Mapping[str, Any]], Any]] = {"prompt_email_fix": _prompt_email_fix}
 
 #: Clearout's table, under its 0.1 name.
 CLEVERTAP_PROPERTIES: dict[str, str] = PROPERTY_TABLES["clearout"]
@@ -120,7 +131,7 @@ def clevertap_value(column: str, value: Any) -> Any:
     ``$D_<epoch>``, text trimmed; missing or blank as None (the property is then absent)."""
     if is_missing(value):
         return None
-    kind = RESULT_KINDS.get(column, Kind.TEXT)
+    kind = Kind.FLAG if column in DERIVED_COLUMNS else RESULT_KINDS.get(column, Kind.TEXT)
     if kind is Kind.TIME:
         return date_value(value)
     if kind is Kind.INT:
@@ -230,7 +241,8 @@ class PropertyMapping:
         """
         values = {}
         for column, name in self.property_names().items():
-            raw = row.get(column)
+            derive = DERIVED_COLUMNS.get(column)
+            raw = derive(row) if derive else row.get(column)
             if column == "verified_at" and is_missing(raw):
                 raw = verified_at_default
             values[name] = clevertap_value(column, raw)

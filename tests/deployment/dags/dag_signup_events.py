@@ -1,4 +1,4 @@
-"""Sign-up DAGs for tests/deployment/test_signup_events.py: each scheduled on its own sign-up asset.
+"""Sign-up DAGs for tests/deployment/test_signup_events_stack.py: each scheduled on its own sign-up asset.
 
 The test names its channels in ``SIGNUP_TEST_CHANNELS`` (a JSON object ``{dag_id: channel}``, unique
 per test run so that parallel runs on one Redis never see each other's messages) and a folder in
