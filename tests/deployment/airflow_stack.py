@@ -233,11 +233,15 @@ class AirflowStack:
         resp.raise_for_status()
         return resp.json()
 
-    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any] | None = None) -> None:
-        """Unpause the DAG and start a manual run."""
+    def unpause(self, dag_id: str) -> None:
+        """What the UI's toggle does (REST: far quicker than the CLI on a busy machine)."""
         requests.patch(
             f"{self.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=HTTP_TIMEOUT
         ).raise_for_status()
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any] | None = None) -> None:
+        """Unpause the DAG and start a manual run."""
+        self.unpause(dag_id)
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
         requests.post(
             f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=HTTP_TIMEOUT

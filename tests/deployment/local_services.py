@@ -102,6 +102,12 @@ def redis_client(db: int = 0) -> Any:
     return client
 
 
+def subscribers(client: Any, channel: str) -> int:
+    """How many clients are subscribed to pub/sub ``channel`` now (``PUBSUB NUMSUB``): an Asset watcher
+    on it is listening once this is at least 1 (a message published before is lost)."""
+    return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+
+
 @contextmanager
 def redis_database() -> Iterator[str]:
     """The URL of an empty Redis database number of this test's own (claimed with a marker key),

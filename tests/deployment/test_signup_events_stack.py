@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from airflow_stack import HTTP_TIMEOUT, RUN_TIMEOUT, AirflowStack
-from local_services import REDIS_HOST, REDIS_PORT, redis_client
+from airflow_stack import RUN_TIMEOUT, AirflowStack
+from local_services import REDIS_HOST, REDIS_PORT, redis_client, subscribers
 
 TOKEN = secrets.token_hex(4)
 DAGS = {
@@ -89,15 +88,9 @@ def runs(stack: AirflowStack, dag_id: str) -> list[dict[str, Any]]:
     return stack.get(f"/dags/{dag_id}/dagRuns")["dag_runs"]
 
 
-def subscribers(redis: Any, channel: str) -> int:
-    return int(dict(redis.pubsub_numsub(channel)).get(channel.encode(), 0))
-
-
 def unpause_and_wait_for_watcher(stack: AirflowStack, redis: Any, dag_id: str) -> float:
     """Unpause ``dag_id`` (REST, as the UI does); return the seconds until the triggerer subscribed."""
-    requests.patch(
-        f"{stack.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=HTTP_TIMEOUT
-    ).raise_for_status()
+    stack.unpause(dag_id)
     started = time.monotonic()
     stack.wait_until(
         f"the watcher of {dag_id} subscribed to {DAGS[dag_id]}",
