@@ -58,7 +58,7 @@ from airflow.sdk import ObjectStoragePath
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, ValidatedEmail, validate_email
 
 from clearout_provider.clearout.statuses import EMAIL_COLUMN_NAMES
-from clearout_provider.exceptions import ContactsError
+from clearout_provider.exceptions import AccountingError, ContactsError
 from clearout_provider.verification.model import RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class ColumnNotText(ContactsError):
     """The email column holds numbers, lists, structs or bytes that are not UTF-8, not text."""
 
 
-class ContactsAccountingError(ContactsError):
+class ContactsAccountingError(ContactsError, AccountingError):
     """Counts do not add up to the rows read: a bug, never a property of the input."""
 
 

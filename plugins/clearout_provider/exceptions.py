@@ -1,8 +1,15 @@
-"""Typed vendor failures, by meaning, so callers decide with ``except`` instead of parsing codes.
+"""Every failure this provider names, in ONE hierarchy, so callers decide with ``except`` instead of parsing
+codes::
 
-:class:`ServiceError` is the root of every vendor family: ``Clearout*`` and ``Mailso*`` here, ``CleverTap*``
-in :mod:`clearout_provider.clevertap_errors`. Mail.so answers carry only an HTTP status and an ``error``
-text; :mod:`clearout_provider.mailso.protocol` maps them onto the ``Mailso*`` classes the same way.
+    ServiceError                 a vendor API failed or refused (``transient``: worth retrying)
+    ├── ClearoutError            Auth, Credits, DailyLimit, RateLimited, BulkLimitReached, BadInput, ...
+    ├── CleverTapError           Config, Auth, BadRequest, RateLimited, ServerError, Protocol, ...
+    └── MailsoError              Config, Auth, BadRequest, PlanRequired, RateLimited, Unavailable, ...
+    InputError                   input this provider cannot use (ContactsError, malformed results/messages)
+    AccountingError              counts that do not add up: a bug, never the input
+
+Mail.so answers carry only an HTTP status and an ``error`` text; :mod:`clearout_provider.mailso.protocol`
+maps them onto the ``Mailso*`` classes. CleverTap's are decided in :mod:`clearout_provider.hooks.clevertap`.
 
 Clearout reports failures through an HTTP status, an error ``code`` and a ``message`` — and many of
 them arrive as HTTP 200 with ``"status": "failed"``. :func:`clearout_provider.hooks.clearout_protocol.
@@ -273,6 +280,93 @@ class ClearoutProtocolError(ClearoutError):
         )
 
 
+# ------------------------------------------------------------------------------------------ CleverTap
+
+
+class CleverTapError(ServiceError):
+    """Any failure reported by (or on the way to) the CleverTap API."""
+
+    service = "CleverTap"
+
+
+class CleverTapConfigError(CleverTapError):
+    """The connection itself is unusable (unknown region, missing or malformed Account ID or Passcode, a
+    plain ``http://`` host on another machine); raised before any request is sent, never retried."""
+
+    @property
+    def advice(self) -> str:
+        return "Fix the CleverTap connection (Account ID, Passcode, Region or host override)."
+
+
+class CleverTapAuthError(CleverTapError):
+    """HTTP 401/403: wrong Account ID or Passcode, or the right ones sent to the wrong region."""
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Check the Account ID and Passcode (CleverTap dashboard → Settings → Project) and the region: "
+            "a project in another region also answers 401 (the dashboard URL's sub-domain names it)."
+        )
+
+
+class CleverTapBadRequest(CleverTapError):
+    """HTTP 400 and other non-retryable answers: the request is wrong (query, batch size, payload)."""
+
+    @property
+    def advice(self) -> str:
+        return "Fix the request; sending it again unchanged will fail the same way."
+
+
+class CleverTapRateLimited(CleverTapError):
+    """HTTP 429 "Too many concurrent requests", or throttling (code 1) that outlasted the waits."""
+
+    transient = True
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Lower max_concurrency (CleverTap allows 15 concurrent uploads, about 3 exports) or retry later."
+        )
+
+
+class CleverTapServerError(CleverTapError):
+    """HTTP 5xx or a network failure: transient, retried by the hook, then raised (also by uploads)."""
+
+    transient = True
+
+    @property
+    def advice(self) -> str:
+        return "CleverTap or the network failed temporarily; try again later if the retries did not help."
+
+
+class CleverTapProtocolError(CleverTapError):
+    """CleverTap answered 2xx with a body the hook cannot read: not a JSON object, an upload answer
+    without a numeric ``processed`` or with a malformed ``unprocessed`` list, an export without a usable
+    cursor or ``records`` list.
+
+    Not transient: a malformed answer comes from an intermediary or an API change, not a hiccup a resend
+    within seconds fixes, and an upload it answers may already have been applied. It fails the task, so
+    Airflow's task retry (re-sending plain property sets is safe) decides when to ask again.
+    """
+
+    @property
+    def advice(self) -> str:
+        return (
+            "The request was not resent; retry the task later, and if this persists check for a proxy "
+            "between Airflow and CleverTap or report it to CleverTap support."
+        )
+
+
+class CleverTapCursorNotReady(CleverTapError):
+    """An export cursor kept answering "not ready" (code 2) for longer than the hook waits."""
+
+    transient = True
+
+    @property
+    def advice(self) -> str:
+        return "CleverTap is still preparing the export; rerun later or raise cursor_wait_timeout."
+
+
 #: Clearout failures that concern one address only (it timed out, was refused as input, or the answer
 #: was unreadable): the instant runner records them as that item's outcome and goes on.
 CLEAROUT_ITEM_FAILURES: tuple[type[Exception], ...] = (
@@ -419,7 +513,20 @@ class MailsoBatchTimeout(MailsoError):
         )
 
 
-class ContactsError(Exception):
+# ------------------------------------------------------------------------------- input and accounting
+
+
+class InputError(Exception):
+    """Input this provider cannot use (a file without an email column, a malformed message); the message
+    says what to fix. Never retried: the same input fails the same way."""
+
+
+class AccountingError(Exception):
+    """Counts that do not add up (rows out != rows in, a stage losing contacts): a bug, never a property
+    of the input; the run fails rather than write something wrong."""
+
+
+class ContactsError(InputError):
     """A contacts file this provider cannot prepare; the message says what to fix.
 
     Defined here rather than in :mod:`clearout_provider.contacts` (which re-exports it) so that an

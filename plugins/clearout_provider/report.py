@@ -38,6 +38,7 @@ from airflow.sdk import ObjectStoragePath
 from clearout_provider.clearout.statuses import STATUS_LABELS, SUB_STATUSES, Status
 from clearout_provider.clevertap_rules import RecordCode
 from clearout_provider.contacts import ContactCounts, resolve_path
+from clearout_provider.exceptions import AccountingError
 from clearout_provider.verification.model import Bounce, DecidedBy, Verdict
 
 _MODES = ("instant", "bulk")
@@ -47,7 +48,7 @@ _NO_CODE = "none"  # key of rows without a sub-status code (as in the verify ope
 _BATCH_ROWS = 65_536
 
 
-class RunAccountingError(Exception):
+class RunAccountingError(AccountingError):
     """The run's counts do not add up: some contacts were lost or counted twice between the stages."""
 
 

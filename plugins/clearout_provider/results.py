@@ -54,6 +54,7 @@ from clearout_provider.contacts import (
     read_csv_header,
     resolve_path,
 )
+from clearout_provider.exceptions import AccountingError, InputError
 from clearout_provider.safe_csv import csv_schema, csv_table
 from clearout_provider.verification.model import (
     LEGACY_COLUMNS,
@@ -90,11 +91,11 @@ class ResultsError(Exception):
     """A Clearout result or a join this module cannot process; the message says why."""
 
 
-class MalformedResultFile(ResultsError):
+class MalformedResultFile(ResultsError, InputError):
     """The bulk result file lacks the email column or a Clearout column this module reads."""
 
 
-class ResultAccountingError(ResultsError):
+class ResultAccountingError(ResultsError, AccountingError):
     """Rows out differ from rows in, or the counts do not add up: a bug, never a property of the input."""
 
 

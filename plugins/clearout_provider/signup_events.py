@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from clearout_provider.exceptions import InputError
 from clearout_provider.masking import mask_email
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class EventsExtraNotInstalledError(ImportError):
     """
 
 
-class MalformedSignupError(ValueError):
+class MalformedSignupError(InputError, ValueError):
     """A pub/sub message that is not a sign-up; ``reason`` says why, ``preview`` is the masked text.
 
     Raised by :func:`parse_signup_payload` in place of the JSON parser's own error, so callers get one

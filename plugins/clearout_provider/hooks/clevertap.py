@@ -47,7 +47,14 @@ from urllib.parse import quote, urlsplit
 from airflow.sdk import BaseHook
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from clearout_provider.clevertap_errors import (
+from clearout_provider.clevertap_rules import (
+    MAX_EXPORT_BATCH_SIZE,
+    MAX_RECORDS_PER_CALL,
+    RecordCode,
+    identifier_of,
+    prepare_profile_record,
+)
+from clearout_provider.exceptions import (
     CleverTapAuthError,
     CleverTapBadRequest,
     CleverTapConfigError,
@@ -56,13 +63,6 @@ from clearout_provider.clevertap_errors import (
     CleverTapProtocolError,
     CleverTapRateLimited,
     CleverTapServerError,
-)
-from clearout_provider.clevertap_rules import (
-    MAX_EXPORT_BATCH_SIZE,
-    MAX_RECORDS_PER_CALL,
-    RecordCode,
-    identifier_of,
-    prepare_profile_record,
 )
 from clearout_provider.hooks.clevertap_models import (
     VERIFICATION_PROPERTIES,

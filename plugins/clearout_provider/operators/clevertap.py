@@ -42,6 +42,7 @@ from clearout_provider.clevertap.mapping import (
     UNSUBSCRIBED_REASON_PROPERTY,
     PropertyMapping,
 )
+from clearout_provider.exceptions import AccountingError
 from clearout_provider.operators.settings import (
     resolve_flag,
     resolve_freshness,
@@ -99,7 +100,7 @@ class CleverTapLoadError(Exception):
     """A result file the load cannot read (not a result file, unknown format)."""
 
 
-class CleverTapAccountingError(Exception):
+class CleverTapAccountingError(AccountingError):
     """Counts that do not add up (extract or load): a bug, never a property of the input."""
 
 
