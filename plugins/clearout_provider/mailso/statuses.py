@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from clearout_provider.verification.model import SAFE_TO_SEND, Bounce, DecidedBy, Verdict
+from clearout_provider.verification.model import RESULT_COLUMNS, SAFE_TO_SEND, Bounce, DecidedBy, Verdict
 
 #: Mail.so's reason → bounce class (reasons not listed are not bounces; the text is kept as ``reason``).
 BOUNCE_OF_REASON: dict[str, Bounce] = {
@@ -62,14 +62,14 @@ def _text(value: Any) -> str | None:
 def verdict_row(
     data: Mapping[str, Any], *, decided_by: DecidedBy, verified_at: datetime | None = None
 ) -> dict[str, Any]:
-    """One Mail.so answer as result columns (without ``normalised_email``).
+    """One Mail.so answer as a row of every result column (without ``normalised_email``).
 
     Mail.so sends no verification time: ``verified_at`` (default now) is when the answer arrived.
     """
     verdict = _verdict(data.get("result"))
     reason = _text(data.get("reason"))
     score = data.get("score")
-    return {
+    row = {
         "verified_email": _text(data.get("email")),
         "verifier": "mailso",
         "verdict": verdict.value,
@@ -88,3 +88,4 @@ def verdict_row(
         "mailso_mx_record": _text(data.get("mx_record")),
         "decided_by": decided_by.value,
     }
+    return {name: row.get(name) for name in RESULT_COLUMNS}  # every column, the others' detail empty
