@@ -63,6 +63,7 @@ WRONG_TOKEN = (
     "1718d0fe29fa124fd6776f8c29f45984:4532e3691933d29ea4cf1a1706324e034d44c5b60d9f26be1352654647628df5"
 )
 WRONG_PASSCODE = "WrongPass-Qm8xZr2Tk5Vw9Yd3"
+MAILSO_KEY = "5d1c7e9a-LeakCheck-4b2f-9e61-c0ffee5a1d02"
 #: A leak of part of a secret is still a leak: every substring this long is searched for.
 MIN_FRAGMENT = 12
 
@@ -108,6 +109,7 @@ NEEDLES = (
     Needle("wrong clearout token", WRONG_TOKEN),
     Needle("clevertap passcode", PASSCODE),
     Needle("wrong clevertap passcode", WRONG_PASSCODE),
+    Needle("mailso api key", MAILSO_KEY),
 )
 
 
@@ -222,9 +224,11 @@ def connections(server: SandboxProcess, *, token: str = TOKEN, passcode: str = P
         "password": passcode,
         "host": f"{server.url}/clevertap",
     }
+    mailso = {"conn_type": "mailso", "host": server.mailso_url, "password": server.settings.mailso_api_key}
     return {
         "AIRFLOW_CONN_CLEAROUT_DEFAULT": json.dumps(clearout),
         "AIRFLOW_CONN_CLEVERTAP_DEFAULT": json.dumps(clevertap),
+        "AIRFLOW_CONN_MAILSO_DEFAULT": json.dumps(mailso),
     }
 
 
@@ -543,7 +547,13 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
 
 
 def settings(seed: int, **overrides: Any) -> SandboxSettings:
-    return SandboxSettings(clearout_token=TOKEN, clevertap_passcode=PASSCODE, seed_contacts=seed, **overrides)
+    return SandboxSettings(
+        clearout_token=TOKEN,
+        clevertap_passcode=PASSCODE,
+        mailso_api_key=MAILSO_KEY,
+        seed_contacts=seed,
+        **overrides,
+    )
 
 
 @pytest.mark.timeout(600)
@@ -590,6 +600,27 @@ def test_bulk_path_leaks_no_secret_and_masks_emails(
     assert "Waiting for Clearout verify list" in log  # the trigger's own lines are in the scanned log
     scan_everything(ledger, [dr], shipped_dag(DAG_ID), capture, data_dir, raw_log)
     report(ledger, "Secrets scan: bulk path (600 contacts, deferred list)", capfd)
+
+
+@pytest.mark.timeout(600)
+def test_mailso_path_leaks_no_secret_and_masks_emails(
+    sandbox_factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    capture: Capture,
+    raw_log: RecordAll,
+    data_dir: Path,
+) -> None:
+    """verifier=mailso: validate calls and batches both carry the key; none of it may surface."""
+    server = sandbox_factory(settings(BULK_SEED, mailso_batch_rate=5_000))
+    ledger = Ledger(contacts=seeded_addresses(BULK_SEED))
+
+    dr, _log = run_dag(server, monkeypatch, capfd, ledger, "mailso run", run_conf={"verifier": "mailso"})
+
+    assert dr.state == "success", states(dr)
+    assert server.mailso_stats()["batches_created"] >= 1  # the key really was sent
+    scan_everything(ledger, [dr], shipped_dag(DAG_ID), capture, data_dir, raw_log)
+    report(ledger, "Secrets scan: Mail.so path (600 contacts, batches)", capfd)
 
 
 # --- failures ---------------------------------------------------------------------------------------
