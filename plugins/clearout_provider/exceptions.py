@@ -12,7 +12,7 @@ Mail.so answers carry only an HTTP status and an ``error`` text; :mod:`clearout_
 maps them onto the ``Mailso*`` classes. CleverTap's are decided in :mod:`clearout_provider.hooks.clevertap`.
 
 Clearout reports failures through an HTTP status, an error ``code`` and a ``message`` — and many of
-them arrive as HTTP 200 with ``"status": "failed"``. :func:`clearout_provider.hooks.clearout_protocol.
+them arrive as HTTP 200 with ``"status": "failed"``. :func:`clearout_provider.clearout.protocol.
 interpret_response` turns that into one of the classes below; operators and triggers only ever see
 these. Every exception keeps Clearout's ``code``, ``message`` and ``http_status``, and its ``str()``
 adds what the user should do about it.

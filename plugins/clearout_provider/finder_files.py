@@ -10,7 +10,7 @@ shape whichever path answered:
   distinct query (``Name``, ``Domain`` and/or ``Company``: the headers Clearout's bulk finder reads).
   Rows without a name, or without both domain and company, are decided locally and never sent; repeated
   queries (case-insensitively) are sent once, because each found address costs up to 4 credits.
-* Answers — an instant :class:`~clearout_provider.hooks.clearout_models.FinderResult`, a per-query
+* Answers — an instant :class:`~clearout_provider.clearout.models.FinderResult`, a per-query
   failure, or a bulk result file — become rows of :data:`ANSWER_SCHEMA`, keyed by the query key.
 * :func:`write_finder_result` joins the answers onto every ROWS row and writes ONE result file (CSV or
   Parquet by suffix): the input columns, in input order, then :data:`FINDER_COLUMNS`.
@@ -40,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.clearout.models import FinderResult
 from clearout_provider.clearout.statuses import FINDER_RESULT_COLUMNS
 from clearout_provider.contacts import (
     DEFAULT_MAX_ROWS,
@@ -50,7 +51,6 @@ from clearout_provider.contacts import (
     read_contacts,
     resolve_path,
 )
-from clearout_provider.hooks.clearout_models import FinderResult
 from clearout_provider.safe_csv import csv_table
 
 log = logging.getLogger(__name__)

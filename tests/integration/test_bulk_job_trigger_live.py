@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from clearout_provider.clearout.models import BulkProgress
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import BulkProgress
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 from clearout_provider.triggers.bulk_job import (
     ClearoutBulkJobCancelled,

@@ -18,6 +18,7 @@ import pytest
 import requests
 from clearout_helpers import Connect, expire_list, fast_settings, sent_requests, write_csv
 
+from clearout_provider.clearout.models import BulkProgress
 from clearout_provider.exceptions import (
     ClearoutAuthError,
     ClearoutBadInput,
@@ -35,7 +36,6 @@ from clearout_provider.exceptions import (
     ClearoutTimeout,
 )
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import BulkProgress
 from clearout_provider.sandbox import SandboxProcess
 from clearout_provider.verdicts import BULK_RESULT_COLUMNS, FINDER_RESULT_COLUMNS, Bounce, Status
 

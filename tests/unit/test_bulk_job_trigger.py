@@ -73,7 +73,7 @@ def test_progress_statuses_map_to_one_outcome(status: str, outcome: str | None) 
 
 def test_an_undocumented_progress_status_fails_after_a_bounded_number_of_polls() -> None:
     """An unknown word must not hold a list's slot and a task until the 12-hour deadline."""
-    from clearout_provider.hooks.clearout_models import BulkProgress
+    from clearout_provider.clearout.models import BulkProgress
     from clearout_provider.triggers.bulk_job import MAX_UNKNOWN_POLLS
 
     trigger = ClearoutBulkJobTrigger(list_id="a" * 24)

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from clearout_provider.exceptions import ClearoutConfigError
-from clearout_provider.hooks.clearout import ClearoutHook, normalise_base_url
-from clearout_provider.hooks.clearout_models import (
+from clearout_provider.clearout.models import (
     BulkProgress,
     Credits,
     FinderResult,
     FlagCheck,
     VerifyResult,
 )
+from clearout_provider.exceptions import ClearoutConfigError
+from clearout_provider.hooks.clearout import ClearoutHook, normalise_base_url
 from clearout_provider.hooks.multipart import MultipartFileBody
 from clearout_provider.masking import mask_email
 from clearout_provider.verdicts import Bounce, Status

@@ -10,6 +10,14 @@ from typing import Any
 import pytest
 from tenacity import Retrying
 
+from clearout_provider.clearout.protocol import (
+    RATE_WINDOW_SECONDS,
+    Endpoint,
+    interpret_response,
+    parse_body,
+    retry_after_seconds,
+    retry_arguments,
+)
 from clearout_provider.exceptions import (
     ClearoutAuthError,
     ClearoutBadInput,
@@ -29,14 +37,6 @@ from clearout_provider.exceptions import (
     ClearoutTimeout,
 )
 from clearout_provider.hooks import clearout_protocol as protocol
-from clearout_provider.hooks.clearout_protocol import (
-    RATE_WINDOW_SECONDS,
-    Endpoint,
-    interpret_response,
-    parse_body,
-    retry_after_seconds,
-    retry_arguments,
-)
 from clearout_provider.hooks.http_safety import MAX_MESSAGE_CHARS
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clearout_provider.clearout.models import FinderEmail, FinderResult
 from clearout_provider.contacts import ContactsEncodingError, EmptyContactsFile, TooManyContacts
 from clearout_provider.finder_files import (
     FINDER_COLUMNS,
@@ -25,7 +26,6 @@ from clearout_provider.finder_files import (
     read_bulk_finder_result,
     write_finder_result,
 )
-from clearout_provider.hooks.clearout_models import FinderEmail, FinderResult
 from clearout_provider.verdicts import FINDER_RESULT_COLUMNS
 
 

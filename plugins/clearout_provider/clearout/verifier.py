@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from clearout_provider.clearout.models import VerifyResult
 from clearout_provider.exceptions import CLEAROUT_ITEM_FAILURES
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import VerifyResult
 from clearout_provider.verification.verifier import SPECS
 
 

@@ -1,11 +1,11 @@
 """ClearoutHook: every endpoint of the Clearout API v2, sync (requests) and async (aiohttp).
 
 The hook owns the wire: authentication, timeouts, the retry policy, the client-side rate limiter and
-the translation of answers into typed results (:mod:`.clearout_models`) or typed exceptions
+the translation of answers into typed results (:mod:`clearout_provider.clearout.models`) or typed exceptions
 (:mod:`clearout_provider.exceptions`). Operators call the sync methods; triggers call the ``a``-prefixed
 async twins, which never block the event loop. Both transports feed every answer to the ONE decision
-function :func:`.clearout_protocol.interpret_response` and retry with the ONE policy
-:func:`.clearout_protocol.retry_arguments`.
+function :func:`clearout_provider.clearout.protocol.interpret_response` and retry with the ONE policy
+:func:`clearout_provider.clearout.protocol.retry_arguments`.
 
 Connection (type ``clearout``): API token in the password; base URL in the host (default
 ``https://api.clearout.io/v2``; with or without scheme, a bare host gets ``/v2``). Extras:
@@ -52,17 +52,8 @@ from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
 from clearout_provider import __version__
-from clearout_provider.exceptions import (
-    ClearoutAuthError,
-    ClearoutBadInput,
-    ClearoutConfigError,
-    ClearoutError,
-    ClearoutProtocolError,
-    ClearoutServerError,
-    ClearoutTimeout,
-)
-from clearout_provider.hooks import clearout_protocol as protocol
-from clearout_provider.hooks.clearout_models import (
+from clearout_provider.clearout import protocol
+from clearout_provider.clearout.models import (
     FLAG_FIELDS,
     BulkProgress,
     BulkUpload,
@@ -74,11 +65,20 @@ from clearout_provider.hooks.clearout_models import (
     ListInfo,
     VerifyResult,
 )
-from clearout_provider.hooks.clearout_protocol import (
+from clearout_provider.clearout.protocol import (
     Endpoint,
     interpret_response,
     parse_body,
     retry_arguments,
+)
+from clearout_provider.exceptions import (
+    ClearoutAuthError,
+    ClearoutBadInput,
+    ClearoutConfigError,
+    ClearoutError,
+    ClearoutProtocolError,
+    ClearoutServerError,
+    ClearoutTimeout,
 )
 from clearout_provider.hooks.http_safety import (
     ALLOW_INSECURE_HTTP,

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from clearout_provider.clearout.protocol import parse_body
 from clearout_provider.exceptions import (
     MailsoAuthError,
     MailsoBadRequest,
@@ -42,7 +43,6 @@ from clearout_provider.exceptions import (
     MailsoRateLimited,
     MailsoUnavailable,
 )
-from clearout_provider.hooks.clearout_protocol import parse_body
 from clearout_provider.hooks.http_safety import origin, vendor_text
 from clearout_provider.mailso.models import RESULTS, MailsoBatch, MailsoResult, MailsoValidation
 

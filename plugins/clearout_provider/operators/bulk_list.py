@@ -54,13 +54,13 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
+from clearout_provider.clearout.models import BulkProgress
 from clearout_provider.exceptions import (
     ClearoutBulkLimitReached,
     ClearoutDuplicateFile,
     ClearoutListUnavailable,
 )
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import BulkProgress
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
 from clearout_provider.run_files import read_json, task_folder, write_json
 from clearout_provider.triggers.bulk_job import (

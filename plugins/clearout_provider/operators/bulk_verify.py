@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.clearout.models import BulkProgress
 from clearout_provider.clearout.statuses import CANCELLED_CODE
 from clearout_provider.exceptions import ClearoutCreditsError, ClearoutDailyLimitError
 from clearout_provider.hooks.clearout import ClearoutHook, Optimize
-from clearout_provider.hooks.clearout_models import BulkProgress
 from clearout_provider.operators.bulk_list import (
     STATE_FILE,
     BulkListOperator,

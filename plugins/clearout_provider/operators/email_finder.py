@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
+from clearout_provider.clearout.models import BulkProgress, FinderResult
 from clearout_provider.exceptions import (
     CLEAROUT_ITEM_FAILURES,
     ClearoutBadInput,
     ClearoutTimeout,
 )
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import BulkProgress, FinderResult
 from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
 from clearout_provider.operators.bulk_list import BulkListOperator
 from clearout_provider.operators.instant_verify import TooManyForInstant

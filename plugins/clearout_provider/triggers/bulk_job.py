@@ -38,9 +38,9 @@ from typing import Any, Literal
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from clearout_provider.clearout.models import BulkProgress
 from clearout_provider.exceptions import ClearoutError, ClearoutNotCancellable, ClearoutTimeout
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.hooks.clearout_models import BulkProgress
 
 log = logging.getLogger(__name__)
 

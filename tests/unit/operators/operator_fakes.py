@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from clearout_provider.hooks.clearout_models import Credits, VerifyResult
+from clearout_provider.clearout.models import Credits, VerifyResult
 from clearout_provider.sandbox.clearout_verdicts import cancelled, verdict_for
 from clearout_provider.verdicts import BULK_RESULT_COLUMNS
 

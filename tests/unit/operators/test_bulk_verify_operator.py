@@ -12,8 +12,8 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from operator_fakes import contacts_csv, credits, task_context, write_bulk_result
 
+from clearout_provider.clearout.models import BulkProgress, BulkUpload, Credits
 from clearout_provider.exceptions import ClearoutCreditsError
-from clearout_provider.hooks.clearout_models import BulkProgress, BulkUpload, Credits
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY
 from clearout_provider.results import DecidedBy

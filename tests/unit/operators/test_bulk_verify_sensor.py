@@ -9,8 +9,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 from operator_fakes import task_context
 
+from clearout_provider.clearout.models import BulkProgress
 from clearout_provider.exceptions import ClearoutListNotFound
-from clearout_provider.hooks.clearout_models import BulkProgress
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY
 from clearout_provider.sensors.bulk_verify import ClearoutBulkVerifySensor
 from clearout_provider.triggers.bulk_job import ClearoutBulkJobCancelled, ClearoutBulkJobFailed

@@ -13,8 +13,8 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from operator_fakes import credits, task_context
 
+from clearout_provider.clearout.models import BulkUpload, FinderResult
 from clearout_provider.exceptions import ClearoutServerError, ClearoutTimeout
-from clearout_provider.hooks.clearout_models import BulkUpload, FinderResult
 from clearout_provider.operators.email_finder import (
     ClearoutBulkEmailFinderOperator,
     ClearoutEmailFinderOperator,
