@@ -141,24 +141,17 @@ def clearout_email_finder_enrichment() -> None:
     @task
     def export_leads() -> dict[str, Any]:
         """Export the leads to a Parquet file (name, domain and company columns)."""
-        import shutil
-        import tempfile
-        from pathlib import Path
-
         from clearout_provider.hooks.clevertap import CleverTapHook
-        from clearout_provider.run_files import task_folder
+        from clearout_provider.run_files import staged_file, task_folder
 
         context = get_current_context()
         params = context["params"]
         out = task_folder(context) / "clevertap-leads.parquet"
         properties = [params["domain_property"], params["company_property"]]
-        with tempfile.TemporaryDirectory() as scratch:  # the hook writes local files; the folder may not be
-            local = Path(scratch) / out.name
+        with staged_file(out) as local:  # the hook writes local files; the task folder may be remote
             exported = CleverTapHook().export_profiles(
                 lead_query(params["segment"], params["domain_property"]), local, properties=properties
             )
-            with local.open("rb") as src, out.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
         return {"path": str(out), "leads": exported.count}
 
     leads = export_leads()
