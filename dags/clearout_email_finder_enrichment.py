@@ -12,7 +12,10 @@ leads up with Clearout's Email Finder and writes what it found back onto the pro
    locally and cost nothing.
 3. **found_addresses** keeps the found addresses; **choose_verification** sends them to
    **verify_found** (one bulk verify list) when `verify_found` is on, else straight to the write-back.
-4. **write_back** sets on each lead: "Clearout Finder Status" (found / not_found), "Clearout Finder
+4. **lead_properties** joins each lead's finder answer and verification into one file of properties;
+   **write_back** (the CleverTap property load: only what differs is sent, every lead gets a row in
+   its outcome file, CleverTap's per-record rejections are counted) sets on each lead: "Clearout
+   Finder Status" (found / not_found), "Clearout Finder
    Reason", "Clearout Finder Email Address", "Clearout Finder Confidence Score" (0-100), "Clearout
    Finder Business Account" and "Clearout Finder Processed At (UTC)"; with verification also the
    verification properties of the found address (`append_columns`, as the list-cleaning DAGs write
@@ -35,6 +38,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from clearout_provider.clevertap.mapping import RECOMMENDED_APPEND, PropertyMapping
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
+from clearout_provider.operators.clevertap import CleverTapLoadPropertiesOperator
 from clearout_provider.operators.email_finder import ClearoutBulkEmailFinderOperator
 
 #: Finder result column → the CleverTap property it is written to (the names of Clearout's own export).
@@ -141,24 +145,17 @@ def clearout_email_finder_enrichment() -> None:
     @task
     def export_leads() -> dict[str, Any]:
         """Export the leads to a Parquet file (name, domain and company columns)."""
-        import shutil
-        import tempfile
-        from pathlib import Path
-
         from clearout_provider.hooks.clevertap import CleverTapHook
-        from clearout_provider.run_files import task_folder
+        from clearout_provider.run_files import staged_file, task_folder
 
         context = get_current_context()
         params = context["params"]
         out = task_folder(context) / "clevertap-leads.parquet"
         properties = [params["domain_property"], params["company_property"]]
-        with tempfile.TemporaryDirectory() as scratch:  # the hook writes local files; the folder may not be
-            local = Path(scratch) / out.name
+        with staged_file(out) as local:  # the hook writes local files; the task folder may be remote
             exported = CleverTapHook().export_profiles(
                 lead_query(params["segment"], params["domain_property"]), local, properties=properties
             )
-            with local.open("rb") as src, out.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
         return {"path": str(out), "leads": exported.count}
 
     leads = export_leads()
@@ -195,7 +192,7 @@ def clearout_email_finder_enrichment() -> None:
     def choose_verification(found: dict[str, Any]) -> str:
         """Verify only when asked to and something was found."""
         asked = get_current_context()["params"]["verify_found"]
-        return "verify_found" if asked and found["found"] else "write_back"
+        return "verify_found" if asked and found["found"] else "lead_properties"
 
     verify = ClearoutBulkVerifyOperator(
         task_id="verify_found",
@@ -205,15 +202,15 @@ def clearout_email_finder_enrichment() -> None:
     )
 
     @task(trigger_rule="none_failed_min_one_success")
-    def write_back(finder: dict[str, Any]) -> dict[str, Any]:
-        """Write each answered lead's finder (and verification) properties; count every lead."""
-        from collections import Counter
-
+    def lead_properties(finder: dict[str, Any]) -> dict[str, Any]:
+        """Each lead's properties to write (:func:`profile_update`: the finder's answer, the verification of
+        the found address, the Email), one row per lead and one column per property, for write_back."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from clearout_provider.contacts import resolve_path
-        from clearout_provider.finder_files import NO_ANSWER
-        from clearout_provider.hooks.clevertap import CleverTapHook
+        from clearout_provider.run_files import task_folder
+        from clearout_provider.tables import write_table
 
         context = get_current_context()
         params = context["params"]
@@ -225,42 +222,41 @@ def clearout_email_finder_enrichment() -> None:
             with resolve_path(verification["result_path"]).open("rb") as stream:
                 for row in pq.read_table(stream).to_pylist():
                     verdicts[row["identity"], row["objectId"]] = row
-        answered = [r for r in rows if r["decided_by"] not in NO_ANSWER]
         mapping = PropertyMapping.from_params(params["append_columns"])
-        records = [
-            {
-                "identity": r["identity"],
-                "objectId": r["objectId"],
-                "profileData": profile_update(
-                    r,
-                    verdicts.get((r["identity"], r["objectId"])),
-                    mapping,
-                    set_email=params["set_email"],
-                    min_confidence=params["min_confidence"],
-                ),
-            }
-            for r in answered
+        updates = [
+            profile_update(
+                r,
+                verdicts.get((r["identity"], r["objectId"])),
+                mapping,
+                set_email=params["set_email"],
+                min_confidence=params["min_confidence"],
+            )
+            for r in rows
         ]
-        report = CleverTapHook().upload_profiles(records)
-        summary: dict[str, Any] = {
+        properties = list(
+            dict.fromkeys([*FINDER_PROPERTIES.values(), *mapping.property_names().values(), "Email"])
+        )
+        columns = {name: [r[name] for r in rows] for name in ("identity", "objectId", "decided_by")}
+        columns.update({prop: [u.get(prop) for u in updates] for prop in properties})
+        out = task_folder(context) / "lead-properties.parquet"
+        write_table(out, pa.table(columns))
+        return {
+            "path": str(out),
+            "properties": properties,
             "leads": len(rows),
-            "unanswered": len(rows) - len(answered),
-            "written": report.processed,
-            "rejected": len(report.rejections),
-            "by_rejection_code": dict(Counter(str(r.code) for r in report.rejections)),
-            "found": sum(1 for r in answered if r["finder_status"] == "found"),
+            "found": sum(1 for r in rows if r["finder_status"] == "found"),
             "verified": len(verdicts),
-            "emails_set": sum(1 for rec in records if "Email" in rec["profileData"]),
+            "emails_set": sum(1 for u in updates if "Email" in u),
         }
-        if summary["leads"] != summary["unanswered"] + summary["written"] + summary["rejected"]:
-            raise RuntimeError(f"finder write-back counts do not add up: {summary}")
-        print(f"Email Finder enrichment: {summary}")
-        return summary
 
     choice = choose_verification(found)
-    written = write_back(find.output)
-    choice >> [verify, written]
-    verify >> written
+    properties = lead_properties(find.output)
+    # Leads Clearout gave no answer for (NO_ANSWER) are written nothing: they are looked up again next run.
+    written = CleverTapLoadPropertiesOperator(
+        task_id="write_back", source=properties["path"], properties=properties["properties"]
+    )
+    choice >> [verify, properties]
+    verify >> properties >> written
 
 
 clearout_email_finder_enrichment()

@@ -13,7 +13,8 @@ shape whichever path answered:
 * Answers — an instant :class:`~clearout_provider.clearout.models.FinderResult`, a per-query
   failure, or a bulk result file — become rows of :data:`ANSWER_SCHEMA`, keyed by the query key.
 * :func:`write_finder_result` joins the answers onto every ROWS row and writes ONE result file (CSV or
-  Parquet by suffix): the input columns, in input order, then :data:`FINDER_COLUMNS`.
+  Parquet by suffix, :mod:`clearout_provider.tables`): the input columns, in input order, then
+  :data:`FINDER_COLUMNS`.
 
 Everything here is vectorised with pyarrow; nothing calls Clearout.
 """
@@ -51,7 +52,7 @@ from clearout_provider.contacts import (
     read_contacts,
     resolve_path,
 )
-from clearout_provider.safe_csv import csv_table
+from clearout_provider.tables import table_format, write_table
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,6 @@ _COMPANY_NAMES = ("company", "company name", "organization", "organisation", "ac
 _META_INPUT_COLUMNS = b"clearout_provider.finder_input_columns"
 _RESERVED = frozenset((ROW_KEY, QUERY_KEY, LOCAL_DECISION, *FINDER_COLUMNS))
 _KEY_SEPARATOR = "\x1f"  # cannot occur in a cleaned cell (control characters count as whitespace)
-_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 class FinderInputError(ContactsError):
@@ -579,10 +579,7 @@ def write_finder_result(rows_path: StoragePath, answers: pa.Table, out_path: Sto
     Parquet is for machines (every value typed, byte for byte); CSV is for people: formula-leading text
     cells get a leading quote, list/struct input columns become JSON (:mod:`clearout_provider.safe_csv`).
     """
-    out = resolve_path(out_path)
-    kind = _SUFFIXES.get(out.suffix.lower())
-    if kind is None:
-        raise ValueError(f"finder result file {out_path} must end in one of {sorted(_SUFFIXES)}")
+    table_format(out_path, "finder result file")  # a wrong suffix fails before anything is read
     with resolve_path(rows_path).open("rb") as stream:
         rows = pq.read_table(stream)
     columns = json.loads((rows.schema.metadata or {})[_META_INPUT_COLUMNS])
@@ -614,11 +611,7 @@ def write_finder_result(rows_path: StoragePath, answers: pa.Table, out_path: Sto
         )
     if result.num_rows != rows.num_rows:
         raise FinderInputError(f"wrote {result.num_rows} result rows for {rows.num_rows} input rows (a bug)")
-    with out.open("wb") as stream:
-        if kind == "parquet":
-            pq.write_table(result, stream)
-        else:
-            pacsv.write_csv(csv_table(result), stream)
+    write_table(out_path, result, what="finder result file")
     summary = FinderSummary(
         out_path=str(out_path),
         rows=result.num_rows,

@@ -10,8 +10,8 @@ no-verdict decider (:data:`NO_VERDICT`), duplicates included. A row whose addres
 wrapper (``cleaned_email`` in the ROWS file) gets that address as ``suggested_email`` when
 Clearout suggests none. Rows in always equal rows out, or the join raises.
 
-The result is Parquet (for machines: the default) or CSV (for people: see
-:mod:`clearout_provider.safe_csv`).
+The result is Parquet (for machines: the default) or CSV (for people), written by
+:class:`clearout_provider.tables.TableWriter`.
 
 ``safe_to_send`` is a boolean: Clearout's "yes" is True, "no" and "risky" are False (risky is
 Clearout's advice *not* to send), "unknown" is null.
@@ -23,7 +23,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -31,7 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from airflow.sdk import ObjectStoragePath
 
 from clearout_provider.clearout.statuses import (
     SPAM_TRAP_CODE,
@@ -55,7 +53,7 @@ from clearout_provider.contacts import (
     resolve_path,
 )
 from clearout_provider.exceptions import AccountingError, InputError
-from clearout_provider.safe_csv import csv_schema, csv_table
+from clearout_provider.tables import TableWriter, table_format
 from clearout_provider.verification.model import (
     LEGACY_COLUMNS,
     NO_VERDICT,
@@ -83,7 +81,6 @@ RESULT_SCHEMA = pa.schema([(name, _ARROW[kind]) for name, kind in RESULT_KINDS.i
 VERDICT_SCHEMA = pa.schema([pa.field(NORMALISED_EMAIL, pa.string()), *RESULT_SCHEMA])
 _TIMESTAMP = _ARROW[Kind.TIME]
 
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _NO_CODE = "none"  # key of rows without a sub-status code in ResultSummary.by_sub_status_code
 
 
@@ -472,31 +469,6 @@ def _value_counts(values: pa.Array) -> Counter[Any]:
     return Counter({item["values"]: item["counts"] for item in pc.value_counts(values).to_pylist()})
 
 
-class _Writer:
-    """One result file by suffix: Parquet for machines (every value typed, byte for byte: what the load
-    should read), or CSV for people (:mod:`clearout_provider.safe_csv`: formula-leading text cells
-    quoted, lists and structs as JSON, timestamps as ISO 8601)."""
-
-    def __init__(self, path: Path | ObjectStoragePath, schema: pa.Schema) -> None:
-        self._csv = _SUFFIXES[path.suffix.lower()] == "csv"
-        self._stream = path.open("wb")
-        if self._csv:
-            self._writer: pq.ParquetWriter | pacsv.CSVWriter = pacsv.CSVWriter(
-                self._stream, csv_schema(schema)
-            )
-        else:
-            self._writer = pq.ParquetWriter(self._stream, schema)
-        self.schema = schema
-
-    def write(self, columns: list[pa.Array | pa.ChunkedArray]) -> None:
-        table = pa.Table.from_arrays(columns, schema=self.schema)
-        self._writer.write_table(csv_table(table) if self._csv else table)
-
-    def close(self) -> None:
-        self._writer.close()
-        self._stream.close()
-
-
 def join_results(
     rows_path: StoragePath,
     verdicts: pa.Table | StoragePath,
@@ -518,9 +490,7 @@ def join_results(
     row wins. Memory stays bounded for a million rows: only the verdict table (one row per unique
     address) and the key columns are held whole; the input columns stream through in batches.
     """
-    out = resolve_path(out_path)
-    if out.suffix.lower() not in _SUFFIXES:
-        raise ValueError(f"result file {out_path} must end in one of {sorted(_SUFFIXES)}")
+    table_format(out_path, "result file")  # a wrong suffix fails before anything is read
     answers = _read_verdicts(verdicts)
     table = pa.concat_tables([answers, _local_rows(verifier)])
     headline = spec(verifier).headline_column
@@ -541,9 +511,9 @@ def join_results(
         rows_in = parquet.metadata.num_rows
 
         input_fields = [parquet.schema_arrow.field(c) for c in columns]
-        writer = _Writer(out, pa.schema([*input_fields, *RESULT_SCHEMA]))
+        out_schema = pa.schema([*input_fields, *RESULT_SCHEMA])
         offset = 0
-        try:
+        with TableWriter(out_path, out_schema, what="result file") as writer:
             for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
                 part = slice(offset, offset + batch.num_rows)
                 verdict = table.take(lookup.take[part])
@@ -554,7 +524,8 @@ def join_results(
                     "suggested_email": pc.coalesce(verdict.column("suggested_email"), lookup.suggested[part]),
                     "decided_by": decided,
                 }
-                writer.write([*batch.columns, *(replaced.get(n, verdict.column(n)) for n in RESULT_COLUMNS)])
+                columns = [*batch.columns, *(replaced.get(n, verdict.column(n)) for n in RESULT_COLUMNS)]
+                writer.write(pa.Table.from_arrays(columns, schema=out_schema))
                 code, desc = verdict.column("clearout_sub_status_code"), verdict.column("verdict_reason")
                 counts["status"] += _value_counts(verdict.column(headline))
                 counts["verdict"] += _value_counts(verdict.column("verdict"))
@@ -564,8 +535,6 @@ def join_results(
                     pc.filter(desc, pc.and_(pc.is_null(code), pc.is_valid(desc)))
                 )
                 offset += batch.num_rows
-        finally:
-            writer.close()
     if offset != rows_in:
         raise ResultAccountingError(f"wrote {offset} result rows for {rows_in} input rows")
     summary = ResultSummary(

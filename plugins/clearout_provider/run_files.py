@@ -15,8 +15,11 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,29 @@ def _local_path(path: ObjectStoragePath | Path) -> Path | None:
     if isinstance(path, Path):
         return path
     return Path(path.path) if path.protocol in ("", "file", "local") else None
+
+
+@contextmanager
+def staged_file(target: ObjectStoragePath | Path) -> Iterator[Path]:
+    """A local path to write ``target`` through: ``target`` itself on local disk; on an object store a
+    scratch file, copied up when the block ends without error (and removed either way).
+
+    For writers that need a real local file — the hooks stream exports and downloads into one, pyarrow
+    reads it back by seeking — while task folders may live on any fsspec store. A failed block uploads
+    nothing, so the store never holds half a file.
+    """
+    local = _local_path(target)
+    if local is not None:
+        yield local
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="clearout-provider-"))
+    try:
+        staged = scratch / target.name
+        yield staged
+        with staged.open("rb") as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_json(path: ObjectStoragePath | Path) -> dict[str, Any] | None:

@@ -73,11 +73,14 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
         "found_addresses": "success",
         "choose_verification": "success",
         "verify_found": "success",
+        "lead_properties": "success",
         "write_back": "success",
     }
-    summary = xcom(first, "write_back")
-    assert summary["leads"] == len(leads) and summary["rejected"] == 0 and summary["unanswered"] == 0
-    assert summary["written"] == len(leads) and summary["emails_set"] == 0
+    summary = xcom(first, "lead_properties")
+    load = xcom(first, "write_back")
+    assert summary["leads"] == load["input"] == len(leads)
+    assert load["rejected"] == 0 and load["not_verified"] == 0  # every lead answered, none refused
+    assert load["updated"] == len(leads) and summary["emails_set"] == 0
     assert 0 < summary["found"] < len(leads) and summary["verified"] == summary["found"]
     stats = server.clearout_stats()
     assert stats["finder_uploads"] == 1 and stats["bulk_uploads"] == 1
@@ -117,7 +120,7 @@ def test_set_email_without_verification_makes_confident_found_addresses_the_prof
     dr = shipped_dag(DAG_ID).test(run_conf={"verify_found": False, "set_email": True, "min_confidence": 75})
 
     assert states(dr)["verify_found"] == "skipped" and states(dr)["write_back"] == "success"
-    summary = xcom(dr, "write_back")
+    summary = xcom(dr, "lead_properties")
     assert summary["verified"] == 0 and 0 < summary["emails_set"] <= summary["found"]
     assert server.clearout_stats()["bulk_uploads"] == 0  # nothing was verified
 

@@ -422,6 +422,11 @@ def test_find_email_queue_path(sandbox_factory: StartSandbox, clearout_connect: 
     assert info.value.queue_id and info.value.queue_id in str(info.value)
     status = hook.get_finder_queue_status(info.value.queue_id)
     assert status.query_status in {"running", "completed"}
+    # The queue id of a search still running when the wait ended: collected, not searched (paid) again.
+    searches = len(sent_requests(http_log, "/email_finder/instant"))
+    collected = hook.wait_for_finder_queue(info.value.queue_id)
+    assert collected.query_status == "completed" and collected.email_address == "sales@acme.com"
+    assert len(sent_requests(http_log, "/email_finder/instant")) == searches
 
 
 def test_finder_input_errors(clearout_hook: ClearoutHook) -> None:

@@ -567,8 +567,7 @@ class ClearoutHook(BaseHook):
         """Find the address of ``name`` at ``domain`` (a domain or a company name).
 
         When Clearout times out (524) with a ``queue_id`` and ``queue`` is true, the search goes on in
-        the background: poll its queue status every ``finder_poll_interval`` seconds until it completes,
-        for at most ``finder_max_wait`` seconds (then ClearoutTimeout with the ``queue_id``).
+        the background and :meth:`wait_for_finder_queue` waits for its answer.
         """
         try:
             return FinderResult.from_api(self._call(_find(name, domain, timeout_ms, queue)))
@@ -576,11 +575,7 @@ class ClearoutHook(BaseHook):
             if not (queue and exc.queue_id):
                 raise
             qid = exc.queue_id
-        deadline = time.monotonic() + self.finder_max_wait
-        while (result := self.get_finder_queue_status(qid)).query_status != "completed":
-            _check_deadline(qid, deadline, self.finder_poll_interval, self.finder_max_wait)
-            time.sleep(self.finder_poll_interval)
-        return result
+        return self.wait_for_finder_queue(qid)
 
     async def afind_email(
         self, name: str, domain: str, *, timeout_ms: int | None = None, queue: bool = True
@@ -602,6 +597,20 @@ class ClearoutHook(BaseHook):
                 _check_deadline(qid, deadline, self.finder_poll_interval, self.finder_max_wait)
                 await asyncio.sleep(self.finder_poll_interval)
             return result
+
+    def wait_for_finder_queue(self, queue_id: str) -> FinderResult:
+        """The answer of a queued finder search: poll its queue status every ``finder_poll_interval``
+        seconds until it completes, for at most ``finder_max_wait`` seconds (then ClearoutTimeout with the
+        ``queue_id``).
+
+        :meth:`find_email` waits this way after a 524; a task that kept the ``queue_id`` of a search still
+        running when its wait ended calls it to collect that answer instead of searching (and paying) again.
+        """
+        deadline = time.monotonic() + self.finder_max_wait
+        while (result := self.get_finder_queue_status(queue_id)).query_status != "completed":
+            _check_deadline(queue_id, deadline, self.finder_poll_interval, self.finder_max_wait)
+            time.sleep(self.finder_poll_interval)
+        return result
 
     def get_finder_queue_status(self, queue_id: str) -> FinderResult:
         """State of a queued finder search; ``query_status == "completed"`` once the fields are final."""

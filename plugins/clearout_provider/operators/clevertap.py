@@ -22,16 +22,12 @@ outcome file then shows what WOULD change.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from airflow.sdk import BaseOperator
 
@@ -50,7 +46,7 @@ from clearout_provider.operators.settings import (
     resolve_unsubscribe,
     templated,
 )
-from clearout_provider.run_files import task_folder
+from clearout_provider.run_files import staged_file, task_folder
 from clearout_provider.verification.model import RESULT_COLUMNS
 from clearout_provider.verification.policy import UnsubscribePolicy
 
@@ -58,7 +54,7 @@ from clearout_provider.verification.policy import UnsubscribePolicy
 # file importing these operators parses fast (the DAG processor imports it every few seconds).
 if TYPE_CHECKING:
     import pyarrow as pa
-    from airflow.sdk import Context, ObjectStoragePath
+    from airflow.sdk import Context
 
     from clearout_provider.contacts import Freshness, StoragePath
     from clearout_provider.hooks.clevertap import CleverTapHook
@@ -184,6 +180,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
 
         from clearout_provider.contacts import FreshnessReason, freshness_reasons
         from clearout_provider.hooks.clevertap import CleverTapHook
+        from clearout_provider.tables import TableWriter
         from clearout_provider.verification.verifier import spec
 
         folder = task_folder(context, self.workdir)
@@ -197,13 +194,13 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         out = folder / f"clevertap-profiles.{self.output_format}"
         now = datetime.now(UTC)
         counts: Counter[str] = Counter()
-        with _local_file(folder, "clevertap-export.parquet") as raw:
+        with staged_file(folder / "clevertap-export.parquet") as raw:
             export = hook.export_profiles(
                 self._query(), raw, batch_size=self.batch_size, properties=properties
             )
             parquet = pq.ParquetFile(raw)
             schema = parquet.schema_arrow.append(pa.field(FRESHNESS_REASON, pa.string()))
-            with _TableWriter(out, schema) as writer:
+            with TableWriter(out, schema, what="extract file") as writer:
                 for batch in parquet.iter_batches(batch_size=65_536):
                     table = pa.Table.from_batches([batch])
                     email = pc.utf8_trim_whitespace(table.column("email"))
@@ -238,54 +235,6 @@ class CleverTapExtractProfilesOperator(BaseOperator):
             result["by_reason"],
         )
         return result
-
-
-@contextmanager
-def _local_file(folder: ObjectStoragePath, name: str) -> Iterator[Path]:
-    """A local path for ``folder / name`` (the hook streams into local files); copied up when remote."""
-    from clearout_provider.contacts import resolve_path
-
-    target = folder / name
-    local = resolve_path(target)
-    if isinstance(local, Path):
-        yield local
-        return
-    scratch = Path(tempfile.mkdtemp(prefix="clevertap-"))
-    try:
-        yield scratch / name
-        with (scratch / name).open("rb") as src, target.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-class _TableWriter:
-    """Parquet or CSV by suffix, written a batch at a time (an empty file still has its header)."""
-
-    def __init__(self, path: Path | ObjectStoragePath | StoragePath, schema: pa.Schema) -> None:
-        from clearout_provider.contacts import resolve_path
-
-        self.path = resolve_path(path)
-        self.schema = schema
-
-    def __enter__(self) -> Self:
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-
-        self._stream = self.path.open("wb")
-        if str(self.path).lower().endswith(".csv"):
-            self._writer: Any = pacsv.CSVWriter(self._stream, self.schema)
-        else:
-            self._writer = pq.ParquetWriter(self._stream, self.schema)
-        return self
-
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writer.write_table(table.cast(self.schema))
-
-    def __exit__(self, *exc: object) -> None:
-        self._writer.close()
-        self._stream.close()
 
 
 # ------------------------------------------------------------------------------------------------ load
@@ -335,6 +284,17 @@ def plan_row(
     and would report a correctly handled row as "rejected" on every run (~3% of a real list). The
     profile is the only place such an address can be switched off.
     """
+    plan = _plan_properties(row, mapping.properties(row, verified_at_default=decided_at), exported=exported)
+    _plan_subscription(plan, row, policy, exported=exported, decided_at=decided_at)
+    return plan
+
+
+def _plan_properties(
+    row: Mapping[str, Any], values: Mapping[str, Any], *, exported: frozenset[str]
+) -> RowPlan:
+    """The plan of one row's new property ``values`` (property → value; None = absent): only what differs
+    from the exported text of the property (``exported`` names the properties read back), a ``$delete``
+    for a value that is gone. What both loads share, verdicts or any property columns."""
     from clearout_provider.hooks.clevertap_export import as_text
 
     plan = RowPlan(
@@ -342,7 +302,7 @@ def plan_row(
         object_id=_text(row.get("objectId")),
         email=_text(row.get("email")),
     )
-    for prop, value in mapping.properties(row, verified_at_default=decided_at).items():
+    for prop, value in values.items():
         new = None if value is None else as_text(value)
         old = _exported_text(row, prop) if prop in exported else None
         if new == old and prop in exported:
@@ -354,7 +314,6 @@ def plan_row(
         else:
             plan.update[prop] = value
         plan.changes[prop] = {"from": old, "to": new}
-    _plan_subscription(plan, row, policy, exported=exported, decided_at=decided_at)
     return plan
 
 
@@ -439,50 +398,156 @@ _CSV_BLOCK_BYTES = 16 << 20
 
 
 def iter_result_batches(path: StoragePath, rows: int = LOAD_BATCH_ROWS) -> Iterator[pa.Table]:
-    """A result file (Parquet or CSV), ``rows`` rows at a time (CSV: a block of text at a time), with
-    RESULT_COLUMNS typed as :data:`RESULT_SCHEMA` and other columns as written (CSV: text, so exported
-    property values compare as the export wrote them). Raises :class:`CleverTapLoadError` before the
-    first batch for a file that is not a result file."""
+    """A result file (Parquet or CSV) as :func:`iter_table_batches` reads it, RESULT_COLUMNS typed as
+    :data:`RESULT_SCHEMA`; :class:`CleverTapLoadError` before the first batch for a file that is not a
+    result file."""
+    from clearout_provider.results import RESULT_SCHEMA
+
+    return iter_table_batches(
+        path,
+        rows,
+        types={f.name: f.type for f in RESULT_SCHEMA},
+        required=RESULT_COLUMNS,
+        what="verification result file",
+    )
+
+
+def iter_table_batches(
+    path: StoragePath,
+    rows: int = LOAD_BATCH_ROWS,
+    *,
+    types: Mapping[str, pa.DataType] | None = None,
+    required: Sequence[str] = (),
+    what: str = "table file",
+) -> Iterator[pa.Table]:
+    """A table file (Parquet or CSV), ``rows`` rows at a time (CSV: a block of text at a time): the
+    columns named in ``types`` of that type, the others as written (CSV: text, so exported property
+    values compare as the export wrote them). Raises :class:`CleverTapLoadError` before the first batch
+    for a file that is neither Parquet nor CSV or lacks a ``required`` column."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     from clearout_provider.contacts import read_csv_header, resolve_path
-    from clearout_provider.results import RESULT_SCHEMA
+    from clearout_provider.tables import table_format
 
-    local = resolve_path(path)
-    suffix = str(local).lower().rsplit(".", 1)[-1]
-    if suffix not in ("parquet", "pq", "csv"):
-        raise CleverTapLoadError(f"{path} is not a result file: expected .parquet or .csv")
-    verified_at = RESULT_SCHEMA.field("verified_at").type
-    with local.open("rb") as stream:
-        if suffix == "csv":
+    try:
+        kind = table_format(path)
+    except ValueError:
+        raise CleverTapLoadError(f"{path} is not a {what}: expected .parquet or .csv") from None
+    types = dict(types or {})
+    with resolve_path(path).open("rb") as stream:
+        if kind == "csv":
             names = read_csv_header(stream, str(path))
             stream.seek(0)
-            types = {
-                n: (RESULT_SCHEMA.field(n).type if n in RESULT_SCHEMA.names else pa.string()) for n in names
-            }
             reader: Any = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-                convert_options=pacsv.ConvertOptions(column_types=types),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: types.get(n, pa.string()) for n in names}
+                ),
             )
             schema, batches = reader.schema, iter(reader)
         else:
             parquet = pq.ParquetFile(stream)
             schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=rows)
-        missing = [c for c in RESULT_COLUMNS if c not in schema.names]
+        missing = [c for c in required if c not in schema.names]
         if missing:
-            raise CleverTapLoadError(
-                f"{path} is not a verification result file: columns {missing} are missing"
-            )
-        at = schema.names.index("verified_at")
+            raise CleverTapLoadError(f"{path} is not a {what}: columns {missing} are missing")
+        recast = [
+            (i, f.name, types[f.name]) for i, f in enumerate(schema) if types.get(f.name, f.type) != f.type
+        ]
         for batch in batches:
             table = pa.Table.from_batches([batch])
-            yield table.set_column(at, "verified_at", table.column(at).cast(verified_at))
+            for at, name, type_ in recast:
+                table = table.set_column(at, name, table.column(at).cast(type_))
+            yield table
 
 
-class CleverTapLoadVerificationOperator(BaseOperator):
+#: One row's plan, given the properties the export read back for the row's batch (see :func:`plan_row`).
+Planner = Callable[[Mapping[str, Any], frozenset[str]], RowPlan]
+
+
+class _CleverTapLoadOperator(BaseOperator):
+    """What both loads share: read → plan → upload → (un)subscribe → outcome rows, a batch at a time,
+    with one outcome per row and the counts that must add up (:class:`_Tally`)."""
+
+    ui_color = "#fde8e8"
+
+    def __init__(
+        self,
+        *,
+        clevertap_conn_id: str = DEFAULT_CONN_ID,
+        workdir: str | None = None,
+        dry_run: bool | str = False,
+        max_concurrency: int = 15,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+        self.clevertap_conn_id = clevertap_conn_id
+        self.workdir = workdir
+        # ``dry_run_enabled``, not ``dry_run``: BaseOperator.dry_run() is a method.
+        self.dry_run_enabled = dry_run
+        self.max_concurrency = max_concurrency
+        if not templated(dry_run):
+            resolve_flag(dry_run, "dry_run")
+
+    def _load(
+        self, context: Context, batches: Iterable[pa.Table], plan: Planner, written: Iterable[str]
+    ) -> dict[str, Any]:
+        """Load every batch; ``written`` names the properties ``plan`` may write (those of them a batch
+        has as columns are what the export read back: a row sends only what differs from them)."""
+        import pyarrow.parquet as pq
+
+        from clearout_provider.hooks.clevertap import CleverTapHook
+
+        folder = task_folder(context, self.workdir)
+        dry_run = resolve_flag(self.dry_run_enabled, "dry_run")
+        hook = CleverTapHook(self.clevertap_conn_id, max_concurrency=self.max_concurrency)
+        subscriptions = _Subscriptions(hook, dry_run=dry_run)
+        tally = _Tally(dry_run=dry_run)
+        written = tuple(written)
+        outcome_path = folder / "clevertap-load-outcome.parquet"
+        with outcome_path.open("wb") as stream, pq.ParquetWriter(stream, outcome_schema()) as writer:
+            for table in batches:
+                planned = _plan_batch(table, plan, written)
+                tally.rows_in += table.num_rows
+                del table  # the plans hold what the rest of the batch needs
+                upload = _upload(hook, planned, dry_run=dry_run)
+                writer.write_table(_settle(planned, upload, subscriptions(planned, upload), tally))
+        summary = tally.summary(str(outcome_path))
+        self.log.info(
+            "CleverTap load%s: %d rows: %d updated, %d unsubscribed only, %d unchanged, %d not verified %s, "
+            "%d rejected %s; %d unsubscribed %s, %d resubscribed",
+            " (DRY RUN: nothing saved, no unsubscribe sent)" if dry_run else "",
+            summary["input"],
+            summary["updated"],
+            summary["unsubscribed_only"],
+            summary["unchanged"],
+            summary["not_verified"],
+            summary["by_no_verdict"],
+            summary["rejected"],
+            summary["by_rejection_code"],
+            summary["unsubscribed"],
+            summary["by_unsubscribe_reason"],
+            summary["resubscribed"],
+        )
+        return summary
+
+
+def _unanswered(row: Mapping[str, Any], why: str) -> RowPlan:
+    """The plan of a row without an answer to write: nothing is sent, the outcome says ``why``."""
+    return RowPlan(
+        identity=_text(row.get("identity")),
+        object_id=_text(row.get("objectId")),
+        email=_text(row.get("email")),
+        no_verdict=why,
+    )
+
+
+class CleverTapLoadVerificationOperator(_CleverTapLoadOperator):
     """Write verification results back to CleverTap: properties (Append) and unsubscribes.
 
     :param result_path: result file of a verify operator (input columns incl. identity, objectId,
@@ -510,78 +575,126 @@ class CleverTapLoadVerificationOperator(BaseOperator):
     addresses already sent to the Subscribe API are kept across batches (each is sent once per run).
     """
 
-    # ``dry_run_enabled``, not ``dry_run``: BaseOperator.dry_run() is a method.
     template_fields: Sequence[str] = ("result_path", "workdir", "mapping", "unsubscribe", "dry_run_enabled")
-    ui_color = "#fde8e8"
 
     def __init__(
         self,
         *,
         result_path: str,
-        clevertap_conn_id: str = DEFAULT_CONN_ID,
-        workdir: str | None = None,
         mapping: PropertyMapping | Mapping[str, Any] | str | None = None,
         unsubscribe: UnsubscribePolicy | Mapping[str, Any] | str | None = None,
-        dry_run: bool | str = False,
-        max_concurrency: int = 15,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
         self.result_path = result_path
-        self.clevertap_conn_id = clevertap_conn_id
-        self.workdir = workdir
         self.mapping = mapping
         self.unsubscribe = unsubscribe
-        self.dry_run_enabled = dry_run
-        self.max_concurrency = max_concurrency
         # Plain settings fail at parse time; templated ones when the task renders them.
         if not templated(mapping):
             resolve_mapping(mapping)
         if not templated(unsubscribe):
             resolve_unsubscribe(unsubscribe)
-        if not templated(dry_run):
-            resolve_flag(dry_run, "dry_run")
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import pyarrow.parquet as pq
+        from clearout_provider.verification.model import NO_VERDICT
 
-        from clearout_provider.hooks.clevertap import CleverTapHook
-
-        folder = task_folder(context, self.workdir)
         mapping, policy = resolve_mapping(self.mapping), resolve_unsubscribe(self.unsubscribe)
-        dry_run = resolve_flag(self.dry_run_enabled, "dry_run")
         decided_at = written_at(self.result_path)
-        hook = CleverTapHook(self.clevertap_conn_id, max_concurrency=self.max_concurrency)
-        subscriptions = _Subscriptions(hook, dry_run=dry_run)
-        tally = _Tally(dry_run=dry_run)
-        outcome_path = folder / "clevertap-load-outcome.parquet"
-        with outcome_path.open("wb") as stream, pq.ParquetWriter(stream, outcome_schema()) as writer:
-            for table in iter_result_batches(self.result_path):
-                planned = _plan_batch(table, mapping, policy, decided_at=decided_at)
-                tally.rows_in += table.num_rows
-                del table  # the plans hold what the rest of the batch needs
-                upload = _upload(hook, planned, dry_run=dry_run)
-                writer.write_table(_settle(planned, upload, subscriptions(planned, upload), tally))
-        summary = tally.summary(str(outcome_path))
-        self.log.info(
-            "CleverTap load%s: %d rows: %d updated, %d unsubscribed only, %d unchanged, %d not verified %s, "
-            "%d rejected %s; %d unsubscribed %s, %d resubscribed",
-            " (DRY RUN: nothing saved, no unsubscribe sent)" if dry_run else "",
-            summary["input"],
-            summary["updated"],
-            summary["unsubscribed_only"],
-            summary["unchanged"],
-            summary["not_verified"],
-            summary["by_no_verdict"],
-            summary["rejected"],
-            summary["by_rejection_code"],
-            summary["unsubscribed"],
-            summary["by_unsubscribe_reason"],
-            summary["resubscribed"],
-        )
-        return summary
+
+        def plan(row: Mapping[str, Any], exported: frozenset[str]) -> RowPlan:
+            if row.get("decided_by") in NO_VERDICT:
+                return _unanswered(
+                    row, f"{row['decided_by']}: {row.get('verdict_reason') or 'no verdict to write'}"
+                )
+            return plan_row(row, mapping, policy, exported=exported, decided_at=decided_at)
+
+        written = (*mapping.property_names().values(), *MANAGED_PROPERTIES)
+        return self._load(context, iter_result_batches(self.result_path), plan, written)
+
+
+class CleverTapLoadPropertiesOperator(_CleverTapLoadOperator):
+    """Write property columns of a table file onto CleverTap profiles, sending only what differs.
+
+    The load of :class:`CleverTapLoadVerificationOperator` for any columns (the Email Finder's write-back,
+    a warehouse's scores): the same diffing against the properties the export read back, the same
+    per-row outcomes in the outcome file (CleverTap's own per-record codes such as 515, and the hook's
+    property rules, reject a row; a transport failure fails the task), the same ``dry_run`` and the same
+    accounting, ``input == updated + unchanged + not_verified + rejected``. It never changes a
+    subscription: ``unsubscribed_only``, ``unsubscribed`` and ``resubscribed`` are 0.
+
+    :param source: Parquet or CSV file: ``identity`` and/or ``objectId`` per row, then the property
+        columns. CSV values are text: write Parquet to send numbers, flags and dates typed. Templated.
+    :param properties: file column → CleverTap property, or a list of columns written under their own
+        names. A file column named like a property (and not its source) is that property's exported
+        value: the row sends the property only when it differs. A missing value leaves the property as
+        it is. Templated.
+    :param no_answer: ``decided_by`` values of rows that carry no answer: nothing is written for them
+        (they stay due) and their outcome is ``not_verified``, counted by decider in ``by_no_verdict``.
+        None = every decider of this provider that is not an answer (a verification's
+        :data:`~clearout_provider.verification.model.NO_VERDICT`, the finder's
+        :data:`~clearout_provider.finder_files.NO_ANSWER`); ``()`` writes every row.
+    :param clevertap_conn_id, workdir, dry_run, max_concurrency: as for
+        :class:`CleverTapLoadVerificationOperator`.
+
+    Returns the summary of :class:`CleverTapLoadVerificationOperator`.
+    """
+
+    template_fields: Sequence[str] = ("source", "properties", "workdir", "dry_run_enabled")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        properties: Mapping[str, str] | Sequence[str],
+        no_answer: Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.properties = properties
+        self.no_answer = None if no_answer is None else frozenset(no_answer)
+        if not templated(properties):
+            property_columns(properties)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from clearout_provider.clevertap.mapping import is_missing
+        from clearout_provider.clevertap_rules import encode_value
+
+        columns = property_columns(self.properties)
+        no_answer = self.no_answer
+        if no_answer is None:  # imported here: both modules load pyarrow, which DAG parsing must not
+            from clearout_provider.finder_files import NO_ANSWER
+            from clearout_provider.verification.model import NO_VERDICT
+
+            no_answer = NO_VERDICT | NO_ANSWER
+
+        def plan(row: Mapping[str, Any], exported: frozenset[str]) -> RowPlan:
+            if row.get("decided_by") in no_answer:
+                return _unanswered(row, f"{row['decided_by']}: no answer to write")
+            values = {
+                p: None if is_missing(row.get(c)) else encode_value(row.get(c)) for c, p in columns.items()
+            }
+            return _plan_properties(row, values, exported=exported)
+
+        batches = iter_table_batches(self.source, required=list(columns), what="property file")
+        return self._load(context, batches, plan, [p for c, p in columns.items() if p != c])
+
+
+def property_columns(properties: Mapping[str, str] | Sequence[str] | str) -> dict[str, str]:
+    """``properties`` of :class:`CleverTapLoadPropertiesOperator` as file column → property name; raises
+    ValueError for a property name CleverTap refuses (checked before any row is sent)."""
+    from clearout_provider.clevertap_rules import check_key
+
+    if isinstance(properties, str):
+        raise TypeError("properties must be a mapping of column to property, or a list of columns")
+    columns = dict(properties) if isinstance(properties, Mapping) else {str(c): str(c) for c in properties}
+    for prop in columns.values():
+        violation = check_key(prop)
+        if violation is not None:
+            raise ValueError(violation.message)
+    if not columns:
+        raise ValueError("properties names no column to write")
+    return columns
 
 
 # --- the load's steps, one batch at a time ---------------------------------------------------------
@@ -609,38 +722,30 @@ class _Planned(NamedTuple):
     subscription: str | None
     no_verdict: str | None
 
+    @classmethod
+    def of(cls, plan: RowPlan) -> _Planned:
+        return cls(
+            plan.identity,
+            plan.object_id,
+            plan.email,
+            plan.update or None,
+            json.dumps(plan.changes, ensure_ascii=False) if plan.changes else None,
+            bool(plan.changes.keys() - set(MANAGED_PROPERTIES)),
+            plan.unsubscribe_reason,
+            plan.resubscribe,
+            plan.address,
+            plan.subscription,
+            plan.no_verdict,
+        )
 
-def _plan_batch(
-    table: pa.Table, mapping: PropertyMapping, policy: UnsubscribePolicy, *, decided_at: datetime
-) -> list[_Planned]:
-    from clearout_provider.verification.model import NO_VERDICT
 
-    exported = frozenset(
-        c for c in (*mapping.property_names().values(), *MANAGED_PROPERTIES) if c in table.column_names
-    )
-    planned = []
+def _plan_batch(table: pa.Table, plan: Planner, written: Sequence[str]) -> list[_Planned]:
+    exported = frozenset(p for p in written if p in table.column_names)
+    planned: list[_Planned] = []
     for start in range(0, table.num_rows, _ROWS_AS_DICTS):
-        for row in table.slice(start, _ROWS_AS_DICTS).to_pylist():
-            ids = (_text(row.get("identity")), _text(row.get("objectId")), _text(row.get("email")))
-            if row.get("decided_by") in NO_VERDICT:
-                detail = row.get("verdict_reason")
-                why = f"{row['decided_by']}: {detail or 'no verdict to write'}"
-                planned.append(_Planned(*ids, None, None, False, None, False, None, None, why))
-                continue
-            plan = plan_row(row, mapping, policy, exported=exported, decided_at=decided_at)
-            planned.append(
-                _Planned(
-                    *ids,
-                    plan.update or None,
-                    json.dumps(plan.changes, ensure_ascii=False) if plan.changes else None,
-                    bool(plan.changes.keys() - set(MANAGED_PROPERTIES)),
-                    plan.unsubscribe_reason,
-                    plan.resubscribe,
-                    plan.address,
-                    plan.subscription,
-                    None,
-                )
-            )
+        planned.extend(
+            _Planned.of(plan(row, exported)) for row in table.slice(start, _ROWS_AS_DICTS).to_pylist()
+        )
     return planned
 
 

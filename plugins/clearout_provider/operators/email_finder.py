@@ -23,7 +23,6 @@ when the task runs, not at the top: that keeps DAG parsing cheap.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,20 +128,6 @@ class FinderOutcome:
     """How many of ``answers`` an earlier try had already paid for (checkpoint)."""
 
 
-def collect_queued(hook: ClearoutHook, queue_id: str) -> FinderResult:
-    """Wait for a queued search an earlier try left running, as the hook waits after a 524.
-
-    Raises :class:`ClearoutTimeout` (with the ``queue_id``) after the hook's ``finder_max_wait``.
-    """
-    deadline = time.monotonic() + hook.finder_max_wait
-    while (result := hook.get_finder_queue_status(queue_id)).query_status != "completed":
-        if time.monotonic() + hook.finder_poll_interval > deadline:
-            raise ClearoutTimeout(f"The queued Email Finder search did not complete within "
-                                  f"{hook.finder_max_wait:.0f} s", queue_id=queue_id)  # fmt: skip
-        time.sleep(hook.finder_poll_interval)
-    return result
-
-
 def find_emails(
     hook: ClearoutHook,
     queries: Sequence[FinderQuery],
@@ -175,7 +160,7 @@ def find_emails(
     def search(query: FinderQuery) -> FinderResult:
         if query.key in queued:
             try:
-                return collect_queued(hook, queued[query.key])
+                return hook.wait_for_finder_queue(queued[query.key])
             except ClearoutBadInput:  # 1104: Clearout no longer knows the queue id: search afresh
                 log.warning(
                     "A queued search of an earlier try is no longer known to Clearout; searching again"

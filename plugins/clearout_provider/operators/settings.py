@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk import XComArg
+
 from clearout_provider.clevertap.mapping import PropertyMapping
 from clearout_provider.verification.policy import UnsubscribePolicy
 
@@ -46,7 +48,10 @@ def _settings(value: Any, what: str) -> dict[str, Any]:
 
 
 def templated(value: Any) -> bool:
-    """Whether a setting still holds a Jinja template (checked when the task runs, not at parse time)."""
+    """Whether a setting still holds a Jinja template or an upstream task's output (checked when the task
+    runs, not at parse time)."""
+    if isinstance(value, XComArg):
+        return True
     if isinstance(value, str):
         return "{{" in value or "{%" in value
     if isinstance(value, Mapping):

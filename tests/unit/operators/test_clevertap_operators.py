@@ -1,4 +1,4 @@
-"""CleverTapExtractProfilesOperator and CleverTapLoadVerificationOperator with CleverTapHook mocked."""
+"""The CleverTap extract and load operators (verdicts, property columns) with CleverTapHook mocked."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from clearout_provider.hooks.clevertap_models import ExportResult, RecordRejecti
 from clearout_provider.operators.clevertap import (
     FRESHNESS_REASON,
     CleverTapExtractProfilesOperator,
+    CleverTapLoadPropertiesOperator,
     CleverTapLoadVerificationOperator,
 )
 from clearout_provider.results import RESULT_SCHEMA, DecidedBy, normalise_instant_result
@@ -94,6 +95,19 @@ def test_extract_keeps_only_the_profiles_due_and_accounts_for_every_exported_one
         ("1", "never_verified"),
         ("3", "email_changed"),
     ]
+
+
+def test_extract_as_csv_is_for_people_formula_cells_neutralised(hook: mock.MagicMock, tmp_path: Path) -> None:
+    profiles = [{"identity": "1", "email": "new@example.com", "name": "=HYPERLINK(1)"}]
+    hook.export_profiles.side_effect = lambda query, dest, **kw: exported(Path(dest), profiles)
+    extract = CleverTapExtractProfilesOperator(
+        task_id="extract", query="{}", workdir=str(tmp_path), output_format="csv"
+    )
+
+    summary = extract.execute(task_context("extract"))
+
+    text = Path(summary["path"].removeprefix("file://")).read_text()
+    assert "'=HYPERLINK(1)" in text and summary["to_verify"] == 1
 
 
 def test_extract_refuses_a_query_that_is_not_a_cql_object(hook: mock.MagicMock, tmp_path: Path) -> None:
@@ -202,3 +216,83 @@ def test_load_keeps_base_operator_dry_run_a_method_and_its_dry_run_keyword() -> 
 def test_load_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CleverTapLoadVerificationOperator(task_id="load", result_path="r.parquet", **kwargs)
+
+
+# ------------------------------------------------------------------------------------ property load
+
+
+def property_file(path: Path) -> str:
+    """Finder-like rows: one answered with an exported value to compare, one new, one without an answer."""
+    table = pa.table(
+        {
+            "identity": ["1", "2", "3"],
+            "objectId": [None, None, None],
+            "decided_by": ["clearout_bulk_finder", "clearout_bulk_finder", "clearout_failed"],
+            "finder_status": ["found", "not_found", "not_found"],
+            "finder_confidence_score": pa.array([90, None, None], pa.int32()),
+            "found_at": pa.array([datetime(2026, 3, 1, tzinfo=UTC), None, None], pa.timestamp("ms", "UTC")),
+            "Finder Status": ["found", None, None],  # what the export read back
+        }
+    )
+    pq.write_table(table, path)
+    return str(path)
+
+
+def property_load(tmp_path: Path, **kwargs: Any) -> CleverTapLoadPropertiesOperator:
+    properties = {"finder_status": "Finder Status", "finder_confidence_score": "Score", "found_at": "At"}
+    return CleverTapLoadPropertiesOperator(
+        task_id="write_back",
+        source=property_file(tmp_path / "leads.parquet"),
+        properties=properties,
+        workdir=str(tmp_path),
+        **kwargs,
+    )
+
+
+def test_property_load_sends_only_what_differs_and_nothing_for_rows_without_an_answer(
+    hook: mock.MagicMock, tmp_path: Path
+) -> None:
+    summary = property_load(tmp_path).execute(task_context("write_back"))
+
+    assert [(r["identity"], r["profileData"]) for r in hook.sent] == [
+        ("1", {"Score": 90, "At": "$D_1772323200"}),  # the status is already "found"
+        ("2", {"Finder Status": "not_found"}),  # missing values leave the properties alone
+    ]
+    counts = ("input", "updated", "unchanged", "not_verified", "rejected", "unsubscribed")
+    assert {k: summary[k] for k in counts} == {
+        "input": 3, "updated": 2, "unchanged": 0, "not_verified": 1, "rejected": 0, "unsubscribed": 0,
+    }  # fmt: skip
+    assert summary["by_no_verdict"] == {"clearout_failed": 1}
+    hook.subscribe.assert_not_called()
+    outcomes = pq.read_table(summary["outcome_path"].removeprefix("file://")).to_pylist()
+    assert [o["outcome"] for o in outcomes] == ["updated", "updated", "not_verified"]
+
+
+def test_property_load_counts_clevertap_rejections_and_validates_in_a_dry_run(
+    hook: mock.MagicMock, tmp_path: Path
+) -> None:
+    def upload(records: Iterable[dict[str, Any]], *, dry_run: bool = False, **kw: Any) -> UploadReport:
+        batch = list(records)
+        rejection = RecordRejection(row=0, code=515, error="Invalid value", stage="api", identity="1")
+        return UploadReport(
+            dry_run=dry_run, received=len(batch), sent=len(batch), processed=len(batch) - 1,
+            rejections=[rejection],
+        )  # fmt: skip
+
+    hook.upload_profiles.side_effect = upload
+    summary = property_load(tmp_path, dry_run=True).execute(task_context("write_back"))
+
+    assert hook.upload_profiles.call_args.kwargs["dry_run"] is True
+    assert (summary["updated"], summary["rejected"], summary["by_rejection_code"]) == (1, 1, {"515": 1})
+    assert summary["dry_run"] is True
+
+
+@pytest.mark.parametrize(
+    ("properties", "message"),
+    [({"a": "bad.key"}, "forbidden character"), ([], "no column"), ({"a": ""}, "non-empty")],
+)
+def test_property_load_refuses_a_property_name_clevertap_refuses_when_the_dag_is_parsed(
+    properties: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        CleverTapLoadPropertiesOperator(task_id="write_back", source="p.parquet", properties=properties)
