@@ -10,6 +10,10 @@ interpret_response` turns that into one of the classes below; operators and trig
 these. Every exception keeps Clearout's ``code``, ``message`` and ``http_status``, and its ``str()``
 adds what the user should do about it.
 
+Bulk jobs are judged by meaning across vendors: :class:`JobUnavailable` (the job cannot give a result:
+submit again), :class:`JobSlotsFull` (submit later), :class:`DuplicateSubmission` (follow the earlier
+job); the vendor classes that mean so inherit them, so the bulk operator never names a vendor's code.
+
 Messages are built from what Clearout said plus fixed advice: never from request headers, so the API
 token cannot end up in a message. ``args`` holds only Clearout's message, which also keeps the
 exceptions picklable (``cls(message)`` + ``__dict__``) for executors that ship them between processes.

@@ -36,6 +36,15 @@ def load_dag(file_stem: str, dag_id: str | None = None) -> Any:
 
 
 @pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``CLEAROUT_PROVIDER_DATA_DIR`` (task folders, ledger, the dagfiles' failures.jsonl)."""
+    folder = tmp_path / "clearout_data"
+    folder.mkdir()
+    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
 def clearout_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxProcess], str]:
     """Point ``clearout_default`` at ``server``; returns the conn id."""
 

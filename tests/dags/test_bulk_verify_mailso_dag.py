@@ -33,14 +33,6 @@ CONTACTS = [(str(i), f"person{i}@company{i % 3}.org") for i in range(7)] + [
 SENT = 7
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "clearout_data"
-    folder.mkdir()
-    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
-    return folder
-
-
 def contacts(tmp_path: Path) -> Path:
     path = tmp_path / "contacts.csv"
     with path.open("w", newline="") as out:

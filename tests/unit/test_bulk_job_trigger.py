@@ -95,3 +95,19 @@ def test_an_undocumented_progress_status_fails_after_a_bounded_number_of_polls()
     assert event is not None and event["status"] == "error" and "weird_status" in event["message"]
     with pytest.raises(ClearoutBulkJobFailed, match="undocumented progress status"):
         raise_for_event(event)
+
+
+def test_a_mailso_job_is_done_when_every_batch_is_and_cannot_be_cancelled() -> None:
+    """Mail.so's progress is finished batches over all; the ONE finished rule and the judge apply as is."""
+    from clearout_provider.mailso.verifier import BatchesProgress, MailsoVerifier
+
+    trigger = ClearoutBulkJobTrigger(job_id="b1,b2", verifier="mailso")
+    verifier = MailsoVerifier()
+    running, done = BatchesProgress(("b1", "b2"), 1, 50.0), BatchesProgress(("b1", "b2"), 2, 100.0)
+    assert (running.job_id, running.finished, done.finished) == ("b1,b2", False, True)
+    assert trigger.judge(running, None, verifier) is None
+    event = trigger.judge(done, None, verifier)
+    assert event is not None and event["status"] == "success" and event["verifier"] == "mailso"
+    assert trigger.cancel_sync(verifier, "a test") is False  # said so in the log, nothing called
+    timeout = trigger._timeout_payload(verifier, cancelled=False)
+    assert "keeps running in Mail.so" in timeout["message"] and timeout["cancelled"] is False
