@@ -17,6 +17,10 @@ interpret_response` turns that into one of the classes below; operators and trig
 these. Every exception keeps Clearout's ``code``, ``message`` and ``http_status``, and its ``str()``
 adds what the user should do about it.
 
+Bulk jobs are judged by meaning across vendors: :class:`JobUnavailable` (the job cannot give a result:
+submit again), :class:`JobSlotsFull` (submit later), :class:`DuplicateSubmission` (follow the earlier
+job); the vendor classes that mean so inherit them, so the bulk operator never names a vendor's code.
+
 Messages are built from what Clearout said plus fixed advice: never from request headers, so the API
 token cannot end up in a message. ``args`` holds only Clearout's message, which also keeps the
 exceptions picklable (``cls(message)`` + ``__dict__``) for executors that ship them between processes.
@@ -62,6 +66,32 @@ class ServiceError(Exception):
         )
         text = self.message.rstrip(". ") + (f" ({origin})" if origin else "")
         return f"{text}. {self.advice}" if self.advice else text
+
+
+class JobUnavailable(ServiceError):
+    """A bulk job can no longer give a result (gone, removed, expired, another account's).
+
+    Vendor-neutral meaning (Clearout 1029 / 1008 / 1007, Mail.so 404): the bulk operator abandons the job
+    and submits again instead of failing, so it catches this class, never a vendor code.
+    """
+
+
+class JobSlotsFull(ServiceError):
+    """The vendor already runs its maximum of bulk jobs for the account: submit again later."""
+
+
+class DuplicateSubmission(ServiceError):
+    """The vendor already has this submission as ``job_id``: follow that job instead of paying twice.
+
+    Clearout answers so for a file uploaded recently (2043); the Mail.so verifier for batches its earlier
+    tries created (from their checkpoint). The bulk operator follows ``job_id`` when it can still deliver,
+    and only otherwise submits again with ``fresh=True``.
+    """
+
+    @property
+    def job_id(self) -> str | None:
+        """The earlier job (None when the vendor did not name it)."""
+        return None
 
 
 class ClearoutError(ServiceError):
@@ -134,7 +164,7 @@ class ClearoutRateLimited(ClearoutError):
         )
 
 
-class ClearoutBulkLimitReached(ClearoutError):
+class ClearoutBulkLimitReached(ClearoutError, JobSlotsFull):
     """Too many bulk lists running at once (1001 verify, 1083 finder)."""
 
     @property
@@ -142,12 +172,16 @@ class ClearoutBulkLimitReached(ClearoutError):
         return "Wait for a running bulk list to finish (Clearout runs at most a few at a time) or cancel one."
 
 
-class ClearoutDuplicateFile(ClearoutError):
+class ClearoutDuplicateFile(ClearoutError, DuplicateSubmission):
     """The same file (name and size) was uploaded recently (2043); ``list_id`` is the earlier list."""
 
     def __init__(self, message: str, *, list_id: str | None = None, **kwargs: int | None) -> None:
         super().__init__(message, **kwargs)
         self.list_id = list_id
+
+    @property
+    def job_id(self) -> str | None:
+        return self.list_id
 
     @property
     def advice(self) -> str:
@@ -157,7 +191,7 @@ class ClearoutDuplicateFile(ClearoutError):
         )
 
 
-class ClearoutListUnavailable(ClearoutError):
+class ClearoutListUnavailable(ClearoutError, JobUnavailable):
     """The list does not exist, was removed, or is not available (1029)."""
 
     @property
@@ -491,7 +525,7 @@ class MailsoProtocolError(MailsoError):
         )
 
 
-class MailsoNotFound(MailsoError):
+class MailsoNotFound(MailsoError, JobUnavailable):
     """The batch id is unknown to this account (HTTP 404)."""
 
     @property
@@ -510,6 +544,43 @@ class MailsoBatchTimeout(MailsoError):
     def advice(self) -> str:
         return (
             f"Wait for batch {self.batch_id} again later (get_batch / wait_for_batch); do not re-create it."
+        )
+
+
+class MailsoBatchesExist(MailsoError, DuplicateSubmission):
+    """Every batch of this submission was created by an earlier try (its checkpoint names them)."""
+
+    def __init__(self, message: str, *, batch_job: str = "", **kwargs: int | None) -> None:
+        super().__init__(message, **kwargs)
+        self.batch_job = batch_job
+
+    @property
+    def job_id(self) -> str | None:
+        return self.batch_job or None
+
+    @property
+    def advice(self) -> str:
+        return "Collect the earlier batches instead of paying twice, or submit with fresh=True."
+
+
+class MailsoBatchInDoubt(MailsoError):
+    """A ``POST /batch`` was sent but its answer never arrived: the batch may exist and be charged.
+
+    Mail.so cannot list an account's batches, so nothing can tell whether it does; re-posting would pay
+    for those addresses twice if it does. Never retried by the provider: the task fails, naming the
+    checkpoint line that holds the doubt, and a person decides (see the advice).
+    """
+
+    def __init__(self, message: str, *, checkpoint: str = "", key: str = "", **kwargs: int | None) -> None:
+        super().__init__(message, **kwargs)
+        self.checkpoint, self.key = checkpoint, key
+
+    @property
+    def advice(self) -> str:
+        return (
+            "Look for the batch in the Mail.so dashboard. To post these addresses again anyway (paying "
+            f"twice if the batch exists), remove the lines with key {self.key!r} from {self.checkpoint} "
+            "and clear the task; batches recorded on other lines are collected, not posted again."
         )
 
 

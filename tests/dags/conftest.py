@@ -2,8 +2,9 @@
 
 ``airflow_db`` (tests/conftest.py) migrates the throwaway SQLite metadata DB once per session. DAGs
 under test live in ``dagfiles/`` (a bundle of their own, see tests/conftest.py): ``dag.test()`` only
-runs DAGs it can find in a bundle. ``clearout_connection(server)`` and ``clevertap_connection(server)``
-point ``clearout_default`` / ``clevertap_default`` at a sandbox through
+runs DAGs it can find in a bundle. ``clearout_connection(server)``, ``mailso_connection(server)`` and
+``clevertap_connection(server)`` point ``clearout_default`` / ``mailso_default`` / ``clevertap_default`` at
+a sandbox through
 the ``AIRFLOW_CONN_*`` variable, the way users configure it and the way the triggerer resolves it.
 """
 
@@ -35,6 +36,15 @@ def load_dag(file_stem: str, dag_id: str | None = None) -> Any:
 
 
 @pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``CLEAROUT_PROVIDER_DATA_DIR`` (task folders, ledger, the dagfiles' failures.jsonl)."""
+    folder = tmp_path / "clearout_data"
+    folder.mkdir()
+    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
 def clearout_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxProcess], str]:
     """Point ``clearout_default`` at ``server``; returns the conn id."""
 
@@ -43,6 +53,23 @@ def clearout_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[SandboxPro
             "conn_type": "clearout",
             "host": server.clearout_url,
             "password": server.settings.clearout_token,
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return point
+
+
+@pytest.fixture
+def mailso_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Point ``mailso_default`` at ``server``'s Mail.so emulator (``extra`` added); returns the conn id."""
+
+    def point(server: SandboxProcess, conn_id: str = "mailso_default", **extra: Any) -> str:
+        conn = {
+            "conn_type": "mailso",
+            "host": server.mailso_url,
+            "password": server.settings.mailso_api_key,
+            "extra": {"rpm": 6000, **extra},
         }
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
         return conn_id

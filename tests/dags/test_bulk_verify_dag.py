@@ -51,14 +51,6 @@ SUB_STATUS = {
 }
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "clearout_data"
-    folder.mkdir()
-    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
-    return folder
-
-
 def write_contacts(path: Path, rows: list[tuple[str, str]]) -> Path:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from clearout_provider.clearout.models import BulkProgress
+from clearout_provider.clearout.verifier import ClearoutLists
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 from clearout_provider.triggers.bulk_job import (
@@ -86,7 +87,7 @@ async def test_success_event_after_progress_is_logged_without_blocking_the_loop(
     caplog.clear()
     started = time.monotonic()
     event = await first_event(
-        ClearoutBulkJobTrigger(list_id=list_id, poll_interval=0.2, max_poll_interval=0.5)
+        ClearoutBulkJobTrigger(job_id=list_id, poll_interval=0.2, max_poll_interval=0.5)
     )
     assert event["status"] == "success" and event["list_id"] == list_id and event["percent"] == 100.0
     assert time.monotonic() - started < 5
@@ -109,7 +110,7 @@ async def test_backoff_grows_from_poll_interval_to_the_cap(
         await real_sleep(0.01)
 
     monkeypatch.setattr("clearout_provider.triggers.bulk_job.asyncio.sleep", record)
-    event = await first_event(ClearoutBulkJobTrigger(list_id=list_id, poll_interval=1, max_poll_interval=3))
+    event = await first_event(ClearoutBulkJobTrigger(job_id=list_id, poll_interval=1, max_poll_interval=3))
     assert event["status"] == "success"
     assert pauses[:4] == [1.0, 1.5, 2.25, 3.0] and set(pauses[3:]) == {3.0}
 
@@ -126,7 +127,7 @@ async def test_cancelled_list_ends_with_a_cancelled_event(
 
     canceller = asyncio.create_task(cancel_soon())
     event = await first_event(
-        ClearoutBulkJobTrigger(list_id=list_id, poll_interval=0.2, max_poll_interval=0.2)
+        ClearoutBulkJobTrigger(job_id=list_id, poll_interval=0.2, max_poll_interval=0.2)
     )
     await canceller
     assert event["status"] == "cancelled" and 0 <= event["percent"] < 100
@@ -143,7 +144,7 @@ async def test_deadline_yields_timeout_and_cancels_only_when_asked(
     list_id = upload(tmp_path, RATE * 20)
     started = time.monotonic()
     trigger = ClearoutBulkJobTrigger(
-        list_id=list_id,
+        job_id=list_id,
         poll_interval=0.3,
         max_poll_interval=5,
         deadline=time.time() + 1.0,
@@ -165,7 +166,7 @@ async def test_unavailable_list_fails_at_once_with_the_clearout_reason(
     connect(monkeypatch, server)
     started = time.monotonic()
     event = await first_event(
-        ClearoutBulkJobTrigger(list_id="0" * 24, poll_interval=5, deadline=time.time() + 60)
+        ClearoutBulkJobTrigger(job_id="0" * 24, poll_interval=5, deadline=time.time() + 60)
     )
     assert time.monotonic() - started < 3
     assert (
@@ -183,7 +184,7 @@ async def test_a_wrong_token_fails_without_leaking_it(
 ) -> None:
     wrong = "0123456789abcdef0123456789abcdef:" + "e" * 64
     connect(monkeypatch, server, token=wrong)
-    event = await first_event(ClearoutBulkJobTrigger(list_id="0" * 24, poll_interval=5))
+    event = await first_event(ClearoutBulkJobTrigger(job_id="0" * 24, poll_interval=5))
     assert event["status"] == "error" and event["error_type"] == "ClearoutAuthError"
     assert wrong not in json.dumps(event) and "e" * 64 not in json.dumps(event)
 
@@ -200,9 +201,11 @@ async def test_transient_503s_keep_the_trigger_polling_to_success(
         tmp_path, 20, hook=ClearoutHook(max_retries=30, retry_backoff=0.01, retry_max_backoff=0.01)
     )
     # No retries inside the hook: every 503 reaches the trigger's own loop.
-    monkeypatch.setattr(ClearoutBulkJobTrigger, "hook", lambda self: ClearoutHook(max_retries=0))
+    monkeypatch.setattr(
+        ClearoutBulkJobTrigger, "jobs", lambda self: ClearoutLists(ClearoutHook(max_retries=0))
+    )
     event = await first_event(
-        ClearoutBulkJobTrigger(list_id=list_id, poll_interval=0.1, max_poll_interval=0.1)
+        ClearoutBulkJobTrigger(job_id=list_id, poll_interval=0.1, max_poll_interval=0.1)
     )
     assert event["status"] == "success"
     assert any("polling again" in r.getMessage() for r in caplog.records)
@@ -213,7 +216,7 @@ async def test_on_kill_cancels_the_running_list(
 ) -> None:
     connect(monkeypatch, server)
     list_id = upload(tmp_path, RATE * 20)
-    trigger = ClearoutBulkJobTrigger(list_id=list_id, poll_interval=0.2, max_poll_interval=0.2)
+    trigger = ClearoutBulkJobTrigger(job_id=list_id, poll_interval=0.2, max_poll_interval=0.2)
     waiting = asyncio.create_task(first_event(trigger))
     await asyncio.sleep(0.5)
     waiting.cancel()  # what the triggerer does before calling on_kill
@@ -227,9 +230,9 @@ def test_run_sync_reaches_the_same_events(
 ) -> None:
     connect(monkeypatch, server)
     quick = upload(tmp_path, RATE // 2)
-    assert ClearoutBulkJobTrigger(list_id=quick, poll_interval=0.2).run_sync()["status"] == "success"
+    assert ClearoutBulkJobTrigger(job_id=quick, poll_interval=0.2).run_sync()["status"] == "success"
     slow = upload(tmp_path, RATE * 100)
-    event = ClearoutBulkJobTrigger(list_id=slow, poll_interval=0.2, deadline=time.time() + 0.6).run_sync()
+    event = ClearoutBulkJobTrigger(job_id=slow, poll_interval=0.2, deadline=time.time() + 0.6).run_sync()
     assert event["status"] == "timeout" and event["cancelled"] is True
     assert lists(server)[slow]["status"] == "cancelled"
 
@@ -240,16 +243,16 @@ async def test_a_list_that_completes_as_the_deadline_passes_is_a_success(
     connect(monkeypatch, server)
     list_id = upload(tmp_path, 2)
     await asyncio.sleep(0.3)  # completed by now; the trigger's first look below is stale ("running")
-    real = ClearoutBulkJobTrigger._aprogress
+    real = ClearoutLists.aprogress
     looks = 0
 
-    async def stale_first_look(self: ClearoutBulkJobTrigger, hook: ClearoutHook) -> BulkProgress:
+    async def stale_first_look(self: ClearoutLists, job_id: str) -> BulkProgress:
         nonlocal looks
         looks += 1
-        return BulkProgress(list_id, "running", 50.0) if looks == 1 else await real(self, hook)
+        return BulkProgress(list_id, "running", 50.0) if looks == 1 else await real(self, job_id)
 
-    monkeypatch.setattr(ClearoutBulkJobTrigger, "_aprogress", stale_first_look)
-    trigger = ClearoutBulkJobTrigger(list_id=list_id, deadline=time.time() - 1, cancel_on_deadline=True)
+    monkeypatch.setattr(ClearoutLists, "aprogress", stale_first_look)
+    trigger = ClearoutBulkJobTrigger(job_id=list_id, deadline=time.time() - 1, cancel_on_deadline=True)
     event = await first_event(trigger)  # the cancel is refused (1116: not cancellable), the last look wins
     assert event["status"] == "success" and looks == 2
     assert lists(server)[list_id]["status"] == "completed"

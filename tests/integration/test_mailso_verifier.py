@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from clearout_provider.exceptions import MailsoUnavailable
+from clearout_provider.exceptions import MailsoBatchInDoubt
 from clearout_provider.instant_calls import Checkpoint
 from clearout_provider.mailso.verifier import MailsoVerifier
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
@@ -92,8 +92,14 @@ def test_a_lost_creation_answer_fails_the_task_and_is_never_reposted(
     mailso = verifier(server, mailso_connect, batch_size=10)
     server.set_faults(mailso_lost_batch_answers=1)
 
-    with Checkpoint(tmp_path, "mailso-batches") as checkpoint, pytest.raises(MailsoUnavailable):
+    with Checkpoint(tmp_path, "mailso-batches") as checkpoint, pytest.raises(MailsoBatchInDoubt):
+        mailso.verify_in_batches(EMAILS, checkpoint, lambda e, r: None)
+    # A retry of the task (same checkpoint) does not post it either: it may exist and be charged.
+    with (
+        Checkpoint(tmp_path, "mailso-batches") as checkpoint,
+        pytest.raises(MailsoBatchInDoubt, match="dashboard"),
+    ):
         mailso.verify_in_batches(EMAILS, checkpoint, lambda e, r: None)
 
-    # Mail.so created (and charged) the batch; the hook did not post it a second time.
+    # Mail.so created (and charged) the batch once; nobody posted it a second time.
     assert server.mailso_stats()["batches_created"] == 1

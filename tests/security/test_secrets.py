@@ -441,7 +441,7 @@ def scan_deferrals(ledger: Ledger, seen: Capture) -> None:
         ledger.text(place, f"DeferTask {classpath}", as_text(kwargs))
     for payload in seen.events:
         ledger.text(place, "trigger event payload", as_text(payload))
-    fresh = ClearoutBulkJobTrigger(list_id="any-list", clearout_conn_id="clearout_default", deadline=1e10)
+    fresh = ClearoutBulkJobTrigger(job_id="any-list", conn_id="clearout_default", deadline=1e10)
     ledger.text(place, "ClearoutBulkJobTrigger(...).serialize()", as_text(fresh.serialize()))
 
 
@@ -710,7 +710,7 @@ def test_failures_with_wrong_credentials_leak_neither_secret(
         ledger.text("exception messages", f"{label}.test_connection message", message)
         ledger.text("exception messages", f"{label} repr", repr(hook))
     # A trigger never raises: its error event carries the message the operator turns into the failure.
-    trigger = ClearoutBulkJobTrigger(list_id="any-list", clearout_conn_id="clearout_wrong", poll_interval=0.1)
+    trigger = ClearoutBulkJobTrigger(job_id="any-list", conn_id="clearout_wrong", poll_interval=0.1)
     events = asyncio.run(_first_event(trigger))
     assert events["status"] == "error" and events["error_type"] == "ClearoutAuthError", events
     ledger.text("exception messages", "ClearoutBulkJobTrigger error event", as_text(events))

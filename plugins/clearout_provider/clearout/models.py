@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from clearout_provider.clearout.statuses import Status, normalise_status, sub_status
-from clearout_provider.verification.model import Bounce
+from clearout_provider.clearout.statuses import Status, job_state, normalise_status, sub_status
+from clearout_provider.verification.model import Bounce, JobProgress, JobState
 
 #: The six single-flag checks of ``/email/verify/{kind}``.
 FlagKind = Literal["catchall", "disposable", "business", "free", "role", "gibberish"]
@@ -33,9 +33,6 @@ FLAG_FIELDS: dict[str, str] = {
     "role": "role_account",
     "gibberish": "gibberish",
 }
-
-#: Bulk progress states after which a list will not change any more.
-FINISHED_PROGRESS = frozenset({"completed", "cancelled"})
 
 
 def _yes(value: Any) -> bool:
@@ -204,8 +201,8 @@ class BulkUpload:
 
 
 @dataclass(frozen=True)
-class BulkProgress:
-    """How far a bulk verify or finder list has got."""
+class BulkProgress(JobProgress):
+    """How far a bulk verify or finder list has got (``finished``: the neutral rule of JobProgress)."""
 
     list_id: str
     status: str
@@ -213,9 +210,16 @@ class BulkProgress:
     percent: float
 
     @property
-    def finished(self) -> bool:
-        """True once the list will not change any more (completed or cancelled)."""
-        return self.status in FINISHED_PROGRESS
+    def job_id(self) -> str:
+        return self.list_id
+
+    @property
+    def state(self) -> JobState:
+        return job_state(self.status)
+
+    @property
+    def vendor_status(self) -> str:
+        return self.status
 
     @classmethod
     def from_api(cls, list_id: str, data: Mapping[str, Any]) -> BulkProgress:

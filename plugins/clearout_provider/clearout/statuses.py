@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from clearout_provider.verification.model import Bounce, Verdict
+from clearout_provider.verification.model import Bounce, JobState, Verdict
 
 
 class Status(StrEnum):
@@ -166,3 +166,24 @@ SYNTAX_VERDICT: dict[str, object] = {
     "clearout_status": SUB_STATUSES[SYNTAX_ERROR_CODE].status.value,
     "clearout_sub_status_code": SYNTAX_ERROR_CODE,
 }
+
+
+# Clearout documents "running" and "completed"; a cancelled list reports "cancelled". Other spellings are
+# not documented: the obvious failure words are failures, the obvious working words keep polling, and any
+# other word is UNRECOGNISED (polled a bounded number of times, see the trigger).
+_PROGRESS_WORDS: dict[JobState, tuple[str, ...]] = {
+    JobState.COMPLETED: ("completed", "complete"),
+    JobState.CANCELLED: ("cancelled", "canceled"),
+    JobState.FAILED: ("failed", "failure", "error", "aborted"),
+    JobState.RUNNING: ("running", "queued", "pending", "processing", "in_progress", "in progress",
+                       "verifying", "uploaded", "new", "cancelling", "canceling"),
+}  # fmt: skip
+#: A bulk list's ``progress_status`` (lower case) → the neutral job state.
+PROGRESS_STATES: dict[str, JobState] = {
+    word: state for state, words in _PROGRESS_WORDS.items() for word in words
+}
+
+
+def job_state(progress_status: str) -> JobState:
+    """The neutral state of a bulk list's ``progress_status`` (UNRECOGNISED for an undocumented word)."""
+    return PROGRESS_STATES.get(progress_status.strip().lower(), JobState.UNRECOGNISED)

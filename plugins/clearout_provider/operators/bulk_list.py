@@ -1,19 +1,22 @@
-"""One Clearout bulk list per task instance, paid for once.
+"""One bulk job (a Clearout list, a set of Mail.so batches) per task instance, paid for once.
 
 This is what the bulk verify and bulk finder operators share.
 
-:class:`BulkListOperator` owns the life of the list; the operators only say how to upload, poll, download
-and finish (``_send_upload``, ``_list_progress``, ``_download_result``, ``_check_credits``,
-``_finish_list``):
+:class:`BulkListOperator` owns the life of the job and decides on neutral states and failures only
+(:class:`~clearout_provider.verification.model.JobState`; the ``JobUnavailable`` / ``JobSlotsFull`` /
+``DuplicateSubmission`` families of :mod:`clearout_provider.exceptions`); the operators only say how to
+upload, poll, download and finish (``_send_upload``, ``_list_progress``, ``_download_result``,
+``_check_credits``, ``_finish_list``) and whose jobs they are (``verifier_name``, ``_conn_id``):
 
-1. **find or upload** the list: resume the list an earlier try of this task instance started, else check
-   the credits and upload (a duplicate-file answer, 2043, resumes the list it names); a full bulk queue
-   (1001 / 1083) waits and tries again until the deadline — deferred to a timer, not holding a worker;
-2. record the list in the state file and in XCom (``list_id``, which also feeds the "Clearout list"
+1. **find or upload** the job: resume the job an earlier try of this task instance started, else check
+   the credits and upload (a duplicate submission — Clearout's 2043, Mail.so batches an earlier try
+   created — resumes the job it names); a full bulk queue (Clearout's 1001 / 1083) waits and tries again
+   until the deadline — deferred to a timer, not holding a worker;
+2. record the job in the state file and in XCom (``list_id``, which also feeds the "Clearout list"
    link) BEFORE waiting;
 3. **wait** with :class:`~clearout_provider.triggers.bulk_job.ClearoutBulkJobTrigger`: deferred to the
    triggerer, or the same loop on the worker when ``deferrable=False``;
-4. **collect** (``execute_complete``): stream the result CSV down and hand it to ``_finish_list``.
+4. **collect** (``execute_complete``): download the result and hand it to ``_finish_list``.
 
 **Never spend twice.** Airflow 3 clears a task's XComs when a new try starts, so the memory of an
 uploaded list is the state file ``clearout_list.json`` in the task instance's folder (stable across
@@ -54,22 +57,13 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
-from clearout_provider.clearout.models import BulkProgress
-from clearout_provider.exceptions import (
-    ClearoutBulkLimitReached,
-    ClearoutDuplicateFile,
-    ClearoutListUnavailable,
-)
+from clearout_provider.exceptions import DuplicateSubmission, JobSlotsFull, JobUnavailable
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
 from clearout_provider.run_files import read_json, task_folder, write_json
-from clearout_provider.triggers.bulk_job import (
-    CANCELLED,
-    ERROR,
-    ClearoutBulkJobTrigger,
-    progress_outcome,
-    raise_for_event,
-)
+from clearout_provider.triggers.bulk_job import ClearoutBulkJobTrigger, raise_for_event
+from clearout_provider.verification.model import JobProgress, JobState
+from clearout_provider.verification.verifier import BulkJobs, bulk_jobs, spec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -105,7 +99,7 @@ log = logging.getLogger(__name__)
 
 
 class ClearoutBulkSlotTimeout(AirflowException):
-    """Clearout's limit of concurrent bulk lists (1001 / 1083) stayed reached until the deadline."""
+    """The vendor's limit of concurrent bulk jobs (Clearout 1001 / 1083) stayed reached until the deadline."""
 
 
 class _Harvested(Exception):
@@ -157,9 +151,7 @@ class ListRecord:
         if saved is not None and saved.upload_sha256 == upload_sha256:
             return saved
         if saved is not None and saved.list_id:
-            log.warning(
-                "The input changed since Clearout list %s was uploaded: it is not resumed", saved.list_id
-            )
+            log.warning("The input changed since bulk job %s was uploaded: it is not resumed", saved.list_id)
         return cls(upload_sha256, str(prepared.rows_path), asdict(prepared.counts))
 
     def save(self, path: ObjectStoragePath) -> None:
@@ -228,10 +220,12 @@ class BulkListOperator(BaseOperator):
     """
 
     clearout_kind: ClassVar[Literal["verify", "finder"]]
-    #: How logs and errors name this kind of list, and the error code of a full queue.
+    #: How logs and errors name this kind of list.
     list_noun: ClassVar[str]
-    limit_code: ClassVar[int]
     operator_extra_links = (ClearoutListLink(),)
+    #: Whose jobs these are (:data:`~clearout_provider.verification.verifier.SPECS`): the trigger builds
+    #: that verifier's :class:`~clearout_provider.verification.verifier.BulkJobs` from it.
+    verifier_name: str = "clearout"
 
     clearout_conn_id: str
     workdir: str | None
@@ -255,26 +249,48 @@ class BulkListOperator(BaseOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.bulk_slot_wait = bulk_slot_wait
         self._waiting: ClearoutBulkJobTrigger | None = None
+        self._slots_full: JobSlotsFull | None = None
 
     @cached_property
     def hook(self) -> ClearoutHook:
+        """The Clearout hook of the bulk Email Finder's methods (bulk verify goes through its verifier)."""
         return ClearoutHook(self.clearout_conn_id)
 
     # ------------------------------------------------------------------ what each kind says
 
+    @property
+    def _conn_id(self) -> str:
+        """The connection of ``verifier_name`` the trigger follows the job with."""
+        return self.clearout_conn_id
+
+    @property
+    def _job_noun(self) -> str:
+        """How logs and errors name one job ("Clearout bulk list")."""
+        return f"{spec(self.verifier_name).label} {self.list_noun}"
+
+    def _jobs(self) -> BulkJobs:
+        """The verifier's jobs, for cancelling from the worker (``on_kill`` in non-deferrable mode)."""
+        return bulk_jobs(self.verifier_name, self.clearout_kind, self._conn_id)
+
     def _send_upload(self, upload: Path, *, ignore_duplicate_file: bool) -> str:
-        """Upload the file; return the new list's id."""
+        """Submit the file; return the new job's id. Raise a ``DuplicateSubmission`` naming the earlier
+        job when the vendor already has it, unless ``ignore_duplicate_file``."""
         raise NotImplementedError
 
-    def _list_progress(self, list_id: str) -> BulkProgress:
+    def _list_progress(self, list_id: str) -> JobProgress:
         raise NotImplementedError
 
     def _download_result(self, list_id: str, dest: Path) -> None:
         raise NotImplementedError
 
-    def _check_credits(self, to_send: int) -> int:
-        """Fail before uploading when the account cannot cover ``to_send`` rows; return the balance."""
+    def _check_credits(self, to_send: int) -> int | None:
+        """Fail before uploading when the account cannot cover ``to_send`` rows; return the balance (None:
+        the vendor publishes none). ``_check_credits(0)`` reads the balance after the download."""
         raise NotImplementedError
+
+    def _result_file(self, folder: ObjectStoragePath, list_id: str) -> Path:
+        """Where ``_download_result`` puts the result (local: the hook streams to local files)."""
+        return local_dir(folder) / f"clearout-{self.clearout_kind}-result-{list_id}.csv"
 
     def _harvest(self, context: Mapping[str, Any], list_id: str) -> int:
         """Keep what a cancelled list already processed (paid for); return how many results were kept.
@@ -327,16 +343,18 @@ class BulkListOperator(BaseOperator):
             return self.execute(context)
         record.save(state_path)
         assert record.list_id is not None
-        context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=record.list_id)
+        if self.verifier_name == "clearout":  # the "Clearout list" link: Mail.so batches have no app page
+            context["ti"].xcom_push(key=LIST_ID_XCOM_KEY, value=record.list_id)
         if record.completed:  # a cleared task whose list finished before: fetch the result again, no wait
-            self.log.info("Clearout %s %s completed in an earlier run: downloading its result again",
-                          self.list_noun, record.list_id)  # fmt: skip
+            self.log.info("%s %s completed in an earlier run: downloading its result again",
+                          self._job_noun, record.list_id)  # fmt: skip
             return self._collect(context, folder, record)
 
         trigger = ClearoutBulkJobTrigger(
-            list_id=record.list_id,
+            job_id=record.list_id,
+            verifier=self.verifier_name,
             kind=self.clearout_kind,
-            clearout_conn_id=self.clearout_conn_id,
+            conn_id=self._conn_id,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             deadline=record.deadline,
@@ -380,19 +398,15 @@ class BulkListOperator(BaseOperator):
             return False
         try:
             progress = self._list_progress(list_id)
-        except ClearoutListUnavailable as gone:
-            self.log.warning(
-                "Clearout %s %s is no longer available (%s)", self.list_noun, list_id, gone.message
-            )
+        except JobUnavailable as gone:
+            self.log.warning("%s %s is no longer available (%s)", self._job_noun, list_id, gone.message)
             record.abandon(list_id)
             return False
-        outcome = progress_outcome(progress.status)
-        if outcome in (CANCELLED, ERROR):
-            self.log.warning(
-                "Clearout %s %s is %s: it will not be resumed", self.list_noun, list_id, progress.status
-            )
+        if progress.state in (JobState.CANCELLED, JobState.FAILED):
+            self.log.warning("%s %s is %s: it will not be resumed",
+                             self._job_noun, list_id, progress.vendor_status)  # fmt: skip
             record.abandon(list_id)
-            if outcome == CANCELLED and self._harvest(context, list_id):
+            if progress.state is JobState.CANCELLED and self._harvest(context, list_id):
                 raise _Harvested(list_id)
             return False
         return True
@@ -400,37 +414,37 @@ class BulkListOperator(BaseOperator):
     def _resume(self, context: Mapping[str, Any], record: ListRecord) -> bool:
         """Resume the list an earlier try started, if it can still deliver."""
         if record.list_id and self._usable(context, record, record.list_id):
-            self.log.info("Resuming Clearout %s %s uploaded by an earlier try: no new upload, no new charge",
-                          self.list_noun, record.list_id)  # fmt: skip
+            self.log.info("Resuming %s %s uploaded by an earlier try: no new upload, no new charge",
+                          self._job_noun, record.list_id)  # fmt: skip
             return True
         return False
 
     def _upload(
         self, context: Mapping[str, Any], record: ListRecord, upload: Path, to_send: int, attempt: str
     ) -> bool:
-        """Upload the list (or adopt the duplicate Clearout names).
+        """Upload the list (or adopt the duplicate the vendor names).
 
-        False when Clearout's bulk slots are full.
+        False when the vendor's bulk slots are full.
         """
         credits = self._check_credits(to_send)
         try:
             try:
                 list_id = self._send_upload(upload, ignore_duplicate_file=False)
-            except ClearoutDuplicateFile as duplicate:
-                if not duplicate.list_id:
+            except DuplicateSubmission as duplicate:
+                if not duplicate.job_id:
                     raise
-                if self._usable(context, record, duplicate.list_id):
-                    self.log.info("Clearout already has this file as %s %s (2043): resuming it instead of "
-                                  "paying twice", self.list_noun, duplicate.list_id)  # fmt: skip
-                    record.adopt(duplicate.list_id)
+                if self._usable(context, record, duplicate.job_id):
+                    self.log.info("The vendor already has this file as %s %s: resuming it instead of "
+                                  "paying twice", self._job_noun, duplicate.job_id)  # fmt: skip
+                    record.adopt(duplicate.job_id)
                     return True
                 # The duplicate is cancelled or gone: only now is a second list (and its cost) justified.
                 list_id = self._send_upload(upload, ignore_duplicate_file=True)
-        except ClearoutBulkLimitReached:
-            self.log.info("Clearout is running its maximum of %ss (%d); trying again later",
-                          self.list_noun, self.limit_code)  # fmt: skip
+        except JobSlotsFull as full:
+            self._slots_full = full
+            self.log.info("%s: the maximum of %ss is running; trying again later", full, self.list_noun)
             return False
-        self.log.info("Uploaded %d rows as Clearout %s %s", to_send, self.list_noun, list_id)
+        self.log.info("Uploaded %d rows as %s %s", to_send, self._job_noun, list_id)
         record.adopt(list_id, uploaded_by=attempt, credits_before=credits)
         return True
 
@@ -438,11 +452,12 @@ class BulkListOperator(BaseOperator):
         """Seconds to wait before the next upload attempt; raise when the deadline leaves no time."""
         remaining = (record.deadline or 0.0) - time.time()
         if remaining <= 0:
+            code = f" ({self._slots_full.code})" if self._slots_full and self._slots_full.code else ""
             raise ClearoutBulkSlotTimeout(
-                f"Clearout kept answering that the maximum number of {self.list_noun}s is running "
-                f"({self.limit_code}) until this task's deadline; nothing was uploaded or charged. "
-                "Let running lists finish (or cancel one), raise `timeout`, or schedule fewer bulk tasks "
-                "at once (a pool)"
+                f"{spec(self.verifier_name).label} kept answering that the maximum number of "
+                f"{self.list_noun}s is running{code} until this task's deadline; nothing was uploaded or "
+                "charged. Let running lists finish (or cancel one), raise `timeout`, or schedule fewer "
+                "bulk tasks at once (a pool)"
             )
         return min(self.bulk_slot_wait, remaining)
 
@@ -464,10 +479,10 @@ class BulkListOperator(BaseOperator):
         """Download the completed list's result and finish; a resumed list whose result is gone is redone."""
         state_path = folder / STATE_FILE
         list_id = str(record.list_id)
-        raw = local_dir(folder) / f"clearout-{self.clearout_kind}-result-{list_id}.csv"
+        raw = self._result_file(folder, list_id)
         try:
             self._download_result(list_id, raw)
-        except ClearoutListUnavailable as gone:
+        except JobUnavailable as gone:
             if record.uploaded_by == record.attempt:
                 raise  # uploaded by this very try: uploading again could loop and spend again
             self.log.warning("The result of resumed %s %s is gone (%s): uploading it again",
@@ -478,8 +493,8 @@ class BulkListOperator(BaseOperator):
         record.completed = True
         record.save(state_path)
         credits_spent = None
-        if record.credits_before is not None:
-            credits_spent = record.credits_before - self.hook.get_credits().available
+        if record.credits_before is not None and (balance := self._check_credits(0)) is not None:
+            credits_spent = record.credits_before - balance
         return self._finish_list(
             context, folder, record.rows_path, record.prepared, list_id, raw, credits_spent
         )
@@ -490,4 +505,4 @@ class BulkListOperator(BaseOperator):
         While deferred this never runs; the trigger's ``on_kill`` cancels instead.
         """
         if self._waiting is not None:
-            self._waiting.cancel_sync(self.hook, "its task was killed")
+            self._waiting.cancel_sync(self._jobs(), "its task was killed")

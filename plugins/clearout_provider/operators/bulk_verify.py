@@ -1,4 +1,5 @@
-"""ClearoutBulkVerifyOperator: verify a contacts file with one Clearout bulk list, paying once.
+"""ClearoutBulkVerifyOperator: verify a contacts file as one bulk job (a Clearout list, Mail.so batches),
+paying once.
 
 1. **prepare** (:func:`clearout_provider.contacts.prepare_contacts`) into the task instance's folder
    (:func:`clearout_provider.run_files.task_folder`): normalised, deduplicated, syntax-checked addresses;
@@ -7,10 +8,20 @@
    ``dry_run`` stops here and says what would be sent;
 3. **upload, wait, download** with :class:`~clearout_provider.operators.bulk_list.BulkListOperator` (which
    also holds the "never spend twice" and deadline rules), after checking that the credits and the daily
-   limit cover the list;
-4. **finish**: normalise the result, record it in the ledger at once (before anything is written to
-   CleverTap), and join it with the reused verdicts onto every input row (:mod:`clearout_provider.results`):
-   ONE result file, its path and counts returned.
+   limit cover the list (Mail.so publishes no balance: nothing to check), through the verifier's
+   :class:`~clearout_provider.verification.verifier.BulkVerifier` (``verifier="clearout"`` or
+   ``"mailso"``): the operator never names a vendor's code;
+4. **finish**: take the job's verdicts, record them in the ledger at once (before anything is written to
+   CleverTap), and join them with the reused verdicts onto every input row
+   (:mod:`clearout_provider.results`): ONE result file, its path and counts returned.
+
+Mail.so (``verifier="mailso"``, connection ``mailso_conn_id``): the job is the file's batches of the
+connection's ``batch_size`` extra, each batch id checkpointed in the task folder before the next is posted
+(:mod:`clearout_provider.mailso.verifier`), so a retried or cleared task collects them instead of paying
+again. A batch whose creation answer was lost is never re-posted: the task fails
+(:class:`~clearout_provider.exceptions.MailsoBatchInDoubt`) and says how to decide. Mail.so cannot cancel
+a batch: ``cancel_on_timeout`` and a cleared task leave it running (it is paid for at creation), and
+``credits_spent`` is None (no balance endpoint; ``sent`` is what was charged, one per address).
 
 The data-file modules (contacts, results: pyarrow, pandas) are imported when the task runs, not at the
 top: that keeps DAG parsing cheap.
@@ -18,18 +29,19 @@ top: that keeps DAG parsing cheap.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
-from clearout_provider.clearout.models import BulkProgress
-from clearout_provider.clearout.statuses import CANCELLED_CODE
-from clearout_provider.exceptions import ClearoutCreditsError, ClearoutDailyLimitError
+from clearout_provider.exceptions import JobUnavailable
 from clearout_provider.hooks.clearout import ClearoutHook, Optimize
+from clearout_provider.hooks.mailso import MailsoHook
 from clearout_provider.operators.bulk_list import (
     STATE_FILE,
     BulkListOperator,
@@ -38,6 +50,8 @@ from clearout_provider.operators.bulk_list import (
 )
 from clearout_provider.operators.settings import resolve_flag, resolve_freshness
 from clearout_provider.run_files import task_folder
+from clearout_provider.verification.model import JobProgress
+from clearout_provider.verification.verifier import BulkVerifier, bulk_verifier, spec
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -51,14 +65,17 @@ RESULT_FORMATS = ("parquet", "csv")
 
 
 class ClearoutBulkVerifyOperator(BulkListOperator):
-    """Verify every address of a contacts file with a Clearout bulk list; write one result file.
+    """Verify every address of a contacts file as one bulk job; write one result file.
 
     :param source: CSV or Parquet file (local path or any fsspec URL) with an email column. Templated.
     :param email_column: the email column; detected from its name when None. Templated.
+    :param verifier: ``"clearout"`` (a bulk list, default) or ``"mailso"`` (Mail.so batches).
     :param clearout_conn_id: connection of type ``clearout`` (the API token is its password).
+    :param mailso_conn_id: connection of type ``mailso`` (with ``verifier="mailso"``; its ``batch_size``
+        extra sets the addresses per batch).
     :param workdir: base folder for task files (see :func:`clearout_provider.run_files.base_folder`).
         Templated.
-    :param optimize: Clearout's ``highest_accuracy`` (default) or ``fastest_turnaround``.
+    :param optimize: Clearout's ``highest_accuracy`` (default) or ``fastest_turnaround`` (Clearout only).
     :param max_rows: inputs with more rows are refused; None: Clearout's recommended maximum per list
         (:data:`clearout_provider.contacts.DEFAULT_MAX_ROWS`, 500,000).
     :param result_format: ``"parquet"`` or ``"csv"``.
@@ -77,13 +94,13 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     "prepared", "credits_spent", "sent", "reused", "credits_needed", "dry_run"}``; ``counts`` is rows per
     status over ALL input rows; ``reused`` addresses were answered by the ledger, ``sent`` were in the
     list; ``credits_spent`` the account balance before the upload minus after the download (other work on
-    the same account during the run counts too; None when the list was resumed without a recorded balance).
+    the same account during the run counts too; None when the list was resumed without a recorded balance,
+    and for Mail.so, which publishes no balance). ``list_id`` is the job id (Mail.so: its batch ids).
     """
 
     template_fields: Sequence[str] = ("source", "email_column", "workdir", "freshness", "dry_run_enabled")
     clearout_kind = "verify"
     list_noun = "bulk list"
-    limit_code = 1001
     ui_color = "#d3f1ff"
 
     def __init__(
@@ -91,7 +108,9 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         *,
         source: str | os.PathLike[str],
         email_column: str | None = None,
+        verifier: str = "clearout",
         clearout_conn_id: str = ClearoutHook.default_conn_name,
+        mailso_conn_id: str = MailsoHook.default_conn_name,
         workdir: str | None = None,
         optimize: Optimize = "highest_accuracy",
         max_rows: int | None = None,
@@ -103,15 +122,32 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         super().__init__(**kwargs)
         if result_format not in RESULT_FORMATS:
             raise ValueError(f"result_format must be one of {RESULT_FORMATS}, not {result_format!r}")
+        spec(verifier)  # refuses an unknown verifier when the DAG is parsed
         self.source = source
         self.email_column = email_column
+        self.verifier_name = verifier
         self.clearout_conn_id = clearout_conn_id
+        self.mailso_conn_id = mailso_conn_id
         self.workdir = workdir
         self.optimize = optimize
         self.max_rows = max_rows
         self.result_format = result_format
         self.freshness = freshness
         self.dry_run_enabled = dry_run
+        self._journal: ObjectStoragePath | None = None
+
+    @property
+    def _conn_id(self) -> str:
+        return self.mailso_conn_id if self.verifier_name == "mailso" else self.clearout_conn_id
+
+    @cached_property
+    def bulk(self) -> BulkVerifier:
+        """The verifier every upload, poll, download and balance goes through (one per task run)."""
+        options = {"optimize": self.optimize} if self.verifier_name == "clearout" else {}
+        return bulk_verifier(self.verifier_name, self._conn_id, **options)
+
+    def _jobs(self) -> BulkVerifier:
+        return self.bulk
 
     def execute(self, context: Context) -> dict[str, Any]:
         from clearout_provider.contacts import DEFAULT_MAX_ROWS, prepare_contacts
@@ -119,7 +155,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         from clearout_provider.verification.model import DecidedBy
         from clearout_provider.verification.plan import not_sent, plan_verification
 
-        folder = task_folder(context, self.workdir)
+        folder = self._journal = task_folder(context, self.workdir)
         max_rows = DEFAULT_MAX_ROWS if self.max_rows is None else self.max_rows
         prepared = prepare_contacts(
             self.source, email_column=self.email_column, workdir=folder, max_rows=max_rows
@@ -127,12 +163,14 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         plan = plan_verification(prepared, VerdictLedger(), resolve_freshness(self.freshness), context)
         counts = asdict(prepared.counts)
         if resolve_flag(self.dry_run_enabled, "dry_run"):
-            self.log.info("Dry run: %d addresses would be sent to Clearout; nothing uploaded", plan.to_send)
+            self.log.info("Dry run: %d addresses would be sent to %s; nothing uploaded",
+                          plan.to_send, self.bulk.spec.label)  # fmt: skip
             pending = not_sent(plan.emails(), DecidedBy.DRY_RUN, "dry run: not sent")
             return self._finish_list(context, folder, str(prepared.rows_path), counts, None, None, 0, pending)
         if plan.upload_path is None:
             self.log.info(
-                "Nothing to send to Clearout (%s, %d from the ledger): writing the known verdicts only",
+                "Nothing to send to %s (%s, %d from the ledger): writing the known verdicts only",
+                self.bulk.spec.label,
                 prepared.counts,
                 plan.reused,
             )
@@ -141,56 +179,41 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         return self._run_list(context, folder, upload, plan.to_send)
 
     def _send_upload(self, upload: Path, *, ignore_duplicate_file: bool) -> str:
-        return self.hook.upload_bulk_verify(
-            upload, optimize=self.optimize, ignore_duplicate_file=ignore_duplicate_file
-        ).list_id
+        assert self._journal is not None, "execute() sets the task folder before uploading"
+        return self.bulk.submit(upload, journal=self._journal, fresh=ignore_duplicate_file)
 
-    def _list_progress(self, list_id: str) -> BulkProgress:
-        return self.hook.get_bulk_progress(list_id)
+    def _list_progress(self, list_id: str) -> JobProgress:
+        return self.bulk.progress(list_id)
+
+    def _result_file(self, folder: ObjectStoragePath, list_id: str) -> Path:
+        """The job's verdicts as Parquet, named by a digest (a Mail.so job id is many batch ids long)."""
+        digest = hashlib.sha256(list_id.encode()).hexdigest()[:16]
+        return local_dir(folder) / f"{self.verifier_name}-verify-verdicts-{digest}.parquet"
 
     def _download_result(self, list_id: str, dest: Path) -> None:
-        self.hook.download_bulk_result(list_id, dest)
+        """Download the job's verdicts (result columns) and keep them in ``dest`` for ``_finish_list``."""
+        import pyarrow.parquet as pq
 
-    def _check_credits(self, to_send: int) -> int:
+        pq.write_table(self.bulk.download(list_id, dest.parent), dest)
+
+    def _check_credits(self, to_send: int) -> int | None:
         """Fail before uploading when the balance or the daily limit cannot cover every address."""
-        credits = self.hook.get_credits()
-        if credits.available < to_send:
-            raise ClearoutCreditsError(
-                f"The Clearout account has {credits.available} credits but this list has {to_send} addresses "
-                "to verify (each may cost a credit); nothing was uploaded",
-                required_credits=to_send - credits.available,
-            )
-        daily = credits.daily_verify_limit_remaining
-        if daily is not None and daily < to_send:
-            raise ClearoutDailyLimitError(
-                f"The Clearout account may verify {daily} more addresses today but this list has {to_send}; "
-                "nothing was uploaded"
-            )
-        return credits.available
+        return self.bulk.check_funds(to_send)
 
     def _harvest(self, context: Mapping[str, Any], list_id: str) -> int:
-        """Record the verdicts a cancelled list processed (its unprocessed rows, 605, are no verdicts)."""
-        import pyarrow.compute as pc
-
-        from clearout_provider.exceptions import ClearoutListUnavailable
-        from clearout_provider.results import normalise_bulk_result
+        """Record the verdicts a cancelled job processed (the verifier leaves out the rows it did not)."""
         from clearout_provider.verification.ledger import VerdictLedger, recorded_by
 
-        raw = local_dir(task_folder(context, self.workdir)) / f"clearout-verify-cancelled-{list_id}.csv"
+        scratch = local_dir(task_folder(context, self.workdir))
         try:
-            self._download_result(list_id, raw)
-        except ClearoutListUnavailable as gone:
+            processed = self.bulk.download(list_id, scratch)
+        except JobUnavailable as gone:
             self.log.warning(
-                "The result of cancelled list %s is not available (%s): nothing kept", list_id, gone
+                "The result of cancelled job %s is not available (%s): nothing kept", list_id, gone
             )
             return 0
-        verdicts = normalise_bulk_result(raw)
-        processed = verdicts.filter(
-            pc.invert(pc.fill_null(pc.equal(verdicts["clearout_sub_status_code"], CANCELLED_CODE), False))
-        )
         kept = VerdictLedger().record(processed, source=list_id, recorded_by=recorded_by(context))
-        self.log.info("Cancelled list %s had processed %d of %d addresses: their verdicts are kept",
-                      list_id, kept, verdicts.num_rows)  # fmt: skip
+        self.log.info("Cancelled job %s had processed %d addresses: their verdicts are kept", list_id, kept)
         return kept
 
     def _finish_list(
@@ -200,22 +223,23 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         rows_path: str,
         prepared: Mapping[str, int],
         list_id: str | None,
-        result_csv: Path | None,
+        result_file: Path | None,
         credits_spent: int | None,
         pending: pa.Table | None = None,
     ) -> dict[str, Any]:
-        """Record Clearout's verdicts in the ledger, then join them, the reused ones and any ``pending``
-        (no-verdict rows) onto every input row; one result file."""
+        """Record the job's verdicts (``result_file``, see ``_download_result``) in the ledger, then join
+        them, the reused ones and any ``pending`` (no-verdict rows) onto every input row; one result file."""
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        from clearout_provider.results import join_results, normalise_bulk_result
+        from clearout_provider.results import join_results
         from clearout_provider.verification.ledger import VerdictLedger, recorded_by
         from clearout_provider.verification.plan import REUSED_FILE, read_reused
 
         reused = read_reused(folder / REUSED_FILE)
         parts = [reused]
-        if result_csv is not None:
-            verdicts = normalise_bulk_result(result_csv)
+        if result_file is not None:
+            verdicts = pq.read_table(result_file)
             VerdictLedger().record(verdicts, source=str(list_id), recorded_by=recorded_by(context))
             parts.append(verdicts)
         if pending is not None:
@@ -237,9 +261,6 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
             "credits_needed": prepared["to_verify"] - reused.num_rows,
             "dry_run": pending is not None,
         }
-
-
-#: Clearout's sub-status of the unprocessed rows of a cancelled list ("Request Cancelled"): no verdict.
 
 
 @dataclass(frozen=True)

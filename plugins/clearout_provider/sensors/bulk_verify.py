@@ -19,14 +19,11 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from clearout_provider.clearout.verifier import ClearoutLists
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
-from clearout_provider.triggers.bulk_job import (
-    TIMEOUT,
-    BulkKind,
-    ClearoutBulkJobTrigger,
-    raise_for_event,
-)
+from clearout_provider.triggers.bulk_job import TIMEOUT, ClearoutBulkJobTrigger, raise_for_event
+from clearout_provider.verification.verifier import BulkKind
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -72,9 +69,10 @@ class ClearoutBulkVerifySensor(BaseSensorOperator):
 
     def _trigger(self, deadline: float | None = None) -> ClearoutBulkJobTrigger:
         return ClearoutBulkJobTrigger(
-            list_id=self.list_id,
+            job_id=self.list_id,
+            verifier="clearout",
             kind=self.clearout_kind,
-            clearout_conn_id=self.clearout_conn_id,
+            conn_id=self.clearout_conn_id,
             poll_interval=float(self.poke_interval),
             max_poll_interval=max(float(self.poke_interval), self.max_poll_interval),
             deadline=deadline,
@@ -92,12 +90,12 @@ class ClearoutBulkVerifySensor(BaseSensorOperator):
         self.defer(trigger=self._trigger(time.time() + timeout), method_name="execute_complete")
 
     def poke(self, context: Context) -> PokeReturnValue:
-        trigger = self._trigger()
+        trigger, lists = self._trigger(), ClearoutLists(self.hook, self.clearout_kind)
         try:
-            progress, error = trigger.progress_sync(self.hook), None
+            progress, error = lists.progress(self.list_id), None
         except Exception as exc:  # noqa: BLE001 - judged exactly like the trigger judges it
             progress, error = None, exc
-        payload = trigger.judge(progress, error)
+        payload = trigger.judge(progress, error, lists)
         if payload is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(payload))

@@ -147,3 +147,54 @@ SAFE_TO_SEND: dict[Verdict, bool | None] = {
 #: Verdicts that may change soon (greylisting clears, catch-all domains change): reused from the ledger
 #: for ``Freshness.uncertain_ttl_days`` only.
 UNCERTAIN_VERDICTS: frozenset[str] = frozenset({Verdict.RISKY, Verdict.UNKNOWN})
+
+
+class JobState(StrEnum):
+    """Where a bulk job (a Clearout list, a set of Mail.so batches) stands, in neutral words.
+
+    Each vendor maps its own progress words here in ONE table (Clearout:
+    :data:`clearout_provider.clearout.statuses.PROGRESS_STATES`); the trigger, the sensor and the bulk
+    operator decide on these states only.
+    """
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    #: A progress word the vendor's table does not know: it may be working, so polling goes on, but only
+    #: a bounded number of times (an unknown word must not hold a task until its deadline).
+    UNRECOGNISED = "unrecognised"
+
+
+#: States a job never leaves: its result (or its failure) is final.
+FINISHED_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.FAILED})
+
+
+class JobProgress:
+    """How far a bulk job has got: the neutral view every vendor's progress answer offers.
+
+    ``job_id`` and ``state`` come from the vendor's model (Clearout's ``BulkProgress``, the Mail.so
+    verifier's ``BatchesProgress``); :attr:`finished` is the ONE rule of "this job is done" the hook
+    models, the trigger, the sensor and the operators share.
+    """
+
+    #: 0..100 (a progress bar, not a verdict).
+    percent: float
+
+    @property
+    def job_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def state(self) -> JobState:
+        raise NotImplementedError
+
+    @property
+    def vendor_status(self) -> str:
+        """The vendor's own word for the state (messages and the sensor's XCom quote it)."""
+        return self.state.value
+
+    @property
+    def finished(self) -> bool:
+        """True once the job will not change any more (completed, cancelled or failed)."""
+        return self.state in FINISHED_STATES

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowException
 
 from clearout_provider.operators.bulk_verify import STATE_FILE, ClearoutBulkVerifyOperator
 from clearout_provider.run_files import task_folder
@@ -48,9 +49,21 @@ class ListVanishesOperator(ClearoutBulkVerifyOperator):
 
     def defer(self, *, trigger: Any, **kwargs: Any) -> None:  # type: ignore[override]
         if isinstance(trigger, ClearoutBulkJobTrigger):
-            self.hook.cancel_list(trigger.list_id)
-            self.hook.remove_list(trigger.list_id, ignore_result=True)
+            self.hook.cancel_list(trigger.job_id)
+            self.hook.remove_list(trigger.job_id, ignore_result=True)
         super().defer(trigger=trigger, **kwargs)
+
+
+class LosesItsWorkerOnce(ClearoutBulkVerifyOperator):
+    """The first try's worker dies right after the job was submitted, before the task recorded it."""
+
+    def _send_upload(self, upload: Path, *, ignore_duplicate_file: bool) -> str:
+        job_id = super()._send_upload(upload, ignore_duplicate_file=ignore_duplicate_file)
+        marker = Path(os.environ["CLEAROUT_PROVIDER_DATA_DIR"]) / "worker-lost-once"
+        if not marker.exists():
+            marker.touch()
+            raise AirflowException("the worker died right after submitting")
+        return job_id
 
 
 def bulk_verify_dag(
@@ -97,6 +110,23 @@ amnesia = bulk_verify_dag(
 )
 vanishing = bulk_verify_dag("clearout_bulk_verify_vanishing", ListVanishesOperator, deferrable=True)
 small_chunks = bulk_verify_dag("clearout_bulk_verify_small_chunks", deferrable=True, max_rows=3)
+# Mail.so batches through the same operator and trigger.
+mailso = bulk_verify_dag("mailso_bulk_verify", deferrable=True, verifier="mailso")
+mailso_retried = bulk_verify_dag(
+    "mailso_bulk_verify_retry",
+    deferrable=True,
+    verifier="mailso",
+    retries=1,
+    retry_delay=timedelta(0),
+)
+mailso_worker_lost = bulk_verify_dag(
+    "mailso_bulk_verify_worker_lost",
+    LosesItsWorkerOnce,
+    deferrable=True,
+    verifier="mailso",
+    retries=1,
+    retry_delay=timedelta(0),
+)
 
 
 def sensor_dag(dag_id: str, *, deferrable: bool) -> DAG:

@@ -1,4 +1,5 @@
-"""ClearoutBulkVerifyOperator with ClearoutHook mocked: one upload per list, deferral, resume, collection."""
+"""ClearoutBulkVerifyOperator with ClearoutHook mocked (under ClearoutVerifier): one upload per list,
+deferral, resume, collection."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ LIST_ID = "5f0c" * 6  # 24 hex characters, as Clearout's list ids are
 @pytest.fixture
 def hook() -> Iterator[mock.MagicMock]:
     """The ClearoutHook the operator builds: it accepts uploads and serves their results."""
-    with mock.patch("clearout_provider.operators.bulk_list.ClearoutHook", autospec=True) as cls:
+    with mock.patch("clearout_provider.clearout.verifier.ClearoutHook", autospec=True) as cls:
         instance = cls.return_value
         instance.get_credits.side_effect = credits(100, 97)
         instance.upload_bulk_verify.return_value = BulkUpload(LIST_ID)
@@ -91,8 +92,8 @@ def test_uploads_the_distinct_valid_addresses_once_then_defers_on_the_list(
     assert isinstance(deferral.trigger, ClearoutBulkJobTrigger)
     assert deferral.method_name == "execute_complete"
     _, kwargs = deferral.trigger.serialize()
-    assert kwargs["list_id"] == LIST_ID and kwargs["kind"] == "verify"
-    assert kwargs["clearout_conn_id"] == "clearout_default"  # the connection's id, never its token
+    assert (kwargs["job_id"], kwargs["verifier"], kwargs["kind"]) == (LIST_ID, "clearout", "verify")
+    assert kwargs["conn_id"] == "clearout_default"  # the connection's id, never its token
 
 
 def test_the_success_event_downloads_the_result_and_joins_it_onto_every_row(
@@ -129,7 +130,7 @@ def test_a_retried_task_resumes_its_list_instead_of_uploading_again(
 
     hook.upload_bulk_verify.assert_called_once()  # the first try's upload only
     hook.get_bulk_progress.assert_called_once_with(LIST_ID)  # asked whether the list is still usable
-    assert again.trigger.serialize()[1]["list_id"] == LIST_ID
+    assert again.trigger.serialize()[1]["job_id"] == LIST_ID
 
 
 def test_a_list_cancelled_midway_keeps_what_it_verified_and_uploads_only_the_rest(

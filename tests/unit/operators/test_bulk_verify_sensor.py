@@ -80,7 +80,7 @@ def test_deferrable_pushes_the_list_id_and_defers_while_the_list_runs(hook: mock
 
     context["ti"].xcom_push.assert_called_once_with(key=LIST_ID_XCOM_KEY, value=LIST_ID)
     _, kwargs = deferral.value.trigger.serialize()
-    assert kwargs["list_id"] == LIST_ID and kwargs["cancel_on_deadline"] is False  # a sensor never cancels
+    assert kwargs["job_id"] == LIST_ID and kwargs["cancel_on_deadline"] is False  # a sensor never cancels
     assert kwargs["deadline"] is not None
 
 

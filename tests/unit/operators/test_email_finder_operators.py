@@ -126,4 +126,4 @@ def test_the_bulk_finder_uploads_one_list_and_defers_on_it(tmp_path: Path) -> No
     hook.upload_bulk_finder.assert_called_once()
     assert hook.upload_bulk_finder.call_args.kwargs == {"ignore_duplicate_file": False}
     _, kwargs = deferral.value.trigger.serialize()
-    assert (kwargs["list_id"], kwargs["kind"]) == ("f" * 24, "finder")
+    assert (kwargs["job_id"], kwargs["kind"]) == ("f" * 24, "finder")
