@@ -30,6 +30,11 @@ airflow pools set clearout_bulk_lists 3 "Clearout bulk lists" --include-deferred
 export AIRFLOW__CLEAROUT__BULK_LIST_POOL=clearout_bulk_lists
 ```
 
+#### Mail.so instead of Clearout
+`verifier` = `mailso` sends each chunk to Mail.so as batches (the connection's `batch_size`, waited for in
+the triggerer like a Clearout list; a retry collects the batches it created instead of posting them again)
+and writes the "Mailso ..." properties. Connection `mailso_default`.
+
 #### What a run may spend and write
 Every verdict paid for goes into the verdict ledger before it is written back, and every chunk asks the
 ledger first: clearing or retrying a chunk, or running again after a failure, never pays twice.
@@ -73,6 +78,7 @@ from clearout_provider.dag_params import (
     EVERY_PROFILE_WITH_AN_EMAIL,
     run_mode_params,
     task_defaults,
+    verifier_param,
     write_back_params,
 )
 from clearout_provider.operators.bulk_list import MAX_CONCURRENT_BULK_LISTS, bulk_list_pool
@@ -151,6 +157,7 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
             maximum=500_000,
             description="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
         ),
+        "verifier": verifier_param(),
         **write_back_params(),
         **run_mode_params(),
     },
@@ -167,7 +174,11 @@ def clevertap_backfill_historical_contacts() -> None:
         return created_between(params["segment"], params["created_property"], start, end)
 
     # The extract reads back the properties the load writes (renamed ones too): one mapping for both.
-    mapping = {"columns": "{{ params.append_columns }}", "renames": "{{ params.renames }}"}
+    mapping = {
+        "columns": "{{ params.append_columns }}",
+        "renames": "{{ params.renames }}",
+        "verifier": "{{ params.verifier }}",
+    }
     extract = CleverTapExtractProfilesOperator(
         task_id="extract", query=segment_query(), only_delta=True, mapping=mapping
     )
@@ -186,6 +197,7 @@ def clevertap_backfill_historical_contacts() -> None:
         verify = ClearoutBulkVerifyOperator(
             task_id="verify",
             source=chunk,
+            verifier="{{ params.verifier }}",
             deferrable=True,
             pool=bulk_list_pool(),
             max_active_tis_per_dagrun=MAX_CONCURRENT_BULK_LISTS,

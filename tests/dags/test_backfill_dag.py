@@ -168,6 +168,34 @@ def test_full_history_run_verifies_the_base_in_chunks_each_address_once(
     assert server.clearout_stats()["credits_used"] == stats["credits_used"]
 
 
+def test_full_history_with_mailso_verifies_each_chunk_as_mailso_batches(
+    start: Callable[..., SandboxProcess], tmp_path: Path
+) -> None:
+    """verifier=mailso: every chunk goes to Mail.so as batches (deferred), "Mailso ..." properties land
+    on the profiles, each address is paid once, and Clearout is never called."""
+    server = start(mailso_batch_rate=20_000)
+
+    dr = shipped_dag(DAG_ID).test(run_conf={**FULL, "verifier": "mailso"})
+
+    chunks = xcom(dr, "split")
+    assert mapped_states(dr, VERIFY) == mapped_states(dr, LOAD) == ["success"] * len(chunks)
+    assert states(dr)["report"] == "success"
+    verified = [xcom(dr, VERIFY, i) for i in range(len(chunks))]
+    mailso = server.mailso_stats()
+    sent = {
+        email
+        for v in verified
+        for email in pc.filter(
+            table(v["result_path"]).column("verified_email"),
+            pc.equal(table(v["result_path"]).column("decided_by"), "mailso_batch"),
+        ).to_pylist()
+    }
+    assert mailso["mailso_credits_used"] == len(sent) > 0.5 * xcom(dr, "extract")["to_verify"]
+    assert server.clearout_stats()["bulk_uploads"] == 0 and server.clearout_stats()["instant_calls"] == 0
+    valid = CleverTapHook().get_profile(identity="10000000")
+    assert valid is not None and valid["profileData"]["Mailso Result"] == "deliverable"
+
+
 def test_interrupted_backfill_resumes_without_reverifying_finished_chunks(
     start: Callable[..., SandboxProcess], tmp_path: Path
 ) -> None:

@@ -48,7 +48,7 @@ from clearout_provider.operators.bulk_list import (
     ClearoutBulkSlotTimeout,
     local_dir,
 )
-from clearout_provider.operators.settings import resolve_flag, resolve_freshness
+from clearout_provider.operators.settings import resolve_flag, resolve_freshness, templated
 from clearout_provider.run_files import task_folder
 from clearout_provider.verification.model import JobProgress
 from clearout_provider.verification.verifier import BulkVerifier, bulk_verifier, spec
@@ -98,7 +98,14 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     and for Mail.so, which publishes no balance). ``list_id`` is the job id (Mail.so: its batch ids).
     """
 
-    template_fields: Sequence[str] = ("source", "email_column", "workdir", "freshness", "dry_run_enabled")
+    template_fields: Sequence[str] = (
+        "source",
+        "email_column",
+        "workdir",
+        "freshness",
+        "dry_run_enabled",
+        "verifier_name",
+    )
     clearout_kind = "verify"
     list_noun = "bulk list"
     ui_color = "#d3f1ff"
@@ -122,7 +129,8 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         super().__init__(**kwargs)
         if result_format not in RESULT_FORMATS:
             raise ValueError(f"result_format must be one of {RESULT_FORMATS}, not {result_format!r}")
-        spec(verifier)  # refuses an unknown verifier when the DAG is parsed
+        if not templated(verifier):
+            spec(verifier)  # refuses an unknown verifier when the DAG is parsed (a template: when it runs)
         self.source = source
         self.email_column = email_column
         self.verifier_name = verifier
@@ -155,6 +163,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         from clearout_provider.verification.model import DecidedBy
         from clearout_provider.verification.plan import not_sent, plan_verification
 
+        spec(self.verifier_name)  # a rendered "{{ params.verifier }}" is checked here
         folder = self._journal = task_folder(context, self.workdir)
         max_rows = DEFAULT_MAX_ROWS if self.max_rows is None else self.max_rows
         prepared = prepare_contacts(
