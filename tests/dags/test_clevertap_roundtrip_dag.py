@@ -41,14 +41,6 @@ MALFORMED = ("not-an-email", "john@@example.com", "jane.doe@example", "two words
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "clearout_data"
-    folder.mkdir()
-    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def server(
     sandbox_factory: Callable[[SandboxSettings], SandboxProcess],
     clearout_connection: Callable[[SandboxProcess], str],

@@ -32,13 +32,6 @@ Factory = Callable[[SandboxSettings], SandboxProcess]
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "clearout_data"
-    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def server(sandbox_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxProcess]:
     """A sandbox with SEED CleverTap profiles; both connections point at it."""
     sandbox = sandbox_factory(SandboxSettings(seed_contacts=SEED, bulk_rate=20_000))

@@ -31,13 +31,6 @@ Factory = Callable[[SandboxSettings], SandboxProcess]
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "clearout_data"
-    monkeypatch.setenv("CLEAROUT_PROVIDER_DATA_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def server(sandbox_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxProcess]:
     """A sandbox with a few seeded profiles (none carries a "Signup Date"); connections point at it."""
     sandbox = sandbox_factory(SandboxSettings(seed_contacts=40))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
-
-from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from clearout_provider.clearout.models import FLAG_FIELDS
 from clearout_provider.clearout.statuses import Status, normalise_status
@@ -49,6 +46,7 @@ from clearout_provider.exceptions import (
 )
 from clearout_provider.hooks.http_safety import origin, vendor_text
 from clearout_provider.hooks.rate_limit import RATE_WINDOW_SECONDS, parse_rate_headers
+from clearout_provider.hooks.retry_policy import retry_arguments as vendor_retry_arguments
 
 log = logging.getLogger(__name__)
 
@@ -431,46 +429,14 @@ def retry_arguments(
     resend_safe: bool = True,
     describe: str = "Clearout call",
 ) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``: THE retry policy of the hook.
-
-    - :class:`ClearoutServerError` (5xx, connection errors) is retried with exponential backoff and
-      jitter; :class:`ClearoutRateLimited` waits the ``retry_after`` the server named (plus jitter,
-      so parallel callers do not return in lock-step).
-    - Everything else (auth, credits, bad input, business failures, 524 timeouts) fails at once.
-    - ``resend_safe=False`` is for requests that must not run twice (an upload forced with
-      ``ignore_duplicate_file``): they are only retried when Clearout provably did not act on them
-      (429, or a connection that never opened).
-    - At most ``max_retries`` retries; the last exception is re-raised unchanged.
-    """
-    exponential = wait_exponential_jitter(initial=backoff, max=max_backoff, jitter=backoff)
-
-    def should_retry(exc: BaseException) -> bool:
-        if not (isinstance(exc, ClearoutError) and exc.transient):
-            return False
-        return resend_safe or not (isinstance(exc, ClearoutServerError) and exc.maybe_processed)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, ClearoutRateLimited):
-            return exc.retry_after + random.uniform(0.0, backoff)
-        return exponential(state)
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait_s = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "%s failed (%s), retry %d/%d in %.2f s",
-            describe,
-            type(exc).__name__,
-            state.attempt_number,
-            max_retries,
-            wait_s,
-        )
-
-    return {
-        "stop": stop_after_attempt(max_retries + 1),
-        "retry": retry_if_exception(should_retry),
-        "wait": wait,
-        "before_sleep": before_sleep,
-        "reraise": True,
-    }
+    """THE retry policy of the hook: :func:`clearout_provider.hooks.retry_policy.retry_arguments` for
+    the ``Clearout*`` errors this module decides (their ``transient``, ``retry_after`` and
+    ``maybe_processed`` say what may be retried)."""
+    return vendor_retry_arguments(
+        ClearoutError,
+        max_retries=max_retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        resend_safe=resend_safe,
+        describe=describe,
+    )

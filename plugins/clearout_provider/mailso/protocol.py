@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 from urllib.parse import quote
-
-from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from clearout_provider.clearout.protocol import parse_body
 from clearout_provider.exceptions import (
@@ -44,6 +41,7 @@ from clearout_provider.exceptions import (
     MailsoUnavailable,
 )
 from clearout_provider.hooks.http_safety import origin, vendor_text
+from clearout_provider.hooks.retry_policy import retry_arguments as vendor_retry_arguments
 from clearout_provider.mailso.models import RESULTS, MailsoBatch, MailsoResult, MailsoValidation
 
 __all__ = [
@@ -355,46 +353,21 @@ def _batch(data: Mapping[str, Any], status: int) -> MailsoBatch:
 
 
 def retry_arguments(
-    *, max_retries: int, backoff: float, max_backoff: float, resend_safe: bool, describe: str
+    *,
+    max_retries: int,
+    backoff: float,
+    max_backoff: float,
+    resend_safe: bool = True,
+    describe: str = "Mail.so call",
 ) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``: THE retry policy of the hook.
-
-    - :class:`MailsoRateLimited` (429) waits the ``retry_after`` the server named, plus jitter so
-      parallel callers do not return in lock-step; always safe, since a 429 was not acted on.
-    - :class:`MailsoUnavailable` (5xx, connection errors) is retried with exponential backoff and jitter,
-      but a request that is not ``resend_safe`` (a batch creation) only when it provably never arrived.
-    - Everything else (auth, bad request, plan, quota, not found, unreadable answers) fails at once.
-    - At most ``max_retries`` retries; the last exception is re-raised unchanged.
-    """
-    exponential = wait_exponential_jitter(initial=backoff, max=max_backoff, jitter=backoff)
-
-    def should_retry(exc: BaseException) -> bool:
-        if not (isinstance(exc, MailsoError) and exc.transient):
-            return False
-        return resend_safe or not (isinstance(exc, MailsoUnavailable) and exc.maybe_processed)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, MailsoRateLimited):
-            return exc.retry_after + random.uniform(0.0, backoff)
-        return exponential(state)
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait_s = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "%s failed (%s), retry %d/%d in %.2f s",
-            describe,
-            type(exc).__name__,
-            state.attempt_number,
-            max_retries,
-            wait_s,
-        )
-
-    return {
-        "stop": stop_after_attempt(max_retries + 1),
-        "retry": retry_if_exception(should_retry),
-        "wait": wait,
-        "before_sleep": before_sleep,
-        "reraise": True,
-    }
+    """THE retry policy of the hook: :func:`clearout_provider.hooks.retry_policy.retry_arguments` for
+    the ``Mailso*`` errors this module decides (their ``transient``, ``retry_after`` and
+    ``maybe_processed`` say what may be retried)."""
+    return vendor_retry_arguments(
+        MailsoError,
+        max_retries=max_retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        resend_safe=resend_safe,
+        describe=describe,
+    )
