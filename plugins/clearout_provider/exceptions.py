@@ -17,7 +17,8 @@ interpret_response` turns that into one of the classes below; operators and trig
 these. Every exception keeps Clearout's ``code``, ``message`` and ``http_status``, and its ``str()``
 adds what the user should do about it.
 
-Bulk jobs are judged by meaning across vendors: :class:`JobUnavailable` (the job cannot give a result:
+A 429 is a :class:`RateLimited` whichever vendor sent it (wait ``retry_after``). Bulk jobs are judged by
+meaning across vendors: :class:`JobUnavailable` (the job cannot give a result:
 submit again), :class:`JobSlotsFull` (submit later), :class:`DuplicateSubmission` (follow the earlier
 job); the vendor classes that mean so inherit them, so the bulk operator never names a vendor's code.
 
@@ -74,6 +75,17 @@ class JobUnavailable(ServiceError):
     Vendor-neutral meaning (Clearout 1029 / 1008 / 1007, Mail.so 404): the bulk operator abandons the job
     and submits again instead of failing, so it catches this class, never a vendor code.
     """
+
+
+class RateLimited(ServiceError):
+    """Too many requests now (HTTP 429): wait ``retry_after`` seconds; the hooks' one retry policy does."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float = 60.0, **kwargs: int | None) -> None:
+        super().__init__(message, **kwargs)
+        #: Seconds to wait before the next request (the vendor's window reset or ``Retry-After``; else 60).
+        self.retry_after = retry_after
 
 
 class JobSlotsFull(ServiceError):
@@ -146,15 +158,8 @@ class ClearoutDailyLimitError(ClearoutError):
         return "Wait for the daily limit to reset (see get_credits()) or ask Clearout support to raise it."
 
 
-class ClearoutRateLimited(ClearoutError):
+class ClearoutRateLimited(ClearoutError, RateLimited):
     """Too many instant requests in the current window (HTTP 429 / 1030). Retried by the hook."""
-
-    transient = True
-
-    def __init__(self, message: str, *, retry_after: float = 60.0, **kwargs: int | None) -> None:
-        super().__init__(message, **kwargs)
-        #: Seconds until the rate-limit window resets.
-        self.retry_after = retry_after
 
     @property
     def advice(self) -> str:
@@ -459,15 +464,8 @@ class MailsoPlanRequired(MailsoError):
         return "Upgrade the Mail.so plan, or validate the addresses one by one with validate()."
 
 
-class MailsoRateLimited(MailsoError):
+class MailsoRateLimited(MailsoError, RateLimited):
     """Too many requests (HTTP 429). Retried by the hook after ``retry_after`` seconds."""
-
-    transient = True
-
-    def __init__(self, message: str, *, retry_after: float = 60.0, **kwargs: int | None) -> None:
-        super().__init__(message, **kwargs)
-        #: Seconds to wait before the next request (the answer's ``Retry-After``, else 60).
-        self.retry_after = retry_after
 
     @property
     def advice(self) -> str:

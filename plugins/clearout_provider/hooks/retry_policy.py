@@ -5,8 +5,8 @@ Each vendor's protocol module decides what an answer means (a typed exception wi
 so the Clearout and Mail.so hooks (sync and async) cannot drift apart:
 
 - a transient error of the vendor's family is retried with exponential backoff and jitter;
-- an error that names a ``retry_after`` (a 429) waits that long, plus jitter so parallel callers do not
-  return in lock-step;
+- a :class:`~clearout_provider.exceptions.RateLimited` (a 429) waits its ``retry_after``, plus jitter
+  so parallel callers do not return in lock-step;
 - a request that is not ``resend_safe`` (an upload forced past a duplicate check, a batch creation: it
   would be paid twice) is retried only when the vendor provably did not act on it (a 429, or a
   connection that never opened: ``maybe_processed`` false);
@@ -21,7 +21,7 @@ from typing import Any
 
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from clearout_provider.exceptions import ServiceError
+from clearout_provider.exceptions import RateLimited, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,8 @@ def retry_arguments(
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float):
-            return float(retry_after) + random.uniform(0.0, backoff)
+        if isinstance(exc, RateLimited):
+            return exc.retry_after + random.uniform(0.0, backoff)
         return exponential(state)
 
     def before_sleep(state: RetryCallState) -> None:
