@@ -49,7 +49,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -58,7 +57,6 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
 from clearout_provider.exceptions import DuplicateSubmission, JobSlotsFull, JobUnavailable
-from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
 from clearout_provider.run_files import read_json, task_folder, write_json
 from clearout_provider.triggers.bulk_job import ClearoutBulkJobTrigger, raise_for_event
@@ -250,11 +248,6 @@ class BulkListOperator(BaseOperator):
         self.bulk_slot_wait = bulk_slot_wait
         self._waiting: ClearoutBulkJobTrigger | None = None
         self._slots_full: JobSlotsFull | None = None
-
-    @cached_property
-    def hook(self) -> ClearoutHook:
-        """The Clearout hook of the bulk Email Finder's methods (bulk verify goes through its verifier)."""
-        return ClearoutHook(self.clearout_conn_id)
 
     # ------------------------------------------------------------------ what each kind says
 

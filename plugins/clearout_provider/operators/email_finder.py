@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -313,8 +314,12 @@ class ClearoutBulkEmailFinderOperator(_FinderFileOperator, BulkListOperator):
 
     clearout_kind = "finder"
     list_noun = "finder list"
-    limit_code = 1083
     ui_color = "#fde7b0"
+
+    @cached_property
+    def hook(self) -> ClearoutHook:
+        """The Clearout hook the finder list's upload, progress and download go through."""
+        return ClearoutHook(self.clearout_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         folder, prepared = self._prepare(context)

@@ -112,7 +112,7 @@ def test_more_queries_than_max_queries_are_refused_before_any_search(
 
 def test_the_bulk_finder_uploads_one_list_and_defers_on_it(tmp_path: Path) -> None:
     (tmp_path / "people.csv").write_text(PEOPLE)
-    with mock.patch("clearout_provider.operators.bulk_list.ClearoutHook", autospec=True) as cls:
+    with mock.patch("clearout_provider.operators.email_finder.ClearoutHook", autospec=True) as cls:
         hook = cls.return_value
         hook.get_credits.return_value = credits(50)[0]
         hook.upload_bulk_finder.return_value = BulkUpload("f" * 24)
