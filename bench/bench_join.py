@@ -67,7 +67,8 @@ def write_clearout_result(upload: Path, result: Path, *, seed: int = 11) -> int:
 
 
 def child(rows_path: str, result_csv: str, out_path: str) -> None:
-    from clearout_provider.results import join_results, normalise_bulk_result
+    from clearout_provider.clearout.results import normalise_bulk_result
+    from clearout_provider.results import join_results
 
     baseline = peak_rss_bytes()
     started = time.perf_counter()

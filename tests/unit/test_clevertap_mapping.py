@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from clearout_provider.clearout.results import normalise_instant_result
 from clearout_provider.clevertap_rules import date_value
 from clearout_provider.contacts import FRESHNESS_COLUMNS, Freshness, freshness_reasons
 from clearout_provider.hooks import clevertap_models
@@ -25,7 +26,6 @@ from clearout_provider.operators.settings import (
     resolve_mapping,
     resolve_unsubscribe,
 )
-from clearout_provider.results import normalise_instant_result
 from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN, verdict_for
 from clearout_provider.verdicts import (
     CLEVERTAP_PROPERTIES,

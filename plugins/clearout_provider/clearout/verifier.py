@@ -126,7 +126,9 @@ class ClearoutVerifier(ClearoutLists):
         self.optimize: Optimize = optimize
 
     def verify_one(self, email: str) -> dict[str, Any]:
-        from clearout_provider.results import normalise_instant_result  # pyarrow: only when a task runs
+        from clearout_provider.clearout.results import (
+            normalise_instant_result,  # pyarrow: only when a task runs
+        )
 
         row = normalise_instant_result(
             verdict_data(self.hook.verify_email(email, timeout_ms=self.timeout_ms))
@@ -170,7 +172,7 @@ class ClearoutVerifier(ClearoutLists):
         "Request Cancelled") are no verdicts and are left out."""
         import pyarrow.compute as pc
 
-        from clearout_provider.results import normalise_bulk_result
+        from clearout_provider.clearout.results import normalise_bulk_result
 
         raw = scratch / f"clearout-verify-result-{job_id}.csv"
         self.hook.download_bulk_result(job_id, raw)

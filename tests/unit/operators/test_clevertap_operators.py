@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from operator_fakes import task_context
 
+from clearout_provider.clearout.results import normalise_instant_result
 from clearout_provider.hooks.clevertap_models import ExportResult, RecordRejection, UploadReport
 from clearout_provider.operators.clevertap import (
     FRESHNESS_REASON,
@@ -20,7 +21,7 @@ from clearout_provider.operators.clevertap import (
     CleverTapLoadPropertiesOperator,
     CleverTapLoadVerificationOperator,
 )
-from clearout_provider.results import RESULT_SCHEMA, DecidedBy, normalise_instant_result
+from clearout_provider.results import RESULT_SCHEMA, DecidedBy
 from clearout_provider.sandbox.clearout_verdicts import verdict_for
 from clearout_provider.verdicts import (
     UNSUBSCRIBE_PROPERTY,
