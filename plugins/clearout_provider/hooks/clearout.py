@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -48,10 +47,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
-from clearout_provider import __version__
 from clearout_provider.clearout import protocol
 from clearout_provider.clearout.models import (
     FLAG_FIELDS,
@@ -89,11 +86,11 @@ from clearout_provider.hooks.http_safety import (
 )
 from clearout_provider.hooks.multipart import MultipartFileBody, content_type_for
 from clearout_provider.hooks.rate_limit import DEFAULT_FINDER_RPM, DEFAULT_VERIFY_RPM, RateLimitBucket
+from clearout_provider.hooks.session import USER_AGENT, VendorHook
 from clearout_provider.masking import mask_email
 
 if TYPE_CHECKING:
     import aiohttp
-    import requests
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +104,6 @@ FINDER_DEFAULT_MS = 30_000
 DOWNLOAD_CHUNK = 1 << 20
 #: Connect timeout (s): a host that does not accept a connection within it is unreachable.
 CONNECT_TIMEOUT = 10.0
-_USER_AGENT = f"airflow-provider-clearout/{__version__}"
 
 Optimize = Literal["highest_accuracy", "fastest_turnaround"]
 
@@ -199,7 +195,7 @@ class _Request:
     """How to read the answer: the fields its success must hold, and codes with a meaning of their own."""
 
 
-class ClearoutHook(BaseHook):
+class ClearoutHook(VendorHook):
     """Talk to the Clearout API v2: credits, instant and bulk verification, flag checks, Email Finder.
 
     :param clearout_conn_id: Airflow connection of type ``clearout``.
@@ -237,26 +233,12 @@ class ClearoutHook(BaseHook):
         self.finder_max_wait = finder_max_wait
         self._init_runtime()
 
+    runtime_attributes = (*VendorHook.runtime_attributes, "_buckets")
+
     def _init_runtime(self) -> None:
-        """State that is per process and never serialised: resolved connection, session, limiters."""
+        super()._init_runtime()
         self._conn: _ConnSettings | None = None
-        self._session: requests.Session | None = None
         self._buckets: dict[str, RateLimitBucket] = {}  # built with the connection: they start from its RPM
-        self._adopt_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(clearout_conn_id={self.clearout_conn_id!r})"
-
-    __str__ = __repr__
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle only the configuration: the token, session and locks stay in this process."""
-        runtime = {"_conn", "_session", "_buckets", "_adopt_lock", "_log"}
-        return {k: v for k, v in self.__dict__.items() if k not in runtime}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
 
     # ------------------------------------------------------------------ connection and transport
 
@@ -306,26 +288,6 @@ class ClearoutHook(BaseHook):
             conn = await get_async_connection(self.clearout_conn_id, hook=self)
             return self._adopt(self._settings_from(conn))
         return self._conn
-
-    def get_conn(self) -> requests.Session:
-        """The hook's HTTP session (one per hook, so calls reuse connections)."""
-        import requests
-        from requests.adapters import HTTPAdapter
-
-        if self._session is None:
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = _USER_AGENT
-            # Enough pooled connections for a thread pool sharing the hook (the rate limiter paces it).
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
-        return self._session
-
-    def close(self) -> None:
-        """Close the HTTP session (the hook opens a new one if used again)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
 
     def _retrying_kwargs(self, req: _Request) -> dict[str, Any]:
         return retry_arguments(
@@ -401,7 +363,7 @@ class ClearoutHook(BaseHook):
         """
         aiohttp = await asyncio.to_thread(importlib.import_module, "aiohttp")
         # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do for requests on the sync path.
-        async with aiohttp.ClientSession(headers={"User-Agent": _USER_AGENT}, trust_env=True) as s:
+        async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, trust_env=True) as s:
             yield s
 
     async def _acall(self, session: aiohttp.ClientSession, req: _Request) -> dict[str, Any]:

@@ -36,7 +36,6 @@ import asyncio
 import importlib
 import logging
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -44,10 +43,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
-from clearout_provider import __version__
 from clearout_provider.exceptions import (
     MailsoAuthError,
     MailsoBadRequest,
@@ -66,6 +63,7 @@ from clearout_provider.hooks.http_safety import (
     url_problem,
 )
 from clearout_provider.hooks.rate_limit import RateLimitBucket
+from clearout_provider.hooks.session import USER_AGENT, VendorHook
 from clearout_provider.mailso import protocol
 from clearout_provider.mailso.models import MailsoBatch, MailsoValidation
 from clearout_provider.mailso.protocol import Request, parse_body
@@ -73,7 +71,6 @@ from clearout_provider.masking import mask_email
 
 if TYPE_CHECKING:
     import aiohttp
-    import requests
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +87,6 @@ API_KEY_HEADER = "x-mails-api-key"
 CONNECT_TIMEOUT = 10.0
 #: The batch id :meth:`MailsoHook.test_connection` asks for: no batch has it, so the probe is free.
 _PROBE_BATCH_ID = "00000000-0000-0000-0000-000000000000"
-_USER_AGENT = f"airflow-provider-clearout/{__version__}"
 
 
 def normalise_base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
@@ -150,7 +146,7 @@ def _whole_number(where: str, extra: Mapping[str, Any], name: str, default: int,
     return int(text)
 
 
-class MailsoHook(BaseHook):
+class MailsoHook(VendorHook):
     """Talk to the Mail.so validation API: validate one address, create and read batches.
 
     :param mailso_conn_id: Airflow connection of type ``mailso``.
@@ -180,26 +176,12 @@ class MailsoHook(BaseHook):
         self.retry_max_backoff = retry_max_backoff
         self._init_runtime()
 
+    runtime_attributes = (*VendorHook.runtime_attributes, "_bucket")
+
     def _init_runtime(self) -> None:
-        """Per-process state, never serialised: resolved connection, session, rate limiter."""
+        super()._init_runtime()
         self._conn: _ConnSettings | None = None
-        self._session: requests.Session | None = None
         self._bucket: RateLimitBucket | None = None
-        self._adopt_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(mailso_conn_id={self.mailso_conn_id!r})"
-
-    __str__ = __repr__
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle only the configuration: the key, session and locks stay in this process."""
-        runtime = {"_conn", "_session", "_bucket", "_adopt_lock", "_log"}
-        return {k: v for k, v in self.__dict__.items() if k not in runtime}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
 
     # ------------------------------------------------------------------ connection and transport
 
@@ -253,21 +235,6 @@ class MailsoHook(BaseHook):
         """Most addresses one batch may hold (the connection's ``batch_size`` extra, default 500)."""
         return self._settings().batch_size
 
-    def get_conn(self) -> requests.Session:
-        """The hook's HTTP session (one per hook, so calls reuse connections)."""
-        import requests
-
-        if self._session is None:
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = _USER_AGENT
-        return self._session
-
-    def close(self) -> None:
-        """Close the HTTP session (the hook opens a new one if used again)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
     def _retrying_kwargs(self, req: Request[Any]) -> dict[str, Any]:
         return protocol.retry_arguments(
             max_retries=self.max_retries,
@@ -319,7 +286,7 @@ class MailsoHook(BaseHook):
         """An aiohttp session for one public async call (sessions are bound to their event loop); aiohttp
         is imported in a worker thread so its first import never blocks a triggerer's event loop."""
         aiohttp = await asyncio.to_thread(importlib.import_module, "aiohttp")
-        async with aiohttp.ClientSession(headers={"User-Agent": _USER_AGENT}, trust_env=True) as session:
+        async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, trust_env=True) as session:
             yield session
 
     async def _arun(self, req: Request[T]) -> T:
