@@ -195,7 +195,7 @@ class _Request:
     """How to read the answer: the fields its success must hold, and codes with a meaning of their own."""
 
 
-class ClearoutHook(VendorHook):
+class ClearoutHook(VendorHook["_ConnSettings"]):
     """Talk to the Clearout API v2: credits, instant and bulk verification, flag checks, Email Finder.
 
     :param clearout_conn_id: Airflow connection of type ``clearout``.
@@ -237,7 +237,6 @@ class ClearoutHook(VendorHook):
 
     def _init_runtime(self) -> None:
         super()._init_runtime()
-        self._conn: _ConnSettings | None = None
         self._buckets: dict[str, RateLimitBucket] = {}  # built with the connection: they start from its RPM
 
     # ------------------------------------------------------------------ connection and transport
@@ -265,29 +264,11 @@ class ClearoutHook(VendorHook):
             allow_insecure_http=insecure,
         )
 
-    def _adopt(self, conn: _ConnSettings) -> _ConnSettings:
-        """Keep the first resolved connection and build the limiters from its RPM (once, for all threads)."""
-        with self._adopt_lock:
-            if self._conn is None:
-                self._buckets = {
-                    family: RateLimitBucket(family, initial_limit=rpm, safety_margin=self.rate_limit_margin)
-                    for family, rpm in (("verify", conn.rpm), ("finder", conn.finder_rpm))
-                }
-                self._conn = conn
-            return self._conn
-
-    def _settings(self) -> _ConnSettings:
-        if self._conn is None:
-            return self._adopt(self._settings_from(self.get_connection(self.clearout_conn_id)))
-        return self._conn
-
-    async def _asettings(self) -> _ConnSettings:
-        if self._conn is None:
-            from airflow.providers.common.compat.connection import get_async_connection
-
-            conn = await get_async_connection(self.clearout_conn_id, hook=self)
-            return self._adopt(self._settings_from(conn))
-        return self._conn
+    def _limiters(self, conn: _ConnSettings) -> None:
+        self._buckets = {
+            family: RateLimitBucket(family, initial_limit=rpm, safety_margin=self.rate_limit_margin)
+            for family, rpm in (("verify", conn.rpm), ("finder", conn.finder_rpm))
+        }
 
     def _retrying_kwargs(self, req: _Request) -> dict[str, Any]:
         return retry_arguments(

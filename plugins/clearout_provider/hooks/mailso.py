@@ -146,7 +146,7 @@ def _whole_number(where: str, extra: Mapping[str, Any], name: str, default: int,
     return int(text)
 
 
-class MailsoHook(VendorHook):
+class MailsoHook(VendorHook["_ConnSettings"]):
     """Talk to the Mail.so validation API: validate one address, create and read batches.
 
     :param mailso_conn_id: Airflow connection of type ``mailso``.
@@ -180,7 +180,6 @@ class MailsoHook(VendorHook):
 
     def _init_runtime(self) -> None:
         super()._init_runtime()
-        self._conn: _ConnSettings | None = None
         self._bucket: RateLimitBucket | None = None
 
     # ------------------------------------------------------------------ connection and transport
@@ -209,26 +208,8 @@ class MailsoHook(VendorHook):
             batch_size=_whole_number(where, extra, "batch_size", DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE),
         )
 
-    def _adopt(self, conn: _ConnSettings) -> _ConnSettings:
-        """Keep the first resolved connection and build the limiter from its rpm (once, for all threads)."""
-        with self._adopt_lock:
-            if self._conn is None:
-                self._bucket = RateLimitBucket("mailso", initial_limit=conn.rpm)
-                self._conn = conn
-            return self._conn
-
-    def _settings(self) -> _ConnSettings:
-        if self._conn is None:
-            return self._adopt(self._settings_from(self.get_connection(self.mailso_conn_id)))
-        return self._conn
-
-    async def _asettings(self) -> _ConnSettings:
-        if self._conn is None:
-            from airflow.providers.common.compat.connection import get_async_connection
-
-            conn = await get_async_connection(self.mailso_conn_id, hook=self)
-            return self._adopt(self._settings_from(conn))
-        return self._conn
+    def _limiters(self, conn: _ConnSettings) -> None:
+        self._bucket = RateLimitBucket("mailso", initial_limit=conn.rpm)
 
     @property
     def batch_size(self) -> int:

@@ -10,7 +10,7 @@ not the pool, sets the pace). ``repr`` names the connection id only.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from airflow.sdk import BaseHook
 
@@ -21,9 +21,17 @@ if TYPE_CHECKING:
 
 USER_AGENT = f"airflow-provider-clearout/{__version__}"
 
+#: A hook's checked connection settings (each hook's own ``_ConnSettings``).
+Settings = TypeVar("Settings")
 
-class VendorHook(BaseHook):
-    """Base of the Clearout and Mail.so hooks (see the module docstring)."""
+
+class VendorHook(BaseHook, Generic[Settings]):
+    """Base of the Clearout and Mail.so hooks (see the module docstring).
+
+    A subclass reads and checks its connection in ``_settings_from`` (everything wrong is found there,
+    before anything is sent) and builds its rate limiters in ``_limiters``; the first resolved connection
+    is kept for the hook's life, for every thread.
+    """
 
     #: The attribute holding the connection id (BaseHook's convention; each hook sets it).
     conn_name_attr: ClassVar[str]
@@ -32,9 +40,41 @@ class VendorHook(BaseHook):
 
     def _init_runtime(self) -> None:
         """Per-process state: no resolved connection yet, no session; subclasses add their limiters."""
-        self._conn: Any = None
+        self._conn: Settings | None = None
         self._session: requests.Session | None = None
         self._adopt_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the connection, resolved once
+
+    @staticmethod
+    def _settings_from(conn: Any) -> Settings:
+        """The checked settings of an Airflow connection; raises the vendor's config/auth error."""
+        raise NotImplementedError
+
+    def _limiters(self, conn: Settings) -> None:
+        """Build the rate limiters from the resolved settings (called once, under the adopt lock)."""
+        raise NotImplementedError
+
+    def _adopt(self, conn: Settings) -> Settings:
+        """Keep the first resolved connection and build the limiters from it (once, for all threads)."""
+        with self._adopt_lock:
+            if self._conn is None:
+                self._limiters(conn)
+                self._conn = conn
+            return self._conn
+
+    def _settings(self) -> Settings:
+        if self._conn is None:
+            return self._adopt(self._settings_from(self.get_connection(getattr(self, self.conn_name_attr))))
+        return self._conn
+
+    async def _asettings(self) -> Settings:
+        if self._conn is None:
+            from airflow.providers.common.compat.connection import get_async_connection
+
+            conn = await get_async_connection(getattr(self, self.conn_name_attr), hook=self)
+            return self._adopt(self._settings_from(conn))
+        return self._conn
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.conn_name_attr}={getattr(self, self.conn_name_attr)!r})"
