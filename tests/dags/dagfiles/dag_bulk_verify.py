@@ -19,6 +19,7 @@ from typing import Any
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException
 
+from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.operators.bulk_verify import STATE_FILE, ClearoutBulkVerifyOperator
 from clearout_provider.run_files import task_folder
 from clearout_provider.sensors.bulk_verify import ClearoutBulkVerifySensor
@@ -49,8 +50,9 @@ class ListVanishesOperator(ClearoutBulkVerifyOperator):
 
     def defer(self, *, trigger: Any, **kwargs: Any) -> None:  # type: ignore[override]
         if isinstance(trigger, ClearoutBulkJobTrigger):
-            self.hook.cancel_list(trigger.job_id)
-            self.hook.remove_list(trigger.job_id, ignore_result=True)
+            app = ClearoutHook(self.clearout_conn_id)  # the person in the Clearout app, not the operator
+            app.cancel_list(trigger.job_id)
+            app.remove_list(trigger.job_id, ignore_result=True)
         super().defer(trigger=trigger, **kwargs)
 
 
