@@ -14,7 +14,8 @@ from typing import Any
 
 from clearout_provider.verification.model import RESULT_COLUMNS, SAFE_TO_SEND, Bounce, DecidedBy, Verdict
 
-#: Mail.so's reason → bounce class (reasons not listed are not bounces; the text is kept as ``reason``).
+#: Mail.so's reason → bounce class (reasons not listed are not bounces; the text is kept as
+#: ``verdict_reason``).
 BOUNCE_OF_REASON: dict[str, Bounce] = {
     "invalid_format": Bounce.HARD,
     "invalid_domain": Bounce.HARD,

@@ -58,6 +58,18 @@ def _row(validation: MailsoValidation, decided_by: DecidedBy) -> dict[str, Any]:
     return verdict_row(asdict(validation), decided_by=decided_by)
 
 
+def _batch_rows(validations: Sequence[MailsoValidation]) -> list[dict[str, Any]]:
+    """A batch's answers as verdict rows keyed by the address normalised exactly as the upload was
+    (``normalised_email``), whatever spelling Mail.so echoes: the one rule both batch paths match by."""
+    from clearout_provider.contacts import normalise_emails  # pyarrow: only when a task runs
+
+    keys = normalise_emails([v.email for v in validations]).normalised.to_pylist()
+    return [
+        {**_row(v, DecidedBy.MAILSO_BATCH), "normalised_email": key}
+        for v, key in zip(validations, keys, strict=True)
+    ]
+
+
 def batch_ids(job_id: str) -> tuple[str, ...]:
     """The batches of a bulk job id."""
     return tuple(part for part in job_id.split(JOB_SEPARATOR) if part)
@@ -207,17 +219,16 @@ class MailsoVerifier:
             batch = self.hook.wait_for_batch(
                 batch_id, poll_interval=self.poll_interval, timeout=self.batch_timeout
             )
-            sent = {address.casefold(): address for address in chunk}
-            for validation in batch.emails:
-                address = sent.get(validation.email.strip().casefold())
-                if address is None:
+            sent = set(chunk)
+            for validation, row in zip(batch.emails, _batch_rows(batch.emails), strict=True):
+                address = row.pop("normalised_email")
+                if address not in sent:
                     log.warning(
                         "Mail.so batch %s answered an address not sent: %s",
                         batch_id,
                         mask_email(validation.email),
                     )
                     continue
-                row = _row(validation, DecidedBy.MAILSO_BATCH)
                 on_result(address, row)
                 rows[address] = row
         return rows
@@ -295,15 +306,10 @@ class MailsoVerifier:
         ``scratch`` is not needed: the answers come as JSON, not as a file. An address a batch does not
         answer gets no row (no verdict: it stays due).
         """
-        from clearout_provider.contacts import normalise_emails
         from clearout_provider.results import verdict_table
 
         validations = [v for batch_id in batch_ids(job_id) for v in self._finished_batch(batch_id).emails]
-        keys = normalise_emails([v.email for v in validations]).normalised.to_pylist()
-        return verdict_table(
-            {**_row(v, DecidedBy.MAILSO_BATCH), "normalised_email": key}
-            for v, key in zip(validations, keys, strict=True)
-        )
+        return verdict_table(_batch_rows(validations))
 
     def _finished_batch(self, batch_id: str) -> MailsoBatch:
         batch = self.hook.get_batch(batch_id)

@@ -12,7 +12,7 @@ ledger (:mod:`clearout_provider.verification.ledger`) cannot answer are sent; ev
 in the ledger the moment it arrives, so a retry, a cleared-and-rerun task, a later run or another DAG
 sends only what the ledger lacks. An address Clearout gives no verdict for (524 timeout, refused input,
 a malformed answer) is "no verdict": ``decided_by = "clearout_instant_failed"``, no status, the reason in
-``reason``; it is not recorded, the load writes nothing for it, and the next run asks
+``verdict_reason``; it is not recorded, the load writes nothing for it, and the next run asks
 again. Auth, credit and daily-limit errors fail the task with a note saying how many addresses were
 verified first (those are in the ledger). ``dry_run`` sends nothing: it says what would be sent.
 
@@ -31,8 +31,8 @@ from airflow.sdk import BaseOperator, Context
 
 from clearout_provider.exceptions import ContactsError
 from clearout_provider.hooks.clearout import ClearoutHook
-from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, call_each
-from clearout_provider.operators.settings import resolve_flag, resolve_freshness
+from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
+from clearout_provider.operators.settings import resolve_flag, resolve_freshness, templated
 from clearout_provider.run_files import task_folder
 from clearout_provider.verification.verifier import InstantVerifier, instant_verifier, spec
 
@@ -159,7 +159,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             raise ValueError(
                 f"timeout_ms must be between 1 and 180000 (Clearout's maximum), not {timeout_ms}"
             )
-        if "{{" not in verifier:
+        if not templated(verifier):
             spec(verifier)  # an unknown verifier fails at parse time, with the choices
         self.source = source
         self.email_column = email_column
@@ -217,7 +217,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         if outcome.failures:
             log.warning(
                 "%d addresses got no verdict from %s: nothing is written for them and the next run "
-                "asks again (reasons in the reason column)",
+                "asks again (reasons in the verdict_reason column)",
                 len(outcome.failures),
                 who.label,
             )
@@ -270,8 +270,6 @@ def _verify_in_batches(
     verifier: Any, emails: list[str], journal: LedgerJournal, folder: Any
 ) -> InstantOutcome:
     """Mail.so batches, each id checkpointed in the task folder before waiting (a retry collects it)."""
-    from clearout_provider.instant_calls import Checkpoint
-
     verdicts: dict[str, dict[str, Any]] = {}
 
     def on_result(email: str, row: dict[str, Any]) -> None:
@@ -290,10 +288,6 @@ def _verify_in_batches(
 
 class MissingFromBatch(Exception):
     """A finished Mail.so batch without an answer for an address sent in it (no verdict: it stays due)."""
-
-
-#: The operator under a name that says it is not Clearout's only.
-InstantVerifyOperator = ClearoutInstantVerifyOperator
 
 
 def _by_reason(failures: dict[str, Exception]) -> dict[str, list[str]]:

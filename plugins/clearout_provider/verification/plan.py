@@ -100,7 +100,7 @@ def read_reused(path: StoragePath) -> pa.Table:
 
 def not_sent(addresses: pa.Array | list[str], decided_by: DecidedBy, reason: str | None = None) -> pa.Table:
     """Verdict-table rows WITHOUT a verdict for ``addresses`` (a dry run, or no answer): no status, the
-    reason in ``reason``. The load writes nothing for them and they stay due."""
+    reason in ``verdict_reason``. The load writes nothing for them and they stay due."""
     emails = pa.array(addresses, pa.string()) if isinstance(addresses, list) else addresses
     n = len(emails)
     columns: dict[str, Any] = {
