@@ -40,15 +40,23 @@ def server(sandbox_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 
 def sign_up(**emails: str) -> None:
-    """New profiles ``identity -> email``, signed up now (what the app writes when a user submits it)."""
-    now = date_value(time.time())
+    """New profiles ``identity -> email``, signed up now (what the app writes when a user submits it).
+
+    CleverTap dates have whole seconds and the DAG asks again for the second its watermark falls in
+    (a sign-up in it is never skipped, and costs nothing the second time). Returning only once that
+    second is over keeps a run started right after from sharing it, so "the next run exports nothing"
+    holds whatever the machine's speed.
+    """
+    signed = int(time.time())
     report = CleverTapHook().upload_profiles(
         [
-            {"identity": identity, "profileData": {"Email": email, "Signup Date": now}}
+            {"identity": identity, "profileData": {"Email": email, "Signup Date": date_value(signed)}}
             for identity, email in emails.items()
         ]
     )
     assert report.ok, report
+    while time.time() < signed + 1:  # the clock moving on, not a wait for something to be ready
+        time.sleep(0.05)
 
 
 def profile_data(identity: str) -> dict[str, Any]:
