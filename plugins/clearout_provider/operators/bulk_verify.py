@@ -51,7 +51,7 @@ from clearout_provider.operators.bulk_list import (
 from clearout_provider.operators.settings import resolve_flag, resolve_freshness, templated
 from clearout_provider.run_files import task_folder
 from clearout_provider.verification.model import JobProgress
-from clearout_provider.verification.verifier import BulkVerifier, bulk_verifier, spec
+from clearout_provider.verification.verifier import BulkVerifier, spec, verifier_for
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -152,7 +152,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     def bulk(self) -> BulkVerifier:
         """The verifier every upload, poll, download and balance goes through (one per task run)."""
         options = {"optimize": self.optimize} if self.verifier_name == "clearout" else {}
-        return bulk_verifier(self.verifier_name, self._conn_id, **options)
+        return verifier_for(self.verifier_name, self._conn_id, **options)
 
     def _jobs(self) -> BulkVerifier:
         return self.bulk

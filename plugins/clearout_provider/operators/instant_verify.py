@@ -34,7 +34,7 @@ from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
 from clearout_provider.operators.settings import resolve_flag, resolve_freshness, templated
 from clearout_provider.run_files import task_folder
-from clearout_provider.verification.verifier import InstantVerifier, instant_verifier, spec
+from clearout_provider.verification.verifier import InstantVerifier, spec, verifier_for
 
 if TYPE_CHECKING:
     from clearout_provider.contacts import Freshness, StoragePath
@@ -245,9 +245,9 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         self, emails: list[str], ledger: Any, paid_by: str, folder: Any, batched: bool
     ) -> tuple[InstantOutcome, int | None]:
         if self.verifier == "mailso":
-            verifier = instant_verifier("mailso", self.mailso_conn_id)
+            verifier = verifier_for("mailso", self.mailso_conn_id)
         else:
-            verifier = instant_verifier("clearout", self.clearout_conn_id, timeout_ms=self.timeout_ms)
+            verifier = verifier_for("clearout", self.clearout_conn_id, timeout_ms=self.timeout_ms)
         try:
             before = verifier.balance()
             with ledger.journal(source="batch" if batched else "instant", recorded_by=paid_by) as journal:

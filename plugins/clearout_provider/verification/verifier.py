@@ -5,7 +5,7 @@ headline status, who decided, whether it charges for "unknown", what the local s
 words). And, when a task runs, an :class:`InstantVerifier`: one address in, one verdict row out (the
 result columns of :mod:`.model`), with the per-item failures named so that :func:`~clearout_provider.
 instant_calls.call_each` records them as that address's outcome and stops on anything else (auth,
-credits, an outage after the hook's retries). :func:`instant_verifier` builds one from a connection id;
+credits, an outage after the hook's retries). :func:`verifier_for` builds one from a connection id;
 the vendor classes (:class:`clearout_provider.clearout.verifier.ClearoutVerifier`,
 :class:`clearout_provider.mailso.verifier.MailsoVerifier`) are imported only then, so this module stays
 cheap for DAG parsing. And a :class:`BulkVerifier` (:func:`bulk_verifier`): a whole file submitted as one
@@ -118,21 +118,6 @@ class InstantVerifier(Protocol):
         ...
 
 
-def instant_verifier(verifier: str, conn_id: str | None = None, **options: Any) -> InstantVerifier:
-    """An :class:`InstantVerifier` for ``verifier`` on connection ``conn_id`` (its default when None).
-
-    ``options`` are the vendor's own (Clearout: ``timeout_ms``).
-    """
-    spec(verifier)
-    if verifier == "mailso":
-        from clearout_provider.mailso.verifier import MailsoVerifier
-
-        return MailsoVerifier(conn_id, **options)
-    from clearout_provider.clearout.verifier import ClearoutVerifier
-
-    return ClearoutVerifier(conn_id, **options)
-
-
 class BulkJobs(Protocol):
     """Follow and stop bulk jobs: what the trigger (async) and the sensor (sync) need.
 
@@ -222,13 +207,18 @@ def bulk_jobs(
         return ClearoutLists(
             ClearoutHook(conn_id or ClearoutHook.default_conn_name, **hook_options), "finder"
         )
-    return bulk_verifier(verifier, conn_id, **hook_options)
+    return verifier_for(verifier, conn_id, **hook_options)
 
 
-def bulk_verifier(verifier: str, conn_id: str | None = None, **options: Any) -> BulkVerifier:
-    """A :class:`BulkVerifier` for ``verifier`` on connection ``conn_id`` (its default when None).
+class Verifier(InstantVerifier, BulkVerifier, Protocol):
+    """Everything a verifier does: one address at a time, and whole files as bulk jobs."""
 
-    ``options`` are the vendor's own (Clearout: ``optimize``) and its hook's (``max_retries``...).
+
+def verifier_for(verifier: str, conn_id: str | None = None, **options: Any) -> Verifier:
+    """The :class:`Verifier` of ``verifier`` on connection ``conn_id`` (its default when None).
+
+    ``options`` are the vendor's own (Clearout: ``timeout_ms``, ``optimize``) and its hook's
+    (``max_retries``...). The vendor class is imported only now, so this module stays cheap to parse.
     """
     spec(verifier)
     if verifier == "mailso":
