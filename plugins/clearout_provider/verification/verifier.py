@@ -8,7 +8,7 @@ instant_calls.call_each` records them as that address's outcome and stops on any
 credits, an outage after the hook's retries). :func:`verifier_for` builds one from a connection id;
 the vendor classes (:class:`clearout_provider.clearout.verifier.ClearoutVerifier`,
 :class:`clearout_provider.mailso.verifier.MailsoVerifier`) are imported only then, so this module stays
-cheap for DAG parsing. And a :class:`BulkVerifier` (:func:`bulk_verifier`): a whole file submitted as one
+cheap for DAG parsing. And a :class:`BulkVerifier` (the same object): a whole file submitted as one
 job, followed and downloaded as a verdict table.
 
 Bulk jobs are followed through :class:`BulkJobs`, the part the trigger and the sensor need (progress,
