@@ -6,6 +6,9 @@ the export completed: a failed export never leaves a truncated file that looks f
 column is a nullable string and every column is present even when no record has it, so downstream
 code can rely on the schema.
 
+A segment exported as several cursors at once lands in one part file per cursor; :func:`merge_parts`
+joins them into the export file, each profile once (by CleverTap ID, else identity), streaming.
+
 Parquet (the default) is for machines: values byte for byte. CSV is for people: profile values come
 from the app's users, so a text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``,
 tab, CR first) gets a leading quote (:mod:`clearout_provider.safe_csv`; ``safe_csv.restore`` undoes it).
@@ -104,6 +107,14 @@ class ProfileFileWriter:
             self._csv.writerow([neutralise(c) for c in self.columns])
         return self
 
+    def write_table(self, table: pa.Table) -> None:
+        """Append rows that are already a table of this file's columns (a part of a parallel export)."""
+        table = table.select(list(self.columns))
+        if self._parquet is not None:
+            self._parquet.write_table(table.cast(self._schema))
+        else:
+            self.write(table.to_pylist())
+
     def write(self, rows: Iterable[Mapping[str, str | None]]) -> None:
         """Append one page of rows."""
         rows = list(rows)
@@ -125,3 +136,45 @@ class ProfileFileWriter:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+
+
+def first_of_each_profile(parts: Sequence[str | os.PathLike[str]]) -> list[pa.Array]:
+    """Per part, a boolean mask: True for each profile's first row across all parts in order.
+
+    A profile is keyed by its CleverTap ID (every record has one), else its identity; a row with
+    neither is always kept. Only the two key columns are read, so 5,000,000 profiles cost a few hundred MB.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    keys = [
+        pc.coalesce(t.column("objectId"), pc.binary_join_element_wise("identity:", t.column("identity"), ""))
+        for t in (pq.read_table(p, columns=["objectId", "identity"]) for p in parts)
+    ]
+    sizes = [len(k) for k in keys]
+    every = pa.chunked_array([c for k in keys for c in k.chunks], pa.string()).combine_chunks()
+    codes = pc.fill_null(every.dictionary_encode().indices, -1).to_numpy(zero_copy_only=False)
+    keep = codes < 0
+    _, first = np.unique(codes, return_index=True)
+    keep[first[codes[first] >= 0]] = True
+    bounds = np.cumsum([0, *sizes])
+    return [pa.array(keep[bounds[i] : bounds[i + 1]]) for i in range(len(parts))]
+
+
+def merge_parts(
+    parts: Sequence[str | os.PathLike[str]], dest: str | os.PathLike[str], columns: Sequence[str]
+) -> tuple[int, int]:
+    """Write the Parquet ``parts`` into ``dest`` (Parquet or CSV), each profile once; returns
+    ``(profiles written, repeats dropped)``. Read and written a row group at a time."""
+    masks = first_of_each_profile(parts)
+    written = 0
+    with ProfileFileWriter(dest, columns) as writer:
+        for part, mask in zip(parts, masks, strict=True):
+            offset = 0
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=65_536):
+                table = pa.Table.from_batches([batch]).filter(mask.slice(offset, batch.num_rows))
+                offset += batch.num_rows
+                writer.write_table(table)
+                written += table.num_rows
+    total = sum(len(m) for m in masks)
+    return written, total - written

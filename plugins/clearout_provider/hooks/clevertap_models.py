@@ -23,13 +23,19 @@ Stage = Literal["local", "api"]
 
 @dataclass(frozen=True)
 class ExportResult:
-    """An export written to ``path``: ``count`` profiles over ``pages`` pages in ``requests`` HTTP calls."""
+    """An export written to ``path``: ``count`` profiles over ``pages`` pages in ``requests`` HTTP calls.
+
+    A parallel export (:meth:`CleverTapHook.export_partitions`) also says how many rows each part had and
+    how many repeats the merge dropped (``count == sum(part_counts) - duplicates``).
+    """
 
     path: str
     count: int
     pages: int
     requests: int
     columns: tuple[str, ...]
+    duplicates: int = 0
+    part_counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

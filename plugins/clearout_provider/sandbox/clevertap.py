@@ -12,9 +12,14 @@ Faithful to the CleverTap fact sheet where it speaks, and explicit where it does
   others' validation (up to ~130 ms), which CleverTap, serving calls side by side, does not add.
 * ``POST /upload[?dryRun=1]``: ≤ 1000 records; per-record codes of :mod:`.clevertap_validation` in
   the success/partial/fail envelope, each rejection echoing its record and
-  ``"...Skipped record number : k"`` (k from 1). ``FBID``/``GPID`` are treated like identities.
+  ``"...Skipped record number : k"`` (k from 1). ``FBID``/``GPID`` are treated like identities. An
+  ``event`` record is stored on its profile (count, first and last seen, at its ``ts``), so CQL event
+  filters find it; an unknown identity gets a new profile, as CleverTap does.
 * ``POST /subscribe``: ``{"d":[{"type":"email","value":...,"status":"Unsubscribe"|"Resubscribe"}]}``,
   same envelope as upload (inferred), stored per address.
+* ``clevertap_export_max_concurrency`` export requests (``/profiles.json``) in flight at once, within
+  the limit above; one more → 429. ``clevertap_export_page_ms``: a page request is answered no sooner
+  than that (page building is CleverTap's slow part; the parallel-export benchmark runs at 300 ms).
 * ``POST /profiles.json?batch_size=N`` (CQL body) or ``GET /profiles.json?query=...&batch_size=N`` →
   cursor; ``GET /profiles.json?cursor=...`` → page + ``next_cursor`` (absent on the last page). Not
   ready → ``{"status":"fail","code":2}``, throttled (every ``clevertap_throttle_every``-th page
@@ -97,6 +102,7 @@ class CleverTapSandbox:
         self.cursors = CursorBook(settings.clevertap_cursor_not_ready)
         self.stats: Counter[str] = Counter()
         self.in_flight = 0
+        self.exports_in_flight = 0
         self._rng_503 = random.Random(settings.fault_seed)
         self._rng_429 = random.Random(f"{settings.fault_seed}:clevertap_fault_rate_429")
 
@@ -192,7 +198,7 @@ class CleverTapSandbox:
                 problem = INJECTED_REJECTION
                 self.stats["faults_rejected"] += 1
             key = None
-            if problem is None and record["type"] == "profile":
+            if problem is None:
                 kind, ident = identifier_of(record)  # type: ignore[misc]  # checked above
                 if kind == "objectId":
                     key = self.store.key_of_object_id(ident)
@@ -207,7 +213,10 @@ class CleverTapSandbox:
                 continue
             processed += 1
             if key is not None and not dry_run:
-                self.store.apply(key, record["profileData"])
+                if record["type"] == "event":
+                    self.store.record_event(key, record["evtName"], int(record.get("ts") or now))
+                else:
+                    self.store.apply(key, record["profileData"])
                 touched.add(key)
         if touched:
             self.store.save(touched)
@@ -238,6 +247,25 @@ class CleverTapSandbox:
         return _envelope(processed, unprocessed)
 
     # --- export -----------------------------------------------------------------------------------
+    def exporting(self, handler: Handler) -> Handler:
+        """Wrap an export endpoint: ``clevertap_export_max_concurrency`` (inside :meth:`api`'s limit)."""
+
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> JSONResponse:
+            if self.exports_in_flight >= self.settings.clevertap_export_max_concurrency:
+                self.stats["export_too_many_requests"] += 1
+                return fail(429, "Too many concurrent requests")
+            self.exports_in_flight += 1
+            self.stats["export_max_concurrent"] = max(
+                self.stats["export_max_concurrent"], self.exports_in_flight
+            )
+            try:
+                return await handler(request)
+            finally:
+                self.exports_in_flight -= 1
+
+        return endpoint
+
     async def start_export(self, query: Any, batch_size_text: str | None) -> JSONResponse:
         try:
             batch_size = int(batch_size_text or 10)
@@ -280,8 +308,10 @@ class CleverTapSandbox:
         if self.cursors.owes_not_ready(position):
             self.stats["not_ready"] += 1
             return JSONResponse({"status": "fail", "code": 2, "error": "Cursor not ready, retry after 5 s"})
+        answer_at = time.monotonic() + self.settings.clevertap_export_page_ms / 1000
         export = self.cursors.export(position.export_id)
         records, next_start = self.page(export.predicate, position.start, export.end, export.batch_size)
+        await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
         body: dict[str, Any] = {"status": "success", "records": records}
         if next_start is not None:
             body["next_cursor"] = self.cursors.issue(position.export_id, next_start)
@@ -350,8 +380,12 @@ def build_router(settings: SandboxSettings, faults: Faults | None = None) -> API
     router = APIRouter()
     router.add_api_route("/upload", sandbox.api(sandbox.upload), methods=["POST"])
     router.add_api_route("/subscribe", sandbox.api(sandbox.subscribe), methods=["POST"])
-    router.add_api_route("/profiles.json", sandbox.api(sandbox.profiles_post), methods=["POST"])
-    router.add_api_route("/profiles.json", sandbox.api(sandbox.profiles_get), methods=["GET"])
+    router.add_api_route(
+        "/profiles.json", sandbox.api(sandbox.exporting(sandbox.profiles_post)), methods=["POST"]
+    )
+    router.add_api_route(
+        "/profiles.json", sandbox.api(sandbox.exporting(sandbox.profiles_get)), methods=["GET"]
+    )
     router.add_api_route("/profile.json", sandbox.api(sandbox.profile), methods=["GET"])
     router.add_api_route("/_sandbox/stats", sandbox.stats_view, methods=["GET"])
     return router

@@ -31,6 +31,9 @@ from clearout_provider.sandbox.clevertap_seed import (
     is_anonymous,
 )
 
+#: Overlay entry holding the events uploaded for a profile (name → count, first_seen, last_seen): a key
+#: no profile property can have, since CleverTap property names cannot start with "$".
+EVENTS = "$events"
 #: Properties shown as top-level fields of a record rather than inside ``profileData``.
 _TOP_LEVEL = {"Email": "email", "Name": "name"}
 SUBSCRIPTION_STATES = {"Unsubscribe": "Unsubscribed", "Resubscribe": "Resubscribed"}
@@ -112,7 +115,9 @@ class ProfileStore:
             }
         data = rec["profileData"]
         for prop, value in self.overlay.get(key, {}).items():
-            if prop in _TOP_LEVEL:
+            if prop == EVENTS:
+                rec["events"] = {**rec["events"], **value}
+            elif prop in _TOP_LEVEL:
                 rec[_TOP_LEVEL[prop]] = value
                 data.pop(prop, None)
             elif value is None:
@@ -146,6 +151,16 @@ class ProfileStore:
                 current[prop] = changes[prop]
             else:
                 changes[prop] = value
+
+    def record_event(self, key: int, name: str, ts: int) -> None:
+        """Count one uploaded event ``name`` at epoch ``ts`` on the profile (first and last seen)."""
+        seen = self.record(key).get("events", {}).get(name)
+        events = self.overlay.setdefault(key, {}).setdefault(EVENTS, {})
+        if seen:
+            ts_first, ts_last = min(seen["first_seen"], ts), max(seen["last_seen"], ts)
+            events[name] = {"count": seen.get("count", 0) + 1, "first_seen": ts_first, "last_seen": ts_last}
+        else:
+            events[name] = {"count": 1, "first_seen": ts, "last_seen": ts}
 
     def subscribe(self, email: str, status: str) -> None:
         """Record ``Unsubscribe``/``Resubscribe`` for an address (every profile with it)."""

@@ -82,6 +82,14 @@ class SandboxSettings:
     """Synthetic CleverTap profiles (deterministic; generated lazily, so 1,000,000 cost no memory)."""
     clevertap_max_concurrency: int = 15
     """CleverTap requests allowed in flight at once; one more answers 429 "Too many concurrent requests"."""
+    clevertap_export_max_concurrency: int = 3
+    """Export requests (``/profiles.json``: cursor starts and pages) allowed in flight at once, within
+    ``clevertap_max_concurrency``; one more answers 429 "Too many concurrent requests". The fact sheet's
+    "about 3 concurrent requests" for the Get/export APIs."""
+    clevertap_export_page_ms: int = 0
+    """Every export page request (``GET /profiles.json?cursor=...``) answers no sooner than this after it
+    arrived: CleverTap builds a page server-side, which takes far longer than a round trip (the benchmarks
+    of parallel export run at 300 ms)."""
     clevertap_cursor_not_ready: int = 0
     """Times each new export cursor answers "not ready" (code 2) before it serves its page."""
     clevertap_throttle_every: int = 0

@@ -1,0 +1,177 @@
+"""What a night asks CleverTap for: the delta of a segment as CQL, split into disjoint export parts.
+
+A nightly run needs only the profiles whose verification can be due, and CleverTap can select them
+server-side from the properties the load writes (:data:`~clearout_provider.clevertap.mapping.ALWAYS_WRITTEN`):
+
+* ``never_verified``: the verification date property does not exist;
+* ``stale``: verified before ``now - ttl_days``;
+* ``uncertain``: verified between ``now - ttl_days`` and ``now - uncertain_ttl_days`` with an uncertain
+  headline status (catch-all, unknown, risky expire sooner: :class:`~clearout_provider.contacts.Freshness`);
+* ``email_change_event`` (optional): profiles that raised the app's own "email changed" event since the
+  last delta night, the one cheap signal of a changed address (CQL cannot compare two properties).
+
+The date ranges make the first three parts disjoint, so they are exported side by side and merged with
+no profile twice. An address changed without such an event is caught by the periodic FULL sweep (the
+whole segment, every ``full_sweep_days``), whose rows the extract checks locally as before
+(:func:`clearout_provider.contacts.freshness_reasons`, which also finds "email_changed"). A profile
+the delta missed (a verification date that is not a date, a status spelled in a way CQL's
+case-sensitive ``equals`` does not list) waits at most until that sweep; none is lost.
+
+A large part is split further by date ranges of a profile date property (:func:`by_date_ranges`), so
+one segment is exported as several cursors at once within CleverTap's concurrency limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+#: How a night selects: the delta queries, or the whole segment (the periodic sweep).
+Mode = Literal["delta", "full"]
+MODES: tuple[Mode, ...] = ("delta", "full")
+
+#: Headline statuses that expire after ``uncertain_ttl_days``, in the spellings CleverTap may hold
+#: (CQL ``equals`` is case-sensitive; the local check normalises case and separators instead).
+UNCERTAIN_STATUS_SPELLINGS: tuple[str, ...] = (
+    "catch_all",
+    "catchall",
+    "Catch All",
+    "catch-all",
+    "unknown",
+    "Unknown",
+    "risky",
+    "Risky",
+)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One export cursor: a CQL query and the label the report counts it under."""
+
+    label: str
+    query: dict[str, Any]
+
+
+def _date(moment: datetime) -> str:
+    """A CQL date value (``$D_<epoch seconds>``) for a date-property comparison, rounded up: CleverTap
+    dates are whole seconds, so ``at < ceil(moment)`` is the local check's ``at < moment``."""
+    return f"$D_{math.ceil(moment.timestamp())}"
+
+
+def _yyyymmdd(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).strftime("%Y%m%d"))
+
+
+def with_fields(query: Mapping[str, Any], *fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``query`` AND the profile-field conditions ``fields`` (the query is copied, never changed)."""
+    combined = copy.deepcopy(dict(query))
+    common = combined.setdefault("common_profile_properties", {})
+    common["profile_fields"] = [*common.get("profile_fields", []), *map(dict, fields)]
+    return combined
+
+
+def delta_parts(
+    segment: Mapping[str, Any],
+    *,
+    verified_at: str,
+    status: str,
+    ttl_days: float,
+    uncertain_ttl_days: float,
+    now: datetime,
+    email_change_event: str | None = None,
+    since: datetime | None = None,
+) -> list[Part]:
+    """The disjoint parts of ``segment`` whose verification can be due at ``now`` (see the module doc).
+
+    ``verified_at`` and ``status`` are the CleverTap property names of the verification date and the
+    headline status. ``email_change_event`` adds the profiles that raised that event from ``since`` (the
+    last delta night; today when None) to today — only when the segment has no event filter of its own
+    (CQL allows one event per query), and possibly overlapping the other parts (the merge drops repeats).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    stale_before = now - timedelta(days=ttl_days)
+    parts = [
+        Part("never_verified", with_fields(segment, {"name": verified_at, "operator": "does_not_exist"})),
+        Part(
+            "stale",
+            with_fields(
+                segment, {"name": verified_at, "operator": "less_than", "value": _date(stale_before)}
+            ),
+        ),
+    ]
+    if uncertain_ttl_days < ttl_days:
+        uncertain_before = now - timedelta(days=uncertain_ttl_days)
+        parts.append(
+            Part(
+                "uncertain",
+                with_fields(
+                    segment,
+                    {"name": verified_at, "operator": "greater_than_equals", "value": _date(stale_before)},
+                    {"name": verified_at, "operator": "less_than", "value": _date(uncertain_before)},
+                    {"name": status, "operator": "equals", "value": list(UNCERTAIN_STATUS_SPELLINGS)},
+                ),
+            )
+        )
+    if email_change_event and "event_name" not in segment:
+        start = min(since or now, now)
+        event = {"event_name": email_change_event, "from": _yyyymmdd(start), "to": _yyyymmdd(now)}
+        parts.append(Part("email_change_event", {**copy.deepcopy(dict(segment)), **event}))
+    return parts
+
+
+def by_date_ranges(
+    parts: Sequence[Part], prop: str, *, start: datetime, end: datetime, count: int
+) -> list[Part]:
+    """Each part split into ``count`` disjoint ranges of date property ``prop`` — plus one part for the
+    profiles without it — covering every value: the first range is open below ``start``, the last open
+    above ``end``. ``count`` <= 1 returns the parts unchanged.
+
+    The ranges are equal in time, not in profiles: pick a property spread over the base (a sign-up date).
+    A profile whose ``prop`` holds something that is not a date matches no range: use a date property.
+    """
+    if count <= 1:
+        return list(parts)
+    if not start < end:
+        raise ValueError(f"date ranges need start < end, got {start} and {end}")
+    step = (end - start) / count
+    bounds = [_date(start + step * i) for i in range(1, count)]
+    split: list[Part] = []
+    for part in parts:
+        split.append(
+            Part(
+                f"{part.label}/no {prop}",
+                with_fields(part.query, {"name": prop, "operator": "does_not_exist"}),
+            )
+        )
+        for i in range(count):
+            conditions: list[dict[str, Any]] = []
+            if i > 0:
+                conditions.append({"name": prop, "operator": "greater_than_equals", "value": bounds[i - 1]})
+            if i < count - 1:
+                conditions.append({"name": prop, "operator": "less_than", "value": bounds[i]})
+            split.append(
+                Part(f"{part.label}/{prop} {i + 1} of {count}", with_fields(part.query, *conditions))
+            )
+    return split
+
+
+def choose_mode(
+    requested: Literal["auto", "delta", "full"],
+    last_full: datetime | None,
+    now: datetime,
+    full_sweep_days: float,
+) -> Mode:
+    """The mode of tonight's run: as requested, or in ``auto`` a full sweep when none ran in the last
+    ``full_sweep_days`` (or ever), else the delta."""
+    if requested in MODES:
+        return requested
+    if requested != "auto":
+        raise ValueError(f"mode must be 'auto', 'delta' or 'full', not {requested!r}")
+    if last_full is None or now - last_full >= timedelta(days=full_sweep_days):
+        return "full"
+    return "delta"
