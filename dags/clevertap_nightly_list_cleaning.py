@@ -6,7 +6,11 @@ Every night, for one CleverTap segment:
 1. **extract_delta** pulls the segment's profiles and keeps only those that need verifying: never
    verified, verified longer ago than the freshness TTL (`ttl_days`; `unknown` and `catch_all`
    verdicts after `uncertain_ttl_days`), or whose email changed since it was verified. The rest cost
-   nothing tonight.
+   nothing tonight. On a normal night CleverTap itself selects those profiles (`selection` = auto:
+   CQL on the verification date and status the load writes, a few cursors paged side by side), so
+   the export costs what changed, not the size of the base; every `full_sweep_days` the whole
+   segment is exported and checked, which also catches an address changed without the app's
+   `email_change_event`. The report says which selection ran.
 2. **choose_mode** sends a small delta to Clearout's instant API (below `instant_threshold`
    addresses) and anything larger to bulk lists that wait in the triggerer, not on a worker.
    **split_for_bulk** cuts a large delta into files of at most 500,000 rows (Clearout's recommended
@@ -64,6 +68,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from clearout_provider.dag_params import (
     EVERY_PROFILE_WITH_AN_EMAIL,
     run_mode_params,
+    selection_params,
     task_defaults,
     verifier_param,
     write_back_params,
@@ -114,6 +119,7 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
             title="Freshness of uncertain verdicts (days)",
             description="Re-verify `unknown` and `catch_all` verdicts sooner.",
         ),
+        **selection_params(),
         "verifier": verifier_param(),
         **write_back_params(),
         "instant_threshold": Param(
@@ -142,6 +148,10 @@ def clevertap_nightly_list_cleaning() -> None:
         query="{{ params.segment }}",
         freshness=freshness,
         mapping=mapping,
+        selection="{{ params.selection }}",
+        full_sweep_days="{{ params.full_sweep_days }}",
+        email_change_event="{{ params.email_change_event }}",
+        partition_by="{{ params.partition_by }}",
     )
 
     @task.branch

@@ -151,3 +151,44 @@ def run_mode_params() -> dict[str, Param]:
             "the rows than this.",
         ),
     }
+
+
+def selection_params() -> dict[str, Param]:
+    """``selection``, ``full_sweep_days``, ``email_change_event`` and ``partition_by``: what the extract
+    asks CleverTap for (:mod:`clearout_provider.clevertap.selection`)."""
+    return {
+        "selection": Param(
+            "auto",
+            type="string",
+            enum=["auto", "delta", "full"],
+            title="CleverTap selection",
+            description="auto: only the profiles that can be due (never verified, stale, uncertain; "
+            "selected by CleverTap), with a full sweep of the segment every 'Full sweep every' days. "
+            "delta: never the sweep. full: the whole segment tonight (also finds addresses changed "
+            "without an email-change event).",
+        ),
+        "full_sweep_days": Param(
+            7,
+            type="number",
+            minimum=0,
+            title="Full sweep every (days)",
+            description="How often 'auto' exports the whole segment instead of the delta. Counted from "
+            "the last successful sweep, so a failed one is tried again the next night.",
+        ),
+        "email_change_event": Param(
+            None,
+            type=["null", "string"],
+            title="Email-change event",
+            description="A CleverTap event your app raises when a user changes their email (e.g. "
+            "'Email Changed'): the delta then also selects the profiles that raised it since the last "
+            "successful night, so a changed address is verified the next night, not at the next sweep.",
+        ),
+        "partition_by": Param(
+            None,
+            type=["null", "object"],
+            title="Export in parallel by",
+            description="Split the export into date ranges of a profile date property, paged side by "
+            'side within CleverTap\'s concurrency limit, e.g. {"property": "Signup Date", "since": '
+            '"2020-01-01", "parts": 4}. Empty: one cursor per selected part.',
+        ),
+    }

@@ -42,6 +42,11 @@ from clearout_provider.exceptions import AccountingError
 from clearout_provider.verification.model import Bounce, DecidedBy, Verdict
 
 _MODES = ("instant", "bulk")
+#: What each CleverTap selection of the extract asked for (the report's words).
+_SELECTIONS = {
+    "delta": "delta: only profiles never verified, stale or uncertain (server-side CQL)",
+    "full": "full sweep: the whole segment, checked locally (also finds changed addresses)",
+}
 _BOUNCE_COLUMN = "bounce"
 _NO_BOUNCE = "none"  # key of rows without a bounce class in RunFacts.by_bounce_type
 _NO_CODE = "none"  # key of rows without a sub-status code (as in the verify operators' XCom)
@@ -113,6 +118,10 @@ class RunFacts:
     dry_run: bool
     write_back: bool = True
     timings: dict[str, float] = field(default_factory=dict)
+    selection: str = ""
+    """Which CleverTap selection the extract ran: "delta", "full" (the periodic sweep), "" when unknown."""
+    by_part: dict[str, int] = field(default_factory=dict)
+    export_requests: int = 0
 
     @classmethod
     def from_xcom(
@@ -173,6 +182,9 @@ class RunFacts:
             by_no_verdict=_merged(lod, "by_no_verdict", "load"),
             dry_run=any(bool(c.get("dry_run")) for c in (*lod, *ver)),
             write_back=write_back,
+            selection="+".join(sorted({str(c["selection"]) for c in ext if c.get("selection")})),
+            by_part=_merged(ext, "by_part", "extract"),
+            export_requests=sum(int(c.get("export_requests") or 0) for c in ext),
             timings={str(k): float(v) for k, v in (timings or {}).items()},
         )
 
@@ -591,7 +603,18 @@ def _sections(facts: RunFacts) -> list[_Section]:
             "Extract from CleverTap",
             ("", "Profiles"),
             [
+                *(
+                    (("selection", _SELECTIONS.get(facts.selection, facts.selection)),)
+                    if facts.selection
+                    else ()
+                ),
+                *(
+                    (f"  part {label}", f"{n:,}")
+                    for label, n in facts.by_part.items()
+                    if len(facts.by_part) > 1
+                ),
                 ("exported", f"{facts.exported:,}"),
+                *((("export requests", f"{facts.export_requests:,}"),) if facts.export_requests else ()),
                 ("without an email (skipped)", f"{facts.no_email:,}"),
                 ("fresh (verified recently; skipped)", f"{facts.fresh:,}"),
                 ("to verify", f"{facts.to_verify:,}"),
@@ -833,9 +856,10 @@ def _summary(facts: RunFacts, markdown: str, html_path: str) -> str:
     failing = [e for e in _equations(facts) if not e.holds]
     saved = facts.credits_saved_by
     lists = f", list {', '.join(facts.list_ids)}" if facts.list_ids else ""
+    selection = f"{facts.selection} selection, " if facts.selection else ""
     run = (
         f"Clearout report for {facts.dag_id} / {facts.run_id} ({facts.mode}{lists}): "
-        f"{facts.exported:,} exported, {facts.to_verify:,} to verify, {facts.fresh:,} fresh, "
+        f"{selection}{facts.exported:,} exported, {facts.to_verify:,} to verify, {facts.fresh:,} fresh, "
         f"{facts.no_email:,} without email"
     )
     status = " · ".join(f"{_status_label(k)} {n:,}" for k, n in statuses) or "nothing verified"
@@ -932,4 +956,18 @@ def finish_run(
     print(files.summary)
     check_accounting(facts)
     check_rejections(facts, float(params["max_rejected_share"]))
+    record_selections(extracted)
     return facts, files
+
+
+def record_selections(extracted: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+    """Remember, once the run has passed its checks, when each extract selected and how: the next
+    night's email-change window and sweep schedule (:mod:`clearout_provider.clevertap.selection`)."""
+    from datetime import datetime
+
+    from clearout_provider.clevertap.selection import SelectionHistory
+
+    for chunk in _chunks(extracted):
+        if chunk.get("selection_key") and chunk.get("selection") in ("delta", "full"):
+            history = SelectionHistory(str(chunk["selection_key"]), chunk.get("selection_workdir"))
+            history.record(chunk["selection"], datetime.fromisoformat(str(chunk["selected_at"])))

@@ -79,7 +79,7 @@ def read_result(path: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- tests
 
 
-def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_go_instant(
+def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
     server: SandboxProcess, data_dir: Path
 ) -> None:
     dag = shipped_dag(DAG_ID)
@@ -125,7 +125,7 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     for object_id in hard.index:  # the default policy unsubscribes hard bounces on the profile
         assert profile(object_id)["profileData"]["MSG-email"] is False, object_id
 
-    # ---- 2. right after: everything is fresh → nothing verified, no credit, no upload
+    # ---- 2. right after: a delta night asks CleverTap only for what can be due → nothing verified
     second = dag.test()
 
     assert {k: v for k, v in states(second).items() if k.startswith(("split", "verify", "report"))} == {
@@ -135,8 +135,11 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
         "report": "success",
     }
     extract2 = xcom(second, "extract_delta")
-    assert extract2["to_verify"] == 0 and extract2["fresh"] == extract["exported"] - extract["no_email"]
-    check_report(data_dir, second)
+    assert extract["selection"] == "full" and extract2["selection"] == "delta"
+    assert extract2["to_verify"] == 0 and extract2["exported"] == extract2["no_email"] + extract2["fresh"]
+    # Everything the first night verified carries its verification now: CleverTap selects none of it.
+    assert extract2["exported"] < 0.05 * extract["exported"], extract2
+    assert "delta selection" in check_report(data_dir, second)
     after_second = server.clearout_stats()
     assert after_second["credits_available"] == after_first["credits_available"]
     assert (
@@ -145,27 +148,62 @@ def test_bulk_first_run_then_a_second_run_verifies_nothing_then_changed_emails_g
     )
     assert server.clevertap_stats()["saving_upload_calls"] == ct["saving_upload_calls"]
 
-    # ---- 3. a few users change their email → only those are verified, instantly
-    changed = {
-        object_id: f"new.address{n}@acme-rockets.com"
-        for n, object_id in enumerate(result[result["decided_by"] == "clearout_bulk"].index[:5])
-    }
+    # ---- 3. five users change their email, three of them through the app's "Email Changed" event:
+    # the delta night verifies those three; the two without a signal wait for the full sweep.
+    movers = list(result[result["decided_by"] == "clearout_bulk"].index[:5])
+    changed = {object_id: f"new.address{n}@acme-rockets.com" for n, object_id in enumerate(movers)}
     moved = CleverTapHook().upload_profiles(
         [{"objectId": object_id, "profileData": {"Email": email}} for object_id, email in changed.items()]
     )
     assert moved.ok
+    raise_events("Email Changed", movers[:3], server)
 
-    third = dag.test()
+    third = dag.test(run_conf={"email_change_event": "Email Changed"})
 
     assert states(third)["verify_instant"] == "success" and states(third)["report"] == "success"
     extract3 = xcom(third, "extract_delta")
-    assert extract3["to_verify"] == 5 and extract3["by_reason"]["email_changed"] == 5
+    assert extract3["selection"] == "delta" and extract3["by_part"]["email_change_event"] == 3
+    assert extract3["to_verify"] == 3 and extract3["by_reason"]["email_changed"] == 3
     check_report(data_dir, third)
     after_third = server.clearout_stats()
-    assert after_third["bulk_uploads"] == 1 and after_third["instant_calls"] == 5
-    assert 0 < after_first["credits_available"] - after_third["credits_available"] <= 5
+    assert after_third["bulk_uploads"] == 1 and after_third["instant_calls"] == 3
+    for object_id in movers[:3]:
+        assert profile(object_id)["profileData"]["Clearout Verified Email"] == changed[object_id]
+
+    # ---- 4. the full sweep (weekly under "auto"; asked for here) finds the other two
+    fourth = dag.test(run_conf={"selection": "full"})
+
+    extract4 = xcom(fourth, "extract_delta")
+    assert extract4["selection"] == "full" and extract4["exported"] == extract["exported"]
+    assert extract4["to_verify"] == 2 and extract4["by_reason"]["email_changed"] == 2
+    assert "full selection" in check_report(data_dir, fourth)
+    after_fourth = server.clearout_stats()
+    assert after_fourth["instant_calls"] == 5
+    assert 0 < after_first["credits_available"] - after_fourth["credits_available"] <= 5
     for object_id, email in changed.items():
         assert profile(object_id)["profileData"]["Clearout Verified Email"] == email
+
+
+def raise_events(name: str, object_ids: list[str], server: SandboxProcess) -> None:
+    """What the app does when a user changes their address: upload event ``name`` for each profile."""
+    import time
+
+    import requests
+
+    records = [
+        {"type": "event", "objectId": o, "evtName": name, "ts": int(time.time()), "evtData": {}}
+        for o in object_ids
+    ]
+    answer = requests.post(
+        f"{server.url}/clevertap/1/upload",
+        json={"d": records},
+        headers={
+            "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
+            "X-CleverTap-Passcode": server.settings.clevertap_passcode,
+        },
+        timeout=60,
+    )
+    assert answer.json()["status"] == "success", answer.text
 
 
 def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: Path) -> None:

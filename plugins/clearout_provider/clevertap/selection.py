@@ -78,7 +78,7 @@ def delta_parts(
     segment: Mapping[str, Any],
     *,
     verified_at: str,
-    status: str,
+    status: str | None,
     ttl_days: float,
     uncertain_ttl_days: float,
     now: datetime,
@@ -87,10 +87,11 @@ def delta_parts(
 ) -> list[Part]:
     """The disjoint parts of ``segment`` whose verification can be due at ``now`` (see the module doc).
 
-    ``verified_at`` and ``status`` are the CleverTap property names of the verification date and the
-    headline status. ``email_change_event`` adds the profiles that raised that event from ``since`` (the
-    last delta night; today when None) to today — only when the segment has no event filter of its own
-    (CQL allows one event per query), and possibly overlapping the other parts (the merge drops repeats).
+    ``verified_at`` and ``status`` are the CleverTap property names of the verification date and the headline
+    status (None when the load does not write it: uncertain verdicts then last ``ttl_days``, as the local
+    check reads them). ``email_change_event`` adds the profiles that raised that event from ``since`` (the
+    last delta night; today when None) to today — only when the segment has no event filter of its own (CQL
+    allows one event per query), and possibly overlapping the other parts (the merge drops repeats).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -104,7 +105,7 @@ def delta_parts(
             ),
         ),
     ]
-    if uncertain_ttl_days < ttl_days:
+    if status and uncertain_ttl_days < ttl_days:
         uncertain_before = now - timedelta(days=uncertain_ttl_days)
         parts.append(
             Part(
@@ -175,3 +176,34 @@ def choose_mode(
     if last_full is None or now - last_full >= timedelta(days=full_sweep_days):
         return "full"
     return "delta"
+
+
+class SelectionHistory:
+    """When an extract's last successful night and last full sweep selected (two watermarks in the data
+    dir, :class:`~clearout_provider.watermark.Watermark`), keyed by ``<dag_id>.<task_id>``.
+
+    Recorded by the run's LAST step (:func:`clearout_provider.report.finish_run`), never by the extract
+    itself: a night that fails after a full sweep leaves the sweep due, so whatever it found (an
+    address changed without an event) is found again the next night instead of waiting a week.
+    """
+
+    def __init__(self, key: str, workdir: str | None = None) -> None:
+        from clearout_provider.watermark import Watermark
+
+        self.key = key
+        self._last_run = Watermark(f"{key}.last-night", workdir)
+        self._last_full = Watermark(f"{key}.full-sweep", workdir)
+
+    def last_night(self) -> datetime | None:
+        """When the last successful night selected (the start of the next email-change window)."""
+        return self._last_run.read()
+
+    def last_full_sweep(self) -> datetime | None:
+        """When the last successful full sweep selected, or None before the first."""
+        return self._last_full.read()
+
+    def record(self, mode: Mode, selected_at: datetime) -> None:
+        """A night that selected at ``selected_at`` in ``mode`` succeeded."""
+        self._last_run.advance(selected_at)
+        if mode == "full":
+            self._last_full.advance(selected_at)

@@ -32,6 +32,7 @@ a DAG file that names this hook then parses without loading them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -468,6 +469,9 @@ class CleverTapHook(BaseHook):
 
         if not queries:
             raise ValueError("export_partitions needs at least one query")
+        if len(queries) == 1:  # one cursor: nothing to merge
+            single = self.export_profiles(queries[0], dest_path, batch_size=batch_size, properties=properties)
+            return dataclasses.replace(single, part_counts=(single.count,))
         dest = Path(dest_path)
         parts = [dest.with_name(f".{dest.name}.part{i:03d}.parquet") for i in range(len(queries))]
         workers = max(1, min(concurrency or self.export_concurrency, len(queries)))

@@ -5,7 +5,10 @@ The two ends of the nightly list-cleaning pipeline; verification in between is e
 **Extract** exports a segment (a CQL query) with the properties an earlier Append wrote, drops profiles
 without an email (counted), and keeps only the profiles whose verification is missing, stale or about
 another address (:func:`clearout_provider.contacts.freshness_reasons`), so a nightly run pays only for
-the delta. ``exported == no_email + fresh + to_verify``, always.
+the delta. On a normal night it asks CleverTap only for the profiles that can be due (the "delta"
+selection of :mod:`clearout_provider.clevertap.selection`, several cursors at once); every
+``full_sweep_days`` it exports the whole segment, which also finds addresses changed without a signal.
+``exported == no_email + fresh + to_verify``, always.
 
 **Load** turns every result row into a profile update with the ONE mapping of
 :mod:`clearout_provider.verdicts` and sends only what differs from what the export read back: a profile
@@ -37,6 +40,14 @@ from clearout_provider.clevertap.mapping import (
     UNSUBSCRIBED_AT_PROPERTY,
     UNSUBSCRIBED_REASON_PROPERTY,
     PropertyMapping,
+)
+from clearout_provider.clevertap.selection import (
+    Mode,
+    Part,
+    SelectionHistory,
+    by_date_ranges,
+    choose_mode,
+    delta_parts,
 )
 from clearout_provider.exceptions import AccountingError
 from clearout_provider.operators.settings import (
@@ -117,15 +128,36 @@ class CleverTapExtractProfilesOperator(BaseOperator):
     :param mapping: the load's :class:`PropertyMapping` when it renames properties, so the export reads
         the renamed ones back.
     :param batch_size: profiles per export page (≤ 5000).
+    :param selection: ``"auto"`` (the delta, and a full sweep when none succeeded in the last
+        ``full_sweep_days``), ``"delta"`` or ``"full"``. ``only_delta=False`` always exports in full.
+        Templated.
+    :param full_sweep_days: how often ``auto`` exports the whole segment.
+    :param email_change_event: a CleverTap event the app raises when a user changes their address; the
+        delta then also asks for the profiles that raised it since the last successful night.
+    :param partition_by: ``{"property": <a profile date property>, "since": "YYYY-MM-DD", "parts": N}``
+        splits every selected part into N date ranges of that property (plus the profiles without it),
+        exported side by side: a large segment pages N cursors at once instead of one. Templated.
+    :param export_concurrency: cursors paged at once (default: the hook's, CleverTap's limit of 3).
 
-    Returns ``{"path", "exported", "no_email", "fresh", "to_verify", "by_reason"}`` with
-    ``exported == no_email + fresh + to_verify``; ``by_reason`` counts the reasons of the selected
-    profiles ("never_verified", "stale", "email_changed"; with ``only_delta=False`` the fresh ones selected
-    anyway are the difference to ``to_verify``). The file holds the export columns (identity, objectId,
-    email, name, the verification properties, ``MSG-email``) plus ``freshness_reason``.
+    Returns ``{"path", "exported", "no_email", "fresh", "to_verify", "by_reason", "selection", "by_part",
+    "export_requests", "selected_at", "selection_key"}`` with ``exported == no_email + fresh + to_verify``;
+    ``selection`` says which mode ran and ``by_part`` how many profiles each export part held (before repeats
+    across parts were dropped); ``by_reason`` counts the reasons of the selected profiles ("never_verified",
+    "stale", "email_changed"; with ``only_delta=False`` the fresh ones selected anyway are the difference to
+    ``to_verify``). The file holds the export columns (identity, objectId, email, name, the verification
+    properties, ``MSG-email``) plus ``freshness_reason``.
     """
 
-    template_fields: Sequence[str] = ("query", "workdir", "freshness", "mapping")
+    template_fields: Sequence[str] = (
+        "query",
+        "workdir",
+        "freshness",
+        "mapping",
+        "selection",
+        "full_sweep_days",
+        "email_change_event",
+        "partition_by",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {"query": "json"}
     ui_color = "#fde8e8"
 
@@ -140,6 +172,11 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         output_format: Literal["parquet", "csv"] = "parquet",
         mapping: PropertyMapping | Mapping[str, Any] | str | None = None,
         batch_size: int = 5000,
+        selection: str = "auto",
+        full_sweep_days: float = 7,
+        email_change_event: str | None = None,
+        partition_by: Mapping[str, Any] | str | None = None,
+        export_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
         # Each returned key is its own XCom too, so a DAG can write ``extract.output["path"]``.
@@ -155,7 +192,16 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         self.output_format = output_format
         self.mapping = mapping
         self.batch_size = batch_size
+        self.selection = selection
+        self.full_sweep_days = full_sweep_days
+        self.email_change_event = email_change_event or None
+        self.partition_by = partition_by
+        self.export_concurrency = export_concurrency
         # Plain settings fail at parse time; templated ones when the task renders them.
+        if not templated(selection):
+            choose_mode(selection, None, datetime.now(UTC), full_sweep_days)  # type: ignore[arg-type]
+        if partition_by is not None and not templated(partition_by):
+            _partitioning(partition_by)
         if freshness is not None and not templated(freshness):
             resolve_freshness(freshness)
         if not templated(mapping):
@@ -172,6 +218,30 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         if not isinstance(query, Mapping):
             raise TypeError(f"query must be a CQL JSON object, not {type(query).__name__}")
         return dict(query)
+
+    def _parts(
+        self, mode: Mode, names: Mapping[str, str], headline: str, now: datetime, since: datetime | None
+    ) -> list[Part]:
+        """The export parts of tonight's selection (see :mod:`clearout_provider.clevertap.selection`)."""
+        segment = self._query()
+        if mode == "full":
+            parts = [Part("segment", segment)]
+        else:
+            freshness = resolve_freshness(self.freshness)
+            parts = delta_parts(
+                segment,
+                verified_at=names["verified_at"],
+                status=names.get(headline),
+                ttl_days=freshness.ttl_days,
+                uncertain_ttl_days=freshness.uncertain_ttl_days,
+                now=now,
+                email_change_event=self.email_change_event or None,
+                since=since,
+            )
+        if self.partition_by is None:
+            return parts
+        prop, start, count = _partitioning(self.partition_by)
+        return by_date_ranges(parts, prop, start=start, end=now, count=count)
 
     def execute(self, context: Context) -> dict[str, Any]:
         import pyarrow as pa
@@ -193,10 +263,23 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         hook = CleverTapHook(self.clevertap_conn_id)
         out = folder / f"clevertap-profiles.{self.output_format}"
         now = datetime.now(UTC)
+        key = f"{context['ti'].dag_id}.{context['ti'].task_id}"
+        history = SelectionHistory(key, self.workdir)
+        mode: Mode = (
+            choose_mode(self.selection, history.last_full_sweep(), now, float(self.full_sweep_days))  # type: ignore[arg-type]
+            if self.only_delta
+            else "full"
+        )
+        parts = self._parts(mode, names, headline, now, history.last_night())
+        self.log.info("CleverTap extract: %s selection in %d export part(s)", mode, len(parts))
         counts: Counter[str] = Counter()
         with staged_file(folder / "clevertap-export.parquet") as raw:
-            export = hook.export_profiles(
-                self._query(), raw, batch_size=self.batch_size, properties=properties
+            export = hook.export_partitions(
+                [p.query for p in parts],
+                raw,
+                batch_size=self.batch_size,
+                properties=properties,
+                concurrency=self.export_concurrency,
             )
             parquet = pq.ParquetFile(raw)
             schema = parquet.schema_arrow.append(pa.field(FRESHNESS_REASON, pa.string()))
@@ -223,18 +306,44 @@ class CleverTapExtractProfilesOperator(BaseOperator):
             "fresh": fresh,
             "to_verify": counts["to_verify"],
             "by_reason": by_reason,
+            "selection": mode,
+            "by_part": dict(zip((p.label for p in parts), export.part_counts or (exported,), strict=True)),
+            "export_requests": export.requests,
+            "selected_at": now.isoformat(),
+            "selection_key": key,
+            "selection_workdir": self.workdir,
         }
         if fresh < 0 or (self.only_delta and sum(by_reason.values()) != counts["to_verify"]):
             raise CleverTapAccountingError(f"extract counts do not add up: {result}")
         self.log.info(
-            "CleverTap extract: %d profiles exported, %d without email, %d fresh, %d to verify %s",
+            "CleverTap extract (%s): %d profiles exported in %d requests, %d without email, %d fresh, "
+            "%d to verify %s",
+            mode,
             exported,
+            export.requests,
             result["no_email"],
             result["fresh"],
             result["to_verify"],
             result["by_reason"],
         )
         return result
+
+
+def _partitioning(partition_by: Mapping[str, Any] | str) -> tuple[str, datetime, int]:
+    """``partition_by`` checked: (date property, start of the ranges, number of ranges)."""
+    spec = json.loads(partition_by) if isinstance(partition_by, str) else partition_by
+    if not isinstance(spec, Mapping) or not spec.get("property"):
+        raise ValueError(
+            f'partition_by needs {{"property": ..., "since": "YYYY-MM-DD", "parts": N}}, got {spec!r}'
+        )
+    try:
+        since = datetime.fromisoformat(str(spec.get("since", "2015-01-01")))
+        parts = int(spec.get("parts", 4))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"partition_by: {exc}") from None
+    if parts < 1:
+        raise ValueError(f"partition_by parts must be >= 1, got {parts}")
+    return str(spec["property"]), since if since.tzinfo else since.replace(tzinfo=UTC), parts
 
 
 # ------------------------------------------------------------------------------------------------ load

@@ -56,12 +56,15 @@ def hook() -> Iterator[mock.MagicMock]:
 # ------------------------------------------------------------------------------------------- extract
 
 
-def exported(path: Path, rows: list[dict[str, Any]]) -> ExportResult:
-    """What export_profiles writes: identity, objectId, email, name and the properties asked for."""
+def exported(path: Path, rows: list[dict[str, Any]], parts: int = 1) -> ExportResult:
+    """What export_partitions writes: identity, objectId, email, name and the properties asked for
+    (every row from the first of ``parts`` queries)."""
     names = ("identity", "objectId", "email", "name", STATUS, VERIFIED_AT, "Clearout Verified Email")
     table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
     pq.write_table(table, path)
-    return ExportResult(str(path), len(rows), 1, 2, names)
+    return ExportResult(
+        str(path), len(rows), parts, parts + 1, names, part_counts=(len(rows),) + (0,) * (parts - 1)
+    )
 
 
 def test_extract_keeps_only_the_profiles_due_and_accounts_for_every_exported_one(
@@ -76,7 +79,7 @@ def test_extract_keeps_only_the_profiles_due_and_accounts_for_every_exported_one
          "Clearout Verified Email": "old@example.com"},  # the address changed since
         {"identity": "4", "email": None},  # no email
     ]  # fmt: skip
-    hook.export_profiles.side_effect = lambda query, dest, **kw: exported(Path(dest), profiles)
+    hook.export_partitions.side_effect = lambda queries, dest, **kw: exported(Path(dest), profiles)
     extract = CleverTapExtractProfilesOperator(
         task_id="extract",
         query='{"event_name": "App Launched", "from": 20260101, "to": 20260102}',
@@ -86,9 +89,11 @@ def test_extract_keeps_only_the_profiles_due_and_accounts_for_every_exported_one
 
     summary = extract.execute(task_context("extract"))
 
-    query = hook.export_profiles.call_args.args[0]
-    assert query == {"event_name": "App Launched", "from": 20260101, "to": 20260102}
-    assert hook.export_profiles.call_args.kwargs["batch_size"] == 500
+    # No full sweep has succeeded yet: the first night exports the whole segment, as one cursor.
+    queries = hook.export_partitions.call_args.args[0]
+    assert queries == [{"event_name": "App Launched", "from": 20260101, "to": 20260102}]
+    assert hook.export_partitions.call_args.kwargs["batch_size"] == 500
+    assert summary["selection"] == "full"
     assert (summary["exported"], summary["no_email"], summary["fresh"], summary["to_verify"]) == (4, 1, 1, 2)
     assert summary["by_reason"]["never_verified"] == summary["by_reason"]["email_changed"] == 1
     kept = pq.read_table(summary["path"].removeprefix("file://")).to_pylist()
@@ -100,7 +105,7 @@ def test_extract_keeps_only_the_profiles_due_and_accounts_for_every_exported_one
 
 def test_extract_as_csv_is_for_people_formula_cells_neutralised(hook: mock.MagicMock, tmp_path: Path) -> None:
     profiles = [{"identity": "1", "email": "new@example.com", "name": "=HYPERLINK(1)"}]
-    hook.export_profiles.side_effect = lambda query, dest, **kw: exported(Path(dest), profiles)
+    hook.export_partitions.side_effect = lambda queries, dest, **kw: exported(Path(dest), profiles)
     extract = CleverTapExtractProfilesOperator(
         task_id="extract", query="{}", workdir=str(tmp_path), output_format="csv"
     )
@@ -115,7 +120,40 @@ def test_extract_refuses_a_query_that_is_not_a_cql_object(hook: mock.MagicMock, 
     extract = CleverTapExtractProfilesOperator(task_id="extract", query="[1, 2]", workdir=str(tmp_path))
     with pytest.raises(TypeError, match="CQL JSON object"):
         extract.execute(task_context("extract"))
-    hook.export_profiles.assert_not_called()
+    hook.export_partitions.assert_not_called()
+
+
+def test_extract_after_a_recorded_sweep_asks_only_for_the_delta(hook: mock.MagicMock, tmp_path: Path) -> None:
+    """Once a run recorded its full sweep, the next night's queries carry the delta conditions on the
+    properties the load writes, split by the partition property; the sweep comes back after its days."""
+    from clearout_provider.report import record_selections
+
+    hook.export_partitions.side_effect = lambda queries, dest, **kw: exported(Path(dest), [], len(queries))
+    extract = CleverTapExtractProfilesOperator(
+        task_id="extract",
+        query="{}",
+        workdir=str(tmp_path),
+        full_sweep_days=7,
+        partition_by={"property": "Signup Date", "since": "2024-01-01", "parts": 2},
+    )
+    first = extract.execute(task_context("extract"))
+    assert first["selection"] == "full" and len(hook.export_partitions.call_args.args[0]) == 3
+    record_selections(first)  # what the run's last step does once the run succeeded
+
+    second = extract.execute(task_context("extract"))
+
+    queries = hook.export_partitions.call_args.args[0]
+    assert second["selection"] == "delta" and list(second["by_part"])[0] == "never_verified/no Signup Date"
+    conditions = [q["common_profile_properties"]["profile_fields"] for q in queries]
+    assert len(queries) == 3 * 3  # never verified, stale, uncertain; each without a sign-up date + 2 ranges
+    assert {"name": VERIFIED_AT, "operator": "does_not_exist"} in conditions[0]
+    assert any(c["name"] == STATUS and c["operator"] == "equals" for c in conditions[-1])
+    # A run that failed after its sweep recorded nothing: asking again still sweeps (days counted from
+    # the last SUCCESSFUL sweep); so does selection="full" whatever the history says.
+    full = CleverTapExtractProfilesOperator(
+        task_id="extract", query="{}", workdir=str(tmp_path), selection="full"
+    )
+    assert full.execute(task_context("extract"))["selection"] == "full"
 
 
 # ---------------------------------------------------------------------------------------------- load
