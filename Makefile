@@ -23,8 +23,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
+# Every benchmark, judged by ratios to baselines measured in the same run; writes bench/results.md.
 bench: $(STAMP)
-	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/run_all.py
 
 # What CI checks before the tests: the ruff rules and formatting of [tool.ruff] in pyproject.toml.
 lint: $(STAMP)

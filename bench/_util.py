@@ -153,3 +153,26 @@ def peak_rss_bytes() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+#: File each benchmark appends its judged figures to (JSON lines); `make bench` sets it and turns the
+#: lines into bench/results.md. Unset when a benchmark runs on its own: the figures are only printed.
+RESULTS_ENV = "CLEAROUT_BENCH_RESULTS"
+
+
+def judge(figure: str, target: str, measured: str, ratio: float, ok: bool) -> bool:
+    """Print one judged figure and record it for bench/results.md; returns ``ok``.
+
+    ``ratio`` is what passes or fails (measured against a baseline taken in the same run, or against a
+    bound that does not depend on the machine's speed: a count, a memory ceiling); ``measured`` shows the
+    absolute figures behind it, for information only.
+    """
+    import json
+
+    print(f"[{'PASS' if ok else 'FAIL'}] {figure}: {measured}; ratio {ratio:.3g} (target {target})")
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        row = {"bench": Path(sys.argv[0]).stem, "figure": figure, "target": target, "measured": measured}
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({**row, "ratio": ratio, "ok": ok}) + "\n")
+    return ok

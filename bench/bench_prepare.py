@@ -1,8 +1,9 @@
 """Benchmark: contact preparation (normalise + dedupe + syntax check + upload/ROWS files).
 
-Target (issue 3): >= 250,000 rows/s on the 2-core reference machine for 1,000,000 rows. Also prints the
-ratio to a plain ``pandas.read_csv`` of the same file, measured in the same run, so the figure can be
-judged on other hardware. Exits non-zero when the target is missed.
+Target (issue 10): prepare at least half the speed of ``pyarrow.csv.read_csv`` on the same file (at most
+twice its time), both measured in this run — the local floor of merely reading the file, so the figure
+means the same on a busy or an idle machine. ``pandas.read_csv`` and the rows per second are printed for
+information. Exits non-zero when the target is missed.
 
     .venv/bin/python bench/bench_prepare.py [--rows N]
 """
@@ -15,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import generate_contacts
+from _util import generate_contacts, judge
 
-TARGET_ROWS_PER_S = 250_000
+TARGET_SPEED_RATIO = 0.5
 
 
 def main() -> int:
@@ -26,6 +27,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import pandas as pd
+    import pyarrow.csv as pacsv
 
     from clearout_provider.contacts import prepare_contacts
 
@@ -34,23 +36,33 @@ def main() -> int:
         generate_contacts(source, args.rows)
         size_mb = source.stat().st_size / 1e6
 
-        started = time.perf_counter()
-        pd.read_csv(source, dtype=str, keep_default_na=False)
-        read_csv_s = time.perf_counter() - started
+        # Best of two for each, alternating, so a burst of background load hits both alike.
+        arrow_s = pandas_s = prepare_s = float("inf")
+        for round_ in range(2):
+            started = time.perf_counter()
+            pacsv.read_csv(source)
+            arrow_s = min(arrow_s, time.perf_counter() - started)
 
-        started = time.perf_counter()
-        prepared = prepare_contacts(source, workdir=Path(tmp) / "work", max_rows=args.rows)
-        prepare_s = time.perf_counter() - started
+            started = time.perf_counter()
+            pd.read_csv(source, dtype=str, keep_default_na=False)
+            pandas_s = min(pandas_s, time.perf_counter() - started)
 
-    counts = prepared.counts
-    rate = args.rows / prepare_s
-    print(f"input: {args.rows:,} rows, {size_mb:.1f} MB CSV")
-    print(f"counts: {counts}")
-    print(f"pandas.read_csv(dtype=str): {read_csv_s:.2f} s ({args.rows / read_csv_s:,.0f} rows/s)")
-    print(f"prepare_contacts:           {prepare_s:.2f} s ({rate:,.0f} rows/s)")
-    print(f"prepare / read_csv time ratio: {prepare_s / read_csv_s:.2f}")
-    ok = rate >= TARGET_ROWS_PER_S
-    print(f"target >= {TARGET_ROWS_PER_S:,} rows/s: {'met' if ok else 'MISSED'}")
+            started = time.perf_counter()
+            prepared = prepare_contacts(source, workdir=Path(tmp) / f"work{round_}", max_rows=args.rows)
+            prepare_s = min(prepare_s, time.perf_counter() - started)
+
+    print(f"input: {args.rows:,} rows, {size_mb:.1f} MB CSV; counts: {prepared.counts}")
+    print(f"pyarrow.csv.read_csv:       {arrow_s:.2f} s ({args.rows / arrow_s:,.0f} rows/s)")
+    print(f"pandas.read_csv(dtype=str): {pandas_s:.2f} s ({args.rows / pandas_s:,.0f} rows/s)")
+    print(f"prepare_contacts:           {prepare_s:.2f} s ({args.rows / prepare_s:,.0f} rows/s)")
+    ratio = arrow_s / prepare_s
+    ok = judge(
+        f"prepare speed vs pyarrow.csv.read_csv, {args.rows:,} rows",
+        f">= {TARGET_SPEED_RATIO}",
+        f"prepare {prepare_s:.2f} s, read_csv {arrow_s:.2f} s (pandas {pandas_s:.2f} s)",
+        ratio,
+        ratio >= TARGET_SPEED_RATIO,
+    )
     return 0 if ok else 1
 
 

@@ -66,11 +66,17 @@ def _yyyymmdd(moment: datetime) -> int:
     return int(moment.astimezone(UTC).strftime("%Y%m%d"))
 
 
-def with_fields(query: Mapping[str, Any], *fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``query`` AND the profile-field conditions ``fields`` (the query is copied, never changed)."""
+def with_fields(query: Mapping[str, Any], *fields: Mapping[str, Any], first: bool = True) -> dict[str, Any]:
+    """``query`` AND the profile-field conditions ``fields`` (the query is copied, never changed).
+
+    AND does not care about order, but a server that stops at the first failing condition (the sandbox
+    does) rejects a fresh profile on its verification date at once: the delta's conditions go ``first``,
+    a partition's after them.
+    """
     combined = copy.deepcopy(dict(query))
     common = combined.setdefault("common_profile_properties", {})
-    common["profile_fields"] = [*common.get("profile_fields", []), *map(dict, fields)]
+    before, after = ([*map(dict, fields)], []) if first else ([], [*map(dict, fields)])
+    common["profile_fields"] = [*before, *common.get("profile_fields", []), *after]
     return combined
 
 
@@ -146,7 +152,7 @@ def by_date_ranges(
         split.append(
             Part(
                 f"{part.label}/no {prop}",
-                with_fields(part.query, {"name": prop, "operator": "does_not_exist"}),
+                with_fields(part.query, {"name": prop, "operator": "does_not_exist"}, first=False),
             )
         )
         for i in range(count):
@@ -156,7 +162,10 @@ def by_date_ranges(
             if i < count - 1:
                 conditions.append({"name": prop, "operator": "less_than", "value": bounds[i]})
             split.append(
-                Part(f"{part.label}/{prop} {i + 1} of {count}", with_fields(part.query, *conditions))
+                Part(
+                    f"{part.label}/{prop} {i + 1} of {count}",
+                    with_fields(part.query, *conditions, first=False),
+                )
             )
     return split
 

@@ -173,7 +173,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         mapping: PropertyMapping | Mapping[str, Any] | str | None = None,
         batch_size: int = 5000,
         selection: str = "auto",
-        full_sweep_days: float = 7,
+        full_sweep_days: float | str = 7,
         email_change_event: str | None = None,
         partition_by: Mapping[str, Any] | str | None = None,
         export_concurrency: int | None = None,

@@ -330,11 +330,10 @@ class CleverTapSandbox:
         records: list[dict[str, Any]] = []
         key = start
         while key < end:
-            record = self.store.record(key)
-            if predicate(record):
+            if predicate(self.store.view(key)):
                 if len(records) == size:
                     return records, key
-                records.append(record)
+                records.append(self.store.record(key))
             key += 1
         return records, None
 

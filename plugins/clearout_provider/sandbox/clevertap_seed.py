@@ -30,6 +30,9 @@ from clearout_provider.clevertap_rules import DATE_PREFIX
 from clearout_provider.sandbox.clearout_verdicts import TEST_ADDRESSES, TEST_DOMAIN
 
 IDENTITY_BASE = 10_000_000
+SIGNUP_DATE = "Signup Date"
+#: :meth:`SeedProfiles.cheap_value`'s answer for a property it cannot compute on its own.
+NOT_CHEAP = object()
 _DAY = 86_400
 
 #: Local parts of the Clearout test addresses (at example.com), from the Clearout sandbox's one table.
@@ -203,6 +206,20 @@ class SeedProfiles:
         """Epoch seconds (midnight UTC) ``days`` before the anchor day."""
         return self.anchor_epoch - days * _DAY
 
+    def signup_date(self, i: int, h: bytes | None = None) -> str:
+        """Seeded profile ``i``'s "Signup Date" (every seeded profile has one, 400 to 1900 days ago).
+
+        Computed on its own, without the rest of the profile: it is the property a parallel export
+        partitions by, so a partitioned query must not generate every profile to test it.
+        """
+        h = h or _digest(i)
+        return f"{DATE_PREFIX}{self.days_ago(400 + (h[14] * 256 + h[15]) % 1500)}"
+
+    def cheap_value(self, i: int, name: str) -> Any:
+        """Property ``name`` of seeded profile ``i`` when it can be had without the whole profile, else
+        :data:`NOT_CHEAP`."""
+        return self.signup_date(i) if name == SIGNUP_DATE else NOT_CHEAP
+
     def profile(self, i: int) -> SeedProfile:
         """Seeded profile ``i`` (0 <= i < count)."""
         h = _digest(i)
@@ -215,7 +232,7 @@ class SeedProfiles:
             "Orders": h[11] % 40,
             "Newsletter": h[12] % 2 == 0,
             "City": _CITIES[h[13] % len(_CITIES)],
-            "Signup Date": f"{DATE_PREFIX}{self.days_ago(400 + (h[14] * 256 + h[15]) % 1500)}",
+            SIGNUP_DATE: self.signup_date(i, h),
         }
         if company:
             data["Company"] = company

@@ -23,7 +23,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from clearout_provider.sandbox.clevertap_cql import MISSING, field_value
 from clearout_provider.sandbox.clevertap_seed import (
+    NOT_CHEAP,
     SeedProfiles,
     email_of,
     index_of_identity,
@@ -34,6 +36,8 @@ from clearout_provider.sandbox.clevertap_seed import (
 #: Overlay entry holding the events uploaded for a profile (name → count, first_seen, last_seen): a key
 #: no profile property can have, since CleverTap property names cannot start with "$".
 EVENTS = "$events"
+#: Field names a query reads from the record's top level (see clevertap_cql.field_value), any case.
+_SYSTEM = frozenset({"email", "name", "identity"})
 #: Properties shown as top-level fields of a record rather than inside ``profileData``.
 _TOP_LEVEL = {"Email": "email", "Name": "name"}
 SUBSCRIPTION_STATES = {"Unsubscribe": "Unsubscribed", "Resubscribe": "Resubscribed"}
@@ -92,6 +96,10 @@ class ProfileStore:
             if current and current.lower() == wanted:
                 return key
         return None
+
+    def view(self, key: int) -> StoredProfile:
+        """Profile ``key`` as a CQL query reads it: its record is built only if the overlay cannot answer."""
+        return StoredProfile(self, key)
 
     def record(self, key: int) -> dict[str, Any]:
         """The profile as the export and ``profile.json`` show it."""
@@ -218,6 +226,41 @@ class ProfileStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+class StoredProfile:
+    """A lazy :class:`~clearout_provider.sandbox.clevertap_cql.Profile` of one stored profile.
+
+    A property an upload wrote is answered from the overlay, as :meth:`ProfileStore.record` would show it
+    (a deleted one is missing); anything else builds the record once. After a night that wrote every
+    profile's verification, a delta query's first condition is answered for almost every profile
+    without generating it.
+    """
+
+    def __init__(self, store: ProfileStore, key: int) -> None:
+        self._store = store
+        self._key = key
+        self._record: dict[str, Any] | None = None
+
+    def _full(self) -> dict[str, Any]:
+        if self._record is None:
+            self._record = self._store.record(self._key)
+        return self._record
+
+    def value(self, name: str) -> Any:
+        changes = self._store.overlay.get(self._key)
+        if name.lower() not in _SYSTEM:
+            if changes and name in changes:
+                value = changes[name]
+                return MISSING if value in (None, "") else value
+            if self._key < self._store.seed.count and self._record is None:
+                value = self._store.seed.cheap_value(self._key, name)
+                if value is not NOT_CHEAP:
+                    return value
+        return field_value(self._full(), name)
+
+    def events(self) -> Mapping[str, Mapping[str, int]]:
+        return self._full().get("events") or {}
 
 
 def _operate(current: Any, operation: Mapping[str, Any]) -> Any:

@@ -146,7 +146,7 @@ def test_extract_after_a_recorded_sweep_asks_only_for_the_delta(hook: mock.Magic
     assert second["selection"] == "delta" and list(second["by_part"])[0] == "never_verified/no Signup Date"
     conditions = [q["common_profile_properties"]["profile_fields"] for q in queries]
     assert len(queries) == 3 * 3  # never verified, stale, uncertain; each without a sign-up date + 2 ranges
-    assert {"name": VERIFIED_AT, "operator": "does_not_exist"} in conditions[0]
+    assert conditions[0][0] == {"name": VERIFIED_AT, "operator": "does_not_exist"}
     assert any(c["name"] == STATUS and c["operator"] == "equals" for c in conditions[-1])
     # A run that failed after its sweep recorded nothing: asking again still sweeps (days counted from
     # the last SUCCESSFUL sweep); so does selection="full" whatever the history says.
