@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clearout_provider import contacts
 from clearout_provider.contacts import (
@@ -460,3 +462,17 @@ def test_upload_file_is_a_plain_csv_clearout_can_read(messy: contacts.PreparedCo
     table = pacsv.read_csv(messy.upload_path)
     assert table.column_names == ["Email"]
     assert b'"' not in Path(messy.upload_path).read_bytes()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.from_regex(
+        r"[a-z0-9\-]{1,70}(\.[a-z0-9\-]{1,70}){0,3}\.(com|io|de|x|a1|1a|test|localhost|xn--p1ai)",
+        fullmatch=True,
+    )
+)
+def test_the_plain_domain_shortcut_answers_as_email_validator_does(domain: str) -> None:
+    """A domain the shortcut takes as it is, email-validator takes unchanged too (it would be sent as is)."""
+    if contacts._plain_domain(domain):
+        checked = validate_email(f"a@{domain}", check_deliverability=False)
+        assert checked.ascii_domain == domain
