@@ -1,8 +1,8 @@
 """Benchmark: one CleverTap segment exported as several cursors at once vs one cursor, at page latency.
 
 Target (issue 10): at 300 ms per export page (the sandbox's ``clevertap_export_page_ms``: CleverTap builds
-each page server-side), 4 partitions — date ranges of "Signup Date", :func:`clevertap.selection.by_date_ranges`
-— export at least 3x the single cursor's rate, measured in the same run against the same sandbox, with
+each page server-side), 4 partitions (date ranges of "Signup Date", ``clevertap.selection.by_date_ranges``)
+export at least 3x the single cursor's rate, measured in the same run against the same sandbox, with
 0 profiles twice and 0 missing (checked against the single cursor's export of the whole store, which
 the sandbox's own profile count witnesses), and never more cursors in flight than the sandbox's export
 limit (set to the partitions here; CleverTap's own, per the fact sheet, is about 3). The ceiling — the
@@ -88,10 +88,12 @@ def main() -> int:
     single_rate, parallel_rate = single.count / single_s, merged.count / parallel_s
     print(f"{args.profiles:,} profiles, pages of {args.batch_size} at {args.page_ms} ms")
     print(
-        f"single cursor: {single_s:.1f} s, {single_rate:,.0f} profiles/s ({single_rate / ceiling:.0%} of {ceiling:,.0f})"
+        f"single cursor: {single_s:.1f} s, {single_rate:,.0f} profiles/s "
+        f"({single_rate / ceiling:.0%} of {ceiling:,.0f})"
     )
     print(
-        f"{len(parts)} parts ({args.partitions} at a time): {parallel_s:.1f} s, {parallel_rate:,.0f} profiles/s "
+        f"{len(parts)} parts ({args.partitions} at a time): {parallel_s:.1f} s, "
+        f"{parallel_rate:,.0f} profiles/s "
         f"({parallel_rate / (ceiling * args.partitions):.0%} of {ceiling * args.partitions:,.0f}); "
         f"rows per part {merged.part_counts}"
     )
