@@ -2,7 +2,8 @@
 
 Airflow discovers this package through the ``apache_airflow_provider`` entry point, which returns
 :func:`get_provider_info`. Connection forms are declared here the Airflow 3.2+ way (``conn-fields`` and
-``ui-field-behaviour``), not through deprecated hook methods.
+``ui-field-behaviour``), not through deprecated hook methods. ``clevertap://`` asset URIs are registered
+here too (``asset-uris``, handled in :mod:`clearout_provider.lineage`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.triggers.bulk_job"]},
         ],
         "extra-links": ["clearout_provider.operators.links.ClearoutListLink"],
+        # Asset("clevertap://<region>/<account-id>/profiles") (or clevertap://<connection-id>/<name>, the
+        # shipped DAGs' form) is checked and normalised, and becomes the OpenLineage dataset the operators
+        # emit (clearout_provider.lineage). Airflow 3.3 reads "asset-uris" only (no "dataset-uris").
+        "asset-uris": [
+            {
+                "schemes": ["clevertap"],
+                "handler": "clearout_provider.lineage.sanitize_uri",
+                "to_openlineage_converter": "clearout_provider.lineage.convert_asset_to_openlineage",
+            }
+        ],
         "config": {
             "clearout": {
                 "description": "Defaults of the Clearout bulk operators and the shipped DAGs.",

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from clearout_provider.contacts import ContactCounts, Freshness
+    from clearout_provider.lineage import Lineage
 
 __all__ = ["STATE_FILE", "ClearoutBulkSlotTimeout", "ClearoutBulkVerifyOperator"]
 
@@ -256,7 +257,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         out = folder / f"clearout-result.{self.result_format}"
         summary = join_results(rows_path, pa.concat_tables(parts), out)
         sent = 0 if list_id is None else prepared["to_verify"] - reused.num_rows
-        return {
+        self._lineage_facts = {
             "result_path": str(out),
             "list_id": list_id,
             "rows": summary.rows,
@@ -270,6 +271,17 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
             "credits_needed": prepared["to_verify"] - reused.num_rows,
             "dry_run": pending is not None,
         }
+        return self._lineage_facts
+
+    #: What the last run returned, for OpenLineage (None until a run finished).
+    _lineage_facts: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage (the ``openlineage`` extra): the contacts file read, the bulk job (a Clearout list,
+        Mail.so batches) the addresses went to, the verdicts file written."""
+        from clearout_provider.lineage import verify_lineage
+
+        return verify_lineage(self.verifier_name, self._conn_id, self.source, self._lineage_facts)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from clearout_provider.verification.verifier import InstantVerifier, spec, verif
 
 if TYPE_CHECKING:
     from clearout_provider.contacts import Freshness, StoragePath
+    from clearout_provider.lineage import Lineage
     from clearout_provider.verification.ledger import LedgerJournal
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
                 len(outcome.failures),
                 who.label,
             )
-        return {
+        self._lineage_facts = {
             "result_path": summary.out_path,
             "list_id": None,
             "rows": summary.rows,
@@ -240,6 +241,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             "credits_needed": plan.to_send,
             "dry_run": dry_run,
         }
+        return self._lineage_facts
 
     def _verify(
         self, emails: list[str], ledger: Any, paid_by: str, folder: Any, batched: bool
@@ -264,6 +266,17 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             return outcome, len(outcome.verdicts) if verifier.spec.charges_unknown else None
         finally:
             verifier.close()
+
+    #: What the last run returned, for OpenLineage (None until a run finished).
+    _lineage_facts: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage (the ``openlineage`` extra): the contacts file read, the instant calls (Mail.so:
+        or batches) the addresses went to, the verdicts file written."""
+        from clearout_provider.lineage import verify_lineage
+
+        conn_id = self.mailso_conn_id if self.verifier == "mailso" else self.clearout_conn_id
+        return verify_lineage(self.verifier, conn_id, self.source, self._lineage_facts)
 
 
 def _verify_in_batches(
