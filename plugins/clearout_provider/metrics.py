@@ -72,9 +72,10 @@ def run_counts(facts: RunFacts) -> dict[str, int]:
 
 
 def verifier_of(verified: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
-    """The verifier named by the verify task's XCom (one dict or a mapped task's list); Clearout if none."""
-    chunks = [verified] if isinstance(verified, Mapping) else list(verified)
-    return str(next((c["verifier"] for c in chunks if c.get("verifier")), "clearout"))
+    """The verifier named by the verify task's XCom (one dict, or a mapped task's list: every chunk of a
+    run has the same verifier, so only the first is read); Clearout if it names none."""
+    first = verified if isinstance(verified, Mapping) else next(iter(verified), {})
+    return str(first.get("verifier") or "clearout")
 
 
 def record_run(facts: RunFacts, *, verifier: str) -> None:
