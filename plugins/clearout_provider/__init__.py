@@ -76,6 +76,7 @@ def get_provider_info() -> dict[str, Any]:
                 "to_openlineage_converter": "clearout_provider.lineage.convert_asset_to_openlineage",
             }
         ],
+        "notifications": ["clearout_provider.notifications.failure.ClearoutFailureNotifier"],
         "config": {
             "clearout": {
                 "description": "Defaults of the Clearout bulk operators and the shipped DAGs.",
@@ -127,6 +128,18 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "clevertap.signups",
                         "default": "",
+                    },
+                    "low_credit_action": {
+                        "description": (
+                            "What a verify task does when the Clearout balance is low before it spends "
+                            "(below one credit per address it is about to send, or below the account's "
+                            "low-credit threshold): 'warn' logs and counts clearout.low_credit and goes on; "
+                            "'fail' stops the task before anything is sent. An operator's low_credit wins."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "fail",
+                        "default": "warn",
                     },
                     "task_retry_delay": {
                         "description": "Seconds before the first retry of a shipped DAG's task.",

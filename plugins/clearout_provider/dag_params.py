@@ -18,6 +18,7 @@ from airflow.sdk.configuration import conf
 
 from clearout_provider.clearout.statuses import SUB_STATUSES
 from clearout_provider.clevertap.mapping import COLUMN_NAMES, RECOMMENDED_APPEND
+from clearout_provider.notifications.failure import ClearoutFailureNotifier
 from clearout_provider.verification.policy import UnsubscribeMethod
 from clearout_provider.verification.verifier import VERIFIERS
 
@@ -31,14 +32,17 @@ _COLUMN_NAMES = list(COLUMN_NAMES)
 
 
 def task_defaults() -> dict[str, Any]:
-    """``default_args`` of the shipped DAGs: retries with exponential backoff.
+    """``default_args`` of the shipped DAGs: retries with exponential backoff, and a failure notifier.
 
     A transport failure (Clearout or CleverTap down after the hooks' own retries) fails the task; a retry
     costs nothing, because every verdict already paid for is in the verdict ledger and a bulk list is
     resumed. ``[clearout] task_retries`` (default 2) and ``[clearout] task_retry_delay`` (seconds, default
-    60) tune it per deployment.
+    60) tune it per deployment. A task that fails for good is logged by
+    :class:`~clearout_provider.notifications.failure.ClearoutFailureNotifier`, and posted to the
+    ``clearout_alerts`` webhook connection when one exists.
     """
     return {
+        "on_failure_callback": ClearoutFailureNotifier(),
         "retries": conf.getint("clearout", "task_retries", fallback=2),
         "retry_delay": timedelta(seconds=conf.getfloat("clearout", "task_retry_delay", fallback=60.0)),
         "retry_exponential_backoff": True,

@@ -909,11 +909,13 @@ def finish_run(
     mode: str,
 ) -> tuple[RunFacts, ReportFiles]:
     """The last task of every list-cleaning DAG: facts from the XComs, the report in the task folder
-    (and ``summary.txt``, printed), then the accounting and rejection checks.
+    (and ``summary.txt``, printed), the run's metrics (:mod:`clearout_provider.metrics`), then the
+    accounting and rejection checks.
 
     The checks come AFTER the files are written, so a run failed by them still has its report. Reads
     the run's ``write_back`` and ``max_rejected_share`` params.
     """
+    from clearout_provider import metrics
     from clearout_provider.run_files import task_folder
 
     ti, params = context["ti"], context["params"]
@@ -930,6 +932,7 @@ def finish_run(
     files = write_report(facts, folder)
     (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
     print(files.summary)
+    metrics.record_run(facts, verifier=metrics.verifier_of(verified))  # before the checks: spend is spend
     check_accounting(facts)
     check_rejections(facts, float(params["max_rejected_share"]))
     return facts, files
