@@ -100,7 +100,8 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "2",
                     },
                     "signup_schedule": {
-                        "description": "Cron (UTC) of the mailso_signup_validation DAG.",
+                        "description": "Cron of the mailso_signup_validation DAG (read in "
+                        "schedule_timezone).",
                         "version_added": "0.2.0",
                         "type": "string",
                         "example": "*/2 * * * *",
@@ -115,6 +116,29 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.2.0",
                         "type": "string",
                         "example": "clevertap.signups",
+                        "default": "",
+                    },
+                    "schedule_timezone": {
+                        "description": (
+                            "Time zone the shipped DAGs' schedules are read in (an IANA name): their "
+                            "timezone-aware start dates, the nightly 02:00, the backfill's months and "
+                            "the sign-up cron follow it, daylight saving included."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "Europe/Berlin",
+                        "default": "UTC",
+                    },
+                    "include_folder": {
+                        "description": (
+                            "Folder of the data files the shipped DAGs read: property renames "
+                            "(clevertap_property_names.json), CQL segment examples (segments/*.json) "
+                            "and report template overrides (report/). Empty: the include folder next "
+                            "to the DAGs folder. Every file is optional."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/opt/airflow/include",
                         "default": "",
                     },
                     "task_retry_delay": {
