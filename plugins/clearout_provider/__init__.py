@@ -112,7 +112,8 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "2",
                     },
                     "signup_schedule": {
-                        "description": "Cron (UTC) of the mailso_signup_validation DAG.",
+                        "description": "Cron of the mailso_signup_validation DAG (read in "
+                        "schedule_timezone).",
                         "version_added": "0.2.0",
                         "type": "string",
                         "example": "*/2 * * * *",
@@ -140,6 +141,29 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "fail",
                         "default": "warn",
+                    },
+                    "schedule_timezone": {
+                        "description": (
+                            "Time zone the shipped DAGs' schedules are read in (an IANA name): their "
+                            "timezone-aware start dates, the nightly 02:00, the backfill's months and "
+                            "the sign-up cron follow it, daylight saving included."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "Europe/Berlin",
+                        "default": "UTC",
+                    },
+                    "include_folder": {
+                        "description": (
+                            "Folder of the data files the shipped DAGs read: property renames "
+                            "(clevertap_property_names.json), CQL segment examples (segments/*.json) "
+                            "and report template overrides (report/). Empty: the include folder next "
+                            "to the DAGs folder. Every file is optional."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/opt/airflow/include",
+                        "default": "",
                     },
                     "task_retry_delay": {
                         "description": "Seconds before the first retry of a shipped DAG's task.",
