@@ -64,14 +64,19 @@ class Mount:
 
     source: str
     target: str
+    mode: str = "rw"
 
     @property
     def is_named_volume(self) -> bool:
         return not self.source.startswith((".", "/", "~"))
 
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.mode.split(",")
+
 
 def mounts(service: Mapping[str, Any]) -> list[Mount]:
-    return [Mount(*entry.split(":")[:2]) for entry in service.get("volumes", [])]
+    return [Mount(*entry.split(":")[:3]) for entry in service.get("volumes", [])]
 
 
 def mount_holding(service: Mapping[str, Any], path: str) -> Mount | None:
