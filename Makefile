@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint format typecheck hooks clean
+.PHONY: demo demo-finder test test-fast bench lint format typecheck hooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m clearout_provider.demo
+
+# The Email Finder enrichment DAG against the sandbox's seeded leads (name + company domain, no email).
+demo-finder: $(STAMP)
+	$(BIN)/python -m clearout_provider.demo --dag finder
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

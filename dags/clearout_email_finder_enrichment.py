@@ -23,23 +23,31 @@ leads up with Clearout's Email Finder and writes what it found back onto the pro
    With `set_email`, found addresses with a confidence of at least `min_confidence` (and safe to
    send, when verified) become the profile's Email, so campaigns can reach the lead. Leads Clearout
    could not answer (a failed or missing answer) are left untouched and tried again next run.
+5. **announce_changes** updates the `clevertap_enriched_leads` asset
+   (`clevertap://clevertap_default/enriched_leads`) when the write-back changed a lead; it is skipped
+   (no asset event) when there was no lead to look up.
 
 Credits: Clearout charges up to 4 credits per found address (2 for a role address, 0 when not
 found) and 1 per verified address. Connections: `clevertap_default` and `clearout_default`.
 Polling: `[clearout] bulk_poll_interval` seconds (default 30), backing off to 10 times that.
+Schedule: daily at midnight in `[clearout] schedule_timezone` (default UTC).
+
+Try it against the bundled sandbox, whose seed holds such leads (some found, some not, the same every
+time): `make demo-finder` (`python -m clearout_provider.demo --dag finder`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from clearout_provider.clevertap.mapping import RECOMMENDED_APPEND, PropertyMapping
+from clearout_provider.clevertap.mapping import COLUMN_NAMES, RECOMMENDED_APPEND, PropertyMapping
+from clearout_provider.dag_params import segment_param, start_date
 from clearout_provider.operators.bulk_verify import ClearoutBulkVerifyOperator
 from clearout_provider.operators.clevertap import CleverTapLoadPropertiesOperator
 from clearout_provider.operators.email_finder import ClearoutBulkEmailFinderOperator
+from clearout_provider.profile_assets import ENRICHED_LEADS, announce_changes
 
 #: Finder result column → the CleverTap property it is written to (the names of Clearout's own export).
 FINDER_PROPERTIES = {
@@ -91,53 +99,64 @@ def profile_update(
 
 @dag(
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
+    start_date=start_date(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["clearout", "clevertap", "email-finder"],
     params={
-        "segment": Param(
+        "segment": segment_param(
             {},
-            type="object",
-            description="Optional CleverTap CQL query to narrow the leads (POST /1/profiles.json body); the "
-            "lead conditions (name, domain, no email, not looked up yet) are added to it.",
+            title="Narrow the leads (CQL)",
+            description_md="Optional CleverTap CQL query to narrow the leads (the body of "
+            "`POST /1/profiles.json`); the lead conditions (a name and a domain, no email, not looked up "
+            "yet) are added to it. Empty: every lead.",
         ),
         "domain_property": Param(
             "Company Domain",
             type="string",
             minLength=1,
-            description="Profile property holding the lead's company domain or website.",
+            title="Company domain property",
+            description_md="Profile property holding the lead's company domain or website.",
         ),
         "company_property": Param(
             "Company",
             type="string",
             minLength=1,
-            description=(
-                "Profile property holding the company name (helps Clearout when the domain is vague)."
-            ),
+            title="Company name property",
+            description_md="Profile property holding the company name (helps Clearout when the domain is "
+            "vague).",
         ),
         "verify_found": Param(
-            True, type="boolean", description="Verify the found addresses with Clearout (1 credit each)."
+            True,
+            type="boolean",
+            title="Verify found addresses",
+            description_md="Verify the found addresses with Clearout (1 credit each).",
         ),
         "append_columns": Param(
             list(RECOMMENDED_APPEND),
             type="array",
-            description="With verification: the Clearout properties to write for the found address (keep "
-            "them the same as the list-cleaning DAGs'). The verified address and date are always written.",
+            items={"type": "string", "enum": list(COLUMN_NAMES)},
+            uniqueItems=True,
+            title="Verification properties",
+            description_md="With verification: the Clearout properties to write for the found address "
+            "(keep them the same as the list-cleaning DAGs'). The verified address and date are always "
+            "written.",
         ),
         "set_email": Param(
             False,
             type="boolean",
-            description="Also make a found address the profile's Email (when confident enough and, if "
-            "verified, safe to send).",
+            title="Make found addresses the Email",
+            description_md="Also make a found address the profile's *Email* (when confident enough and, "
+            "if verified, safe to send), so campaigns can reach the lead.",
         ),
         "min_confidence": Param(
             80,
             type="integer",
             minimum=0,
             maximum=100,
-            description="Lowest Clearout confidence score for `set_email`.",
+            title="Lowest confidence for the Email",
+            description_md="Lowest Clearout confidence score (0-100) for *Make found addresses the Email*.",
         ),
     },
 )
@@ -257,6 +276,7 @@ def clearout_email_finder_enrichment() -> None:
     )
     choice >> [verify, properties]
     verify >> properties >> written
+    announce_changes.override(outlets=[ENRICHED_LEADS])(written.output)
 
 
 clearout_email_finder_enrichment()

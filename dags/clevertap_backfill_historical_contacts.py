@@ -17,6 +17,9 @@ CleverTap, a slice at a time, within what a Clearout account can run at once.
    and unsubscribes undeliverable addresses as `unsubscribe` says.
 5. **report** writes `report.md` / `report.html` next to the run's files and fails the run if any
    contact is unaccounted for.
+6. **announce_changes** updates the `clevertap_verified_profiles` asset
+   (`clevertap://clevertap_default/verified`, as the nightly DAG does) when a chunk's load changed a
+   profile; it is skipped (no asset event) on a dry run or a month with nothing to write.
 
 #### Never more bulk lists than the account allows
 Clearout runs at most 3 bulk verify lists at once per account. Each run caps itself at 3 verify tasks
@@ -47,6 +50,9 @@ CleverTap. The run fails (after its report) when CleverTap rejects more than `ma
   airflow backfill create --dag-id clevertap_backfill_historical_contacts \\
       --from-date 2022-01-01 --to-date 2024-12-31
   ```
+  The runs it creates **stay queued while the DAG is paused** (the shipped DAGs start paused):
+  unpause it first, `airflow dags unpause clevertap_backfill_historical_contacts`. Months are read in
+  `[clearout] schedule_timezone` (default UTC).
 * **Everything in one run**: trigger it with `full_history` = true (no date filter).
 
 CleverTap has no queryable "created at" field: the date filter reads a date property your app
@@ -77,6 +83,9 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_conte
 from clearout_provider.dag_params import (
     EVERY_PROFILE_WITH_AN_EMAIL,
     run_mode_params,
+    schedule_timezone,
+    segment_param,
+    start_date,
     task_defaults,
     verifier_param,
     write_back_params,
@@ -87,6 +96,7 @@ from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
     CleverTapLoadVerificationOperator,
 )
+from clearout_provider.profile_assets import VERIFIED_PROFILES, announce_changes
 
 
 def created_between(
@@ -123,8 +133,8 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
 @dag(
     # Data intervals (not Airflow 3's default trigger timetable): each run, and each run a backfill
     # creates, covers one calendar month of sign-ups, [data_interval_start, data_interval_end).
-    schedule=CronDataIntervalTimetable("@monthly", timezone="UTC"),
-    start_date=datetime(2010, 1, 1),
+    schedule=CronDataIntervalTimetable("@monthly", timezone=schedule_timezone()),
+    start_date=start_date(2010, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=task_defaults(),
@@ -132,30 +142,33 @@ def per_chunk_results(value: Any) -> list[dict[str, Any]]:
     tags=["clearout", "clevertap", "backfill"],
     render_template_as_native_obj=True,  # the mapping and unsubscribe params reach the operators as objects
     params={
-        "segment": Param(
+        "segment": segment_param(
             EVERY_PROFILE_WITH_AN_EMAIL,
-            type="object",
-            description="CleverTap CQL query selecting the profiles to verify (POST /1/profiles.json body). "
-            "The creation-date filter is added to it.",
+            title="Segment (CQL)",
+            description_md="CleverTap CQL query selecting the profiles to verify (the body of "
+            "`POST /1/profiles.json`). The creation-date filter is added to it.",
         ),
         "created_property": Param(
             "Signup Date",
             type="string",
             minLength=1,
-            description="Date property holding when a profile was created; each run verifies the profiles "
-            "created in its data interval.",
+            title="Creation date property",
+            description_md="Date property holding when a profile was created; each run verifies the "
+            "profiles created in its data interval (one calendar month).",
         ),
         "full_history": Param(
             False,
             type="boolean",
-            description="Verify the whole segment in this one run, ignoring the data interval.",
+            title="Whole history in one run",
+            description_md="Verify the whole segment in this one run, ignoring the data interval.",
         ),
         "chunk_rows": Param(
             500_000,
             type="integer",
             minimum=1,
             maximum=500_000,
-            description="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
+            title="Profiles per bulk list",
+            description_md="Most profiles per Clearout bulk list (Clearout recommends at most 500,000).",
         ),
         "verifier": verifier_param(),
         **write_back_params(),
@@ -229,7 +242,9 @@ def clevertap_backfill_historical_contacts() -> None:
     # Every chunk's verify and load result, in chunk order (mapped XCom, read lazily). expand() is typed
     # as returning a DAGNode; for a group function that returns nothing it is the (mapped) group itself.
     tasks = per_chunk.children  # type: ignore[attr-defined]
-    report(extract.output, tasks["verify_chunk.verify"].output, tasks["verify_chunk.load"].output)
+    loads = tasks["verify_chunk.load"].output
+    reported = report(extract.output, tasks["verify_chunk.verify"].output, loads)
+    announce_changes.override(outlets=[VERIFIED_PROFILES])(loads, reported)
 
 
 clevertap_backfill_historical_contacts()

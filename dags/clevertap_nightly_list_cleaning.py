@@ -25,9 +25,12 @@ Every night, for one CleverTap segment:
    them "Clearout Unsubscribed Reason" / "At". Records CleverTap rejects are listed per row with
    CleverTap's code and message, and are never unsubscribed. An address without a verdict (Clearout
    gave no answer) gets nothing written and stays due.
-5. **report** writes `report.md` and `report.html` next to the run's files, fails the run if any
-   contact is unaccounted for or CleverTap rejected more than `max_rejected_share` of the rows, and
-   updates the `clevertap_verified_profiles` asset, which downstream DAGs can schedule on.
+5. **report** writes `report.md` and `report.html` next to the run's files and fails the run if any
+   contact is unaccounted for or CleverTap rejected more than `max_rejected_share` of the rows.
+6. **announce_changes** updates the `clevertap_verified_profiles` asset
+   (`clevertap://clevertap_default/verified`), which downstream DAGs can schedule on, with the run's
+   counts and the report's path, only when the load changed a profile: it is skipped (no asset event)
+   on a dry run or a night with nothing to write.
 
 #### A bad night costs nothing extra
 * Clearout or CleverTap unreachable: the task fails and Airflow retries it (`[clearout] task_retries`,
@@ -56,19 +59,30 @@ A second run right after a successful one finds nothing to verify and spends no 
 `clevertap_default` (Account ID, Passcode, Region) and `clearout_default` (API token). Bulk lists run
 in the pool named by `[clearout] bulk_list_pool` when one is configured (the docker-compose stack
 creates `clearout_bulk_lists`); without one, a run caps itself at 3 lists.
+
+#### Schedule
+02:00 every night in `[clearout] schedule_timezone` (default UTC; e.g. `Europe/Berlin` runs it at 02:00
+Berlin time, summer and winter). Runs you create with `airflow backfill create` stay **queued while the
+DAG is paused**: unpause it first (`airflow dags unpause clevertap_nightly_list_cleaning`).
+
+#### Segments
+`segment` takes any CleverTap CQL query; the examples in `include/segments/*.json` are listed under the
+param in the trigger form. Property renames for the whole deployment go in
+`include/clevertap_property_names.json`, and report template overrides in `include/report/`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from clearout_provider.dag_params import (
     EVERY_PROFILE_WITH_AN_EMAIL,
     run_mode_params,
+    segment_param,
     selection_params,
+    start_date,
     task_defaults,
     verifier_param,
     write_back_params,
@@ -81,14 +95,12 @@ from clearout_provider.operators.clevertap import (
     CleverTapLoadVerificationOperator,
 )
 from clearout_provider.operators.instant_verify import DEFAULT_MAX_ADDRESSES, ClearoutInstantVerifyOperator
-
-VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://clevertap_default/verified")
-"""Updated by every successful run; its event extra carries the counts and the report's path."""
+from clearout_provider.profile_assets import VERIFIED_PROFILES, announce_changes
 
 
 @dag(
     schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1),
+    start_date=start_date(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=task_defaults(),
@@ -96,20 +108,19 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
     tags=["clearout", "clevertap", "list-cleaning"],
     render_template_as_native_obj=True,
     params={
-        "segment": Param(
+        "segment": segment_param(
             EVERY_PROFILE_WITH_AN_EMAIL,
-            type="object",
             title="Segment (CQL)",
-            description="CleverTap CQL query selecting the profiles to keep clean (POST /1/profiles.json "
-            'body), e.g. {"event_name": "App Launched", "from": 20260101, "to": 20260131}. The default '
-            "selects every profile with an email (CleverTap: those active in the last 365 days).",
+            description_md="CleverTap CQL query selecting the profiles to keep clean (the body of "
+            "`POST /1/profiles.json`). The default selects every profile with an email (CleverTap: those "
+            "active in the last 365 days); leads without an email are the Email Finder DAG's.",
         ),
         "ttl_days": Param(
             30,
             type="number",
             minimum=0,
             title="Freshness (days)",
-            description="Re-verify an address after this many days (also how long the verdict ledger's "
+            description_md="Re-verify an address after this many days (also how long the verdict ledger's "
             "verdicts are reused).",
         ),
         "uncertain_ttl_days": Param(
@@ -117,7 +128,7 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
             type="number",
             minimum=0,
             title="Freshness of uncertain verdicts (days)",
-            description="Re-verify `unknown` and `catch_all` verdicts sooner.",
+            description_md="Re-verify *unknown* and *catch-all* verdicts sooner.",
         ),
         **selection_params(),
         "verifier": verifier_param(),
@@ -128,8 +139,9 @@ VERIFIED_PROFILES = Asset(name="clevertap_verified_profiles", uri="clevertap://c
             minimum=1,
             maximum=DEFAULT_MAX_ADDRESSES,
             title="Instant threshold",
-            description="Fewer addresses than this go to the instant API; more go to bulk lists (at most "
-            f"{DEFAULT_MAX_ADDRESSES:,}: above it instant calls would spend an hour in rate-limit waits).",
+            description_md="Fewer addresses than this go to the instant API; more go to bulk lists (at "
+            f"most {DEFAULT_MAX_ADDRESSES:,}: above it instant calls would spend an hour in rate-limit "
+            "waits). Mail.so always validates per address, in batches above 100.",
         ),
         **run_mode_params(),
     },
@@ -210,28 +222,22 @@ def clevertap_nightly_list_cleaning() -> None:
         dry_run="{{ params.dry_run or not params.write_back }}",
     ).expand(result_path=verification.map(lambda outcome: outcome["result_path"]))
 
-    @task(outlets=[VERIFIED_PROFILES])
+    @task
     def report(
         extracted: dict[str, Any], verification: list[dict[str, Any]], loaded: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        """Write report.md + report.html, fail on any unaccounted contact or too many rejections, and
-        announce the asset."""
+        """Write report.md + report.html; fail on any unaccounted contact or too many rejections."""
         from clearout_provider.report import finish_run
 
         context = get_current_context()
         loaded = loaded[:]  # the mapped loads' results in one request (iterating would probe past the end)
-        facts, files = finish_run(context, extracted, verification, loaded, mode=verification[0]["mode"])
-        context["outlet_events"][VERIFIED_PROFILES].extra = {
-            "report": files.markdown,
-            "verified": facts.rows,
-            "updated": facts.updated,
-            "unsubscribed": facts.unsubscribed,
-        }
+        _, files = finish_run(context, extracted, verification, loaded, mode=verification[0]["mode"])
         return {"report_markdown": files.markdown, "report_html": files.html, "summary": files.summary}
 
     choose_mode(extract.output) >> [verify_instant, chunks]
     [verify_instant, verify_bulk] >> verification
-    report(extract.output, verification, load.output)
+    reported = report(extract.output, verification, load.output)
+    announce_changes.override(outlets=[VERIFIED_PROFILES])(load.output, reported)
 
 
 clevertap_nightly_list_cleaning()

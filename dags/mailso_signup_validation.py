@@ -20,6 +20,10 @@ profile, where every later campaign can branch on it without calling Mail.so aga
 5. **report** writes the run report and checks that every profile is accounted for; **advance** then
    moves the watermark to this run's start. A failed run never advances it, so the next run asks again
    from the same point and no sign-up is skipped.
+6. **announce_changes** updates the `clevertap_validated_signups` asset
+   (`clevertap://clevertap_default/validated_signups`) when the write-back changed a profile; it is
+   skipped (no asset event) on a dry run or a run without new sign-ups, so a DAG scheduled on the asset
+   is not woken every 5 minutes for nothing.
 
 The campaign (seed 004's Liquid, reading the property instead of a Linked Content call):
 
@@ -33,7 +37,8 @@ Invalid email address provided. Please enter a valid email.
 or target the segment "Mailso Prompt Email Fix is true" with the in-app "please correct your email".
 
 #### Every few minutes, or within seconds of the event
-By default the DAG runs every 5 minutes (`[clearout] signup_schedule`, a cron in UTC). Set
+By default the DAG runs every 5 minutes (`[clearout] signup_schedule`, a cron read in
+`[clearout] schedule_timezone`, default UTC). Set
 `[clearout] signup_events_channel` to a Redis pub/sub channel (and install the `events` extra, with a
 `redis_default` connection) and it ALSO runs as soon as a message arrives there: the app publishes
 `{"identity": "..."}` when a user signs up. A message only wakes the DAG; what is validated is decided by
@@ -47,16 +52,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.configuration import conf
 
-from clearout_provider.dag_params import run_mode_params, task_defaults, write_back_params
+from clearout_provider.dag_params import (
+    run_mode_params,
+    schedule_timezone,
+    start_date,
+    task_defaults,
+    write_back_params,
+)
 from clearout_provider.operators.clevertap import (
     CleverTapExtractProfilesOperator,
     CleverTapLoadVerificationOperator,
 )
 from clearout_provider.operators.instant_verify import ClearoutInstantVerifyOperator
+from clearout_provider.profile_assets import VALIDATED_SIGNUPS, announce_changes
 
 DAG_ID = "mailso_signup_validation"
 #: What the write-back appends by default (the verified address and date are always written).
@@ -73,7 +84,7 @@ def signup_schedule() -> CronTriggerTimetable | AssetOrTimeSchedule:
     """The cron of ``[clearout] signup_schedule``, or that cron OR a sign-up message when
     ``[clearout] signup_events_channel`` names a Redis channel."""
     cron = CronTriggerTimetable(
-        conf.get("clearout", "signup_schedule", fallback="*/5 * * * *"), timezone="UTC"
+        conf.get("clearout", "signup_schedule", fallback="*/5 * * * *"), timezone=schedule_timezone()
     )
     channel = conf.get("clearout", "signup_events_channel", fallback="")
     if not channel:
@@ -86,7 +97,7 @@ def signup_schedule() -> CronTriggerTimetable | AssetOrTimeSchedule:
 @dag(
     dag_id=DAG_ID,
     schedule=signup_schedule(),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=start_date(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=task_defaults(),
@@ -99,7 +110,7 @@ def signup_schedule() -> CronTriggerTimetable | AssetOrTimeSchedule:
             type="string",
             minLength=1,
             title="Sign-up date property",
-            description="The CleverTap date property your app sets when a user submits (or changes) their "
+            description_md="The CleverTap date property your app sets when a user submits (or changes) their "
             "email; profiles where it is at or after the watermark are validated.",
         ),
         "first_lookback_hours": Param(
@@ -107,14 +118,14 @@ def signup_schedule() -> CronTriggerTimetable | AssetOrTimeSchedule:
             type="number",
             minimum=0,
             title="First run looks back (hours)",
-            description="How far back the very first run (no watermark yet) looks for sign-ups.",
+            description_md="How far back the very first run (no watermark yet) looks for sign-ups.",
         ),
         "overlap_minutes": Param(
             10,
             type="number",
             minimum=0,
             title="Overlap (minutes)",
-            description="Each run also looks this far before the watermark (late property writes, clock "
+            description_md="Each run also looks this far before the watermark (late property writes, clock "
             "skew); profiles already validated for their current address cost nothing.",
         ),
         **write_back_params(append=SIGNUP_PROPERTIES, unsubscribe=False),
@@ -203,7 +214,9 @@ def mailso_signup_validation() -> None:
         return span["started"]
 
     extract >> validate >> write_back
-    report(extract.output, validate.output, write_back.output) >> advance(span)
+    reported = report(extract.output, validate.output, write_back.output)
+    reported >> advance(span)
+    announce_changes.override(outlets=[VALIDATED_SIGNUPS])(write_back.output, reported)
 
 
 mailso_signup_validation()

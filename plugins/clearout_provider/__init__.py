@@ -2,7 +2,8 @@
 
 Airflow discovers this package through the ``apache_airflow_provider`` entry point, which returns
 :func:`get_provider_info`. Connection forms are declared here the Airflow 3.2+ way (``conn-fields`` and
-``ui-field-behaviour``), not through deprecated hook methods.
+``ui-field-behaviour``), not through deprecated hook methods. ``clevertap://`` asset URIs are registered
+here too (``asset-uris``, handled in :mod:`clearout_provider.lineage`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.triggers.bulk_job"]},
         ],
         "extra-links": ["clearout_provider.operators.links.ClearoutListLink"],
+        # Asset("clevertap://<region>/<account-id>/profiles") (or clevertap://<connection-id>/<name>, the
+        # shipped DAGs' form) is checked and normalised, and becomes the OpenLineage dataset the operators
+        # emit (clearout_provider.lineage). Airflow 3.3 reads "asset-uris" only (no "dataset-uris").
+        "asset-uris": [
+            {
+                "schemes": ["clevertap"],
+                "handler": "clearout_provider.lineage.sanitize_uri",
+                "to_openlineage_converter": "clearout_provider.lineage.convert_asset_to_openlineage",
+            }
+        ],
+        "notifications": ["clearout_provider.notifications.failure.ClearoutFailureNotifier"],
         "config": {
             "clearout": {
                 "description": "Defaults of the Clearout bulk operators and the shipped DAGs.",
@@ -100,7 +112,8 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "2",
                     },
                     "signup_schedule": {
-                        "description": "Cron (UTC) of the mailso_signup_validation DAG.",
+                        "description": "Cron of the mailso_signup_validation DAG (read in "
+                        "schedule_timezone).",
                         "version_added": "0.2.0",
                         "type": "string",
                         "example": "*/2 * * * *",
@@ -115,6 +128,41 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.2.0",
                         "type": "string",
                         "example": "clevertap.signups",
+                        "default": "",
+                    },
+                    "low_credit_action": {
+                        "description": (
+                            "What a verify task does when the Clearout balance is low before it spends "
+                            "(below one credit per address it is about to send, or below the account's "
+                            "low-credit threshold): 'warn' logs and counts clearout.low_credit and goes on; "
+                            "'fail' stops the task before anything is sent. An operator's low_credit wins."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "fail",
+                        "default": "warn",
+                    },
+                    "schedule_timezone": {
+                        "description": (
+                            "Time zone the shipped DAGs' schedules are read in (an IANA name): their "
+                            "timezone-aware start dates, the nightly 02:00, the backfill's months and "
+                            "the sign-up cron follow it, daylight saving included."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "Europe/Berlin",
+                        "default": "UTC",
+                    },
+                    "include_folder": {
+                        "description": (
+                            "Folder of the data files the shipped DAGs read: property renames "
+                            "(clevertap_property_names.json), CQL segment examples (segments/*.json) "
+                            "and report template overrides (report/). Empty: the include folder next "
+                            "to the DAGs folder. Every file is optional."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/opt/airflow/include",
                         "default": "",
                     },
                     "task_retry_delay": {

@@ -3,7 +3,9 @@
 A run's tasks hand each other counts through XCom (extract → verify → load); this module turns those
 dicts into :class:`RunFacts`, checks that every contact is accounted for (:func:`check_accounting`) and
 writes ``report.md`` and a self-contained ``report.html`` (inline CSS and SVG bar charts, no external
-asset, so it opens from an object store or an email attachment) next to the run's files.
+asset, so it opens from an object store or an email attachment) next to the run's files. The HTML page
+and its stylesheet are templates (``report_templates/``) a deployment may override from
+``include/report/`` (:func:`report_template`).
 
 The bounce-type breakdown is the one number no XCom carries: it is counted from the result file(s),
 reading only the ``bounce`` column in batches, so a million-row file costs a few MB.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import html
 import re
+import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -744,27 +747,27 @@ def _markdown(facts: RunFacts) -> str:
 
 # ------------------------------------------------------------------------------------------ html
 
-_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2733;background:#f5f7fa;
-margin:0;padding:24px}
-main{max-width:980px;margin:0 auto}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}
-.run{color:#5b6677;margin:0 0 20px}.run b{color:#1f2733;font-weight:600}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px;margin-bottom:20px}
-.card{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
-.card .value{font-size:24px;font-weight:650}.card .label{color:#5b6677;font-size:13px}
-section{background:#fff;border-radius:8px;padding:16px 20px;margin-bottom:16px;
-box-shadow:0 1px 2px rgba(0,0,0,.08)}
-table{border-collapse:collapse;width:100%;margin-top:8px}
-th,td{text-align:left;padding:4px 10px;border-bottom:1px solid #e6e9ef}
-th{font-weight:600;color:#5b6677;font-size:13px}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.note{color:#5b6677;font-size:13px}
-.ok{color:#2e9d5b;font-weight:700}.bad{color:#d64545;font-weight:700}
-.alert{background:#fdecec;border:1px solid #d64545;color:#8b1d1d;border-radius:8px;padding:12px 16px;
-margin-bottom:16px}
-svg text{font:12px system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;fill:#1f2733}
-"""
+#: The HTML page around the report (``${title}``, ``${style}``, ``${content}``: string.Template fields)
+#: and its stylesheet. The packaged files in ``report_templates/`` are the defaults; a deployment
+#: overrides either by putting a file of that name in ``include/report/`` (see :func:`report_template`).
+PAGE_TEMPLATE, STYLESHEET = "report.html", "report.css"
+
+
+def report_template(name: str) -> str:
+    """``include/report/<name>`` when the deployment has one, else the packaged default of that name.
+
+    Read when a report is written (a task), never at import: an edited override applies to the next run,
+    and the package works installed without any ``include/`` folder.
+    """
+    from importlib.resources import files
+
+    from clearout_provider.include_files import include_file
+
+    override = include_file("report", name)
+    if override is not None:
+        return override.read_text(encoding="utf-8")
+    return files("clearout_provider").joinpath("report_templates", name).read_text(encoding="utf-8")
+
 
 _LABEL_W, _BAR_W, _TEXT_W, _ROW_H = 300, 420, 190, 24
 _NUMBER = re.compile(r"[\d,.]+%?")
@@ -816,11 +819,6 @@ def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]], marks: boo
 def _html(facts: RunFacts) -> str:
     failing = any(not e.holds for e in _equations(facts))
     out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8" />',
-        '<meta name="viewport" content="width=device-width, initial-scale=1" />',
-        f"<title>Clearout report: {_e(facts.dag_id)} {_e(facts.run_id)}</title>",
-        f"<style>{_CSS}</style></head><body><main>",
         f"<h1>Clearout verification report: {_e(facts.dag_id)}</h1>",
         '<p class="run">' + " · ".join(f"<b>{_e(k)}</b> {_e(v)}" for k, v in _run_line(facts)) + "</p>",
     ]
@@ -844,8 +842,14 @@ def _html(facts: RunFacts) -> str:
         out.append("</section>")
     out.append("<section><h2>Accounting</h2>")
     out.append(_html_table(("Stage", "Equation", "Values", ""), _accounting_rows(facts), marks=True))
-    out.append("</section></main></body></html>")
-    return "\n".join(out) + "\n"
+    out.append("</section>")
+    page = string.Template(report_template(PAGE_TEMPLATE))
+    filled = page.safe_substitute(
+        title=f"Clearout report: {_e(facts.dag_id)} {_e(facts.run_id)}",
+        style=report_template(STYLESHEET),
+        content="\n".join(out),
+    )
+    return filled.rstrip("\n") + "\n"
 
 
 # -------------------------------------------------------------------------------------- summary
@@ -933,11 +937,13 @@ def finish_run(
     mode: str,
 ) -> tuple[RunFacts, ReportFiles]:
     """The last task of every list-cleaning DAG: facts from the XComs, the report in the task folder
-    (and ``summary.txt``, printed), then the accounting and rejection checks.
+    (and ``summary.txt``, printed), the run's metrics (:mod:`clearout_provider.metrics`), then the
+    accounting and rejection checks.
 
     The checks come AFTER the files are written, so a run failed by them still has its report. Reads
     the run's ``write_back`` and ``max_rejected_share`` params.
     """
+    from clearout_provider import metrics
     from clearout_provider.run_files import task_folder
 
     ti, params = context["ti"], context["params"]
@@ -954,6 +960,7 @@ def finish_run(
     files = write_report(facts, folder)
     (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
     print(files.summary)
+    metrics.record_run(facts, verifier=metrics.verifier_of(verified))  # before the checks: spend is spend
     check_accounting(facts)
     check_rejections(facts, float(params["max_rejected_share"]))
     record_selections(extracted)

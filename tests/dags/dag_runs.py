@@ -41,3 +41,22 @@ def xcom(dr: Any, task_id: str, map_index: int = -1, *, key: str = "return_value
             )
         ).first()
         return XComModel.deserialize_value(row) if row is not None else None
+
+
+def asset_events(dr: Any) -> dict[str, list[dict[str, Any]]]:
+    """The asset events run ``dr`` recorded in the metadata DB, keyed by asset URI: each event's extra."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.uri, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetEvent.source_dag_id == dr.dag_id, AssetEvent.source_run_id == dr.run_id)
+            .order_by(AssetEvent.id)
+        ).all()
+    events: dict[str, list[dict[str, Any]]] = {}
+    for uri, extra in rows:
+        events.setdefault(uri, []).append(dict(extra or {}))
+    return events

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dag_runs import shipped_dag, states, xcom
+from dag_runs import asset_events, shipped_dag, states, xcom
 
 from clearout_provider.clevertap_rules import parse_date_value
 from clearout_provider.contacts import prepare_contacts
@@ -134,7 +134,7 @@ def test_full_history_run_verifies_the_base_in_chunks_each_address_once(
     assert len(chunks) >= 4
     assert mapped_states(dr, VERIFY) == mapped_states(dr, LOAD) == ["success"] * len(chunks)
     assert {k: v for k, v in states(dr).items() if "[" not in k} == dict.fromkeys(
-        ("segment_query", "extract", "split", "report"), "success"
+        ("segment_query", "extract", "split", "report", "announce_changes"), "success"
     )
     assert extract["exported"] == with_email(SeedProfiles(SEED)) and extract["no_email"] == 0
     assert extract["to_verify"] > 0.9 * extract["exported"]  # about 20 % were verified, long ago: stale
@@ -158,12 +158,16 @@ def test_full_history_run_verifies_the_base_in_chunks_each_address_once(
     assert valid is not None and valid["profileData"]["Clearout Verification Status"] == "valid"
     assert "Clearout Disposable" not in valid["profileData"]  # only the nightly's columns (append_columns)
     assert sum(lo["updated"] for lo in loaded) > 0.9 * extract["to_verify"]
+    # One event on the nightly's asset for the whole run (not one per chunk), with the chunks' counts.
+    [event] = asset_events(dr)["clevertap://clevertap_default/verified"]
+    assert event["updated"] == sum(lo["updated"] for lo in loaded) and event["input"] == sum(rows)
 
     # Everything is fresh now: a second full run has nothing to verify and spends nothing.
     again = dag.test(run_conf=FULL)
 
     assert xcom(again, "extract")["to_verify"] == 0 and xcom(again, "split") == []
     assert states(again)["report"] == "success" and xcom(again, "report")["chunks"] == 0
+    assert states(again)["announce_changes"] == "skipped" and asset_events(again) == {}  # nothing written
     assert server.clearout_stats()["bulk_uploads"] == len(chunks)
     assert server.clearout_stats()["credits_used"] == stats["credits_used"]
 

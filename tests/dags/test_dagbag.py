@@ -20,6 +20,14 @@ SHIPPED = {
     "clevertap_nightly_list_cleaning",
     "clevertap_backfill_historical_contacts",
     "clearout_email_finder_enrichment",
+    "mailso_signup_validation",
+}
+#: The asset each shipped DAG updates when it changes CleverTap profiles (its announce_changes outlet).
+OUTLETS = {
+    "clevertap_nightly_list_cleaning": "clevertap://clevertap_default/verified",
+    "clevertap_backfill_historical_contacts": "clevertap://clevertap_default/verified",
+    "clearout_email_finder_enrichment": "clevertap://clevertap_default/enriched_leads",
+    "mailso_signup_validation": "clevertap://clevertap_default/validated_signups",
 }
 MAX_PARSE_SECONDS = 0.5
 
@@ -101,6 +109,54 @@ def test_each_dag_documents_itself_for_the_ui(dagbag: Any) -> None:
         assert dag.doc_md and len(dag.doc_md.strip()) > 200, f"{dag_id} needs a doc_md a user can read"
         assert dag.doc_md.lstrip().startswith("#"), f"{dag_id}: doc_md should open with a heading"
         assert dag.tags, f"{dag_id} has no tags"
+
+
+def test_every_param_has_a_title_and_a_markdown_description_the_form_renders(dagbag: Any) -> None:
+    """The trigger form labels a param with its ``title`` (else the raw key) and renders
+    ``description_md`` as Markdown only when there is no plain ``description`` (which it shows as text,
+    backticks and all)."""
+    for dag_id in SHIPPED:
+        dag = dagbag.dags[dag_id]
+        assert dag.params, dag_id
         for name in dag.params:
-            description = dag.params.get_param(name).description
-            assert description and description.strip(), f"{dag_id}: param {name!r} has no description"
+            param = dag.params.get_param(name)
+            where = f"{dag_id}: param {name!r}"
+            assert param.schema.get("title", "").strip() not in ("", name), f"{where} needs a title"
+            assert len(param.schema.get("description_md", "").strip()) > 20, f"{where} needs a description_md"
+            assert param.description is None, f"{where}: a plain description would hide the Markdown"
+            # The rendered Markdown has no stray code quotes: backticks come in pairs.
+            assert param.schema["description_md"].count("`") % 2 == 0, where
+
+
+def test_each_dag_that_writes_profiles_announces_its_asset_from_one_final_task(dagbag: Any) -> None:
+    for dag_id, uri in OUTLETS.items():
+        dag = dagbag.dags[dag_id]
+        producers = {t.task_id: [o.uri for o in t.outlets] for t in dag.tasks if t.outlets}
+        assert producers == {"announce_changes": [uri]}, (dag_id, producers)
+        assert not dag.get_task("announce_changes").downstream_task_ids, dag_id  # nothing runs after it
+
+
+@pytest.mark.parametrize("dag_id", sorted(SHIPPED))
+def test_schedules_follow_the_configured_timezone(dag_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.serialization.enums import Encoding
+    from dag_runs import shipped_dag
+
+    default = shipped_dag(dag_id)
+    assert default.start_date.tzinfo is not None and default.timezone.name == "UTC"
+
+    monkeypatch.setenv("AIRFLOW__CLEAROUT__SCHEDULE_TIMEZONE", "Asia/Kolkata")
+    local = shipped_dag(dag_id)
+
+    assert local.timezone.name == "Asia/Kolkata"  # Airflow keeps start_date itself in UTC
+    # The timetable as the scheduler stores it: its cron is read in that zone.
+    timetable = encode_timetable(local.timetable)[Encoding.VAR]
+    assert timetable["timezone"] == "Asia/Kolkata", timetable
+
+
+def test_an_unknown_schedule_timezone_fails_the_import_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dag_runs import shipped_dag
+
+    monkeypatch.setenv("AIRFLOW__CLEAROUT__SCHEDULE_TIMEZONE", "Mars/Olympus_Mons")
+    with pytest.raises(Exception, match="Mars/Olympus_Mons"):
+        shipped_dag("clevertap_nightly_list_cleaning")

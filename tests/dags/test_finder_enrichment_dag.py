@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dag_runs import shipped_dag, states, xcom
+from dag_runs import asset_events, shipped_dag, states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.hooks.clevertap import CleverTapHook
@@ -22,6 +22,7 @@ from clearout_provider.sandbox.clevertap_seed import SeedProfiles
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 DAG_ID = "clearout_email_finder_enrichment"
+ENRICHED_LEADS = "clevertap://clevertap_default/enriched_leads"  # the DAG's outlet asset
 SEED = 3000
 
 
@@ -75,6 +76,7 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
         "verify_found": "success",
         "lead_properties": "success",
         "write_back": "success",
+        "announce_changes": "success",
     }
     summary = xcom(first, "lead_properties")
     load = xcom(first, "write_back")
@@ -103,6 +105,8 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
         else:
             assert "Clearout Finder Email Address" not in data and "Clearout Verification Status" not in data
     assert found == summary["found"]
+    [event] = asset_events(first)[ENRICHED_LEADS]  # the leads changed: one event with the load's counts
+    assert event["changed"] == event["updated"] == len(leads)
 
     # Every lead was looked up once: the next run finds no lead to ask about and spends nothing.
     credits = server.clearout_stats()["credits_available"]
@@ -110,6 +114,7 @@ def test_found_emails_land_on_the_leads_verified_and_a_second_run_pays_nothing(
 
     assert xcom(second, "export_leads")["leads"] == 0
     assert states(second)["verify_found"] == "skipped" and states(second)["write_back"] == "success"
+    assert states(second)["announce_changes"] == "skipped" and asset_events(second) == {}  # no lead changed
     after = server.clearout_stats()
     assert (after["finder_uploads"], after["bulk_uploads"], after["credits_available"]) == (1, 1, credits)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dag_runs import shipped_dag, states, xcom
+from dag_runs import asset_events, shipped_dag, states, xcom
 
 from clearout_provider.demo import sandbox_connections
 from clearout_provider.hooks.clevertap import CleverTapHook
@@ -26,6 +26,7 @@ from clearout_provider.sandbox.clevertap_seed import object_id_of
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 DAG_ID = "clevertap_nightly_list_cleaning"
+VERIFIED = "clevertap://clevertap_default/verified"  # the DAG's outlet asset
 SEED = 3000
 INSTANT_THRESHOLD = 200  # the DAG's default
 Factory = Callable[[SandboxSettings], SandboxProcess]
@@ -97,6 +98,7 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
         "verified": "success",
         "load_back[0]": "success",
         "report": "success",
+        "announce_changes": "success",
     }
     extract = xcom(first, "extract_delta")
     assert extract["exported"] > 0.9 * SEED  # the default segment selects the seeded profiles with an email
@@ -111,6 +113,11 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
     assert load["updated"] > 0.9 * extract["to_verify"] and load["unsubscribed"] > 0 and not load["dry_run"]
     ct = server.clevertap_stats()
     assert ct["saving_upload_calls"] > 0 and ct["subscriptions_processed"] > 0
+    # The night changed profiles: one event on the asset, carrying the load's counts and the report.
+    [event] = asset_events(first)[VERIFIED]
+    assert (event["updated"], event["unsubscribed"]) == (load["updated"], load["unsubscribed"])
+    assert event["changed"] == load["updated"] + load["unsubscribed_only"]
+    assert event["report"] == xcom(first, "report")["report_markdown"]
 
     # Profiles carry the properties now: the test addresses head the seed (index 0 = valid@example.com).
     result = read_result(verify["result_path"]).set_index("objectId")
@@ -134,6 +141,8 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
         "verify_instant": "success",
         "report": "success",
     }
+    # Nothing was written: no asset event, so DAGs scheduled on the asset do not run for nothing.
+    assert states(second)["announce_changes"] == "skipped" and asset_events(second) == {}
     extract2 = xcom(second, "extract_delta")
     assert extract["selection"] == "full" and extract2["selection"] == "delta"
     assert extract2["to_verify"] == 0 and extract2["exported"] == extract2["no_email"] + extract2["fresh"]
@@ -221,6 +230,7 @@ def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: P
     assert ct["dry_run_calls"] > 0
     assert ct.get("saving_upload_calls", 0) == 0 and ct.get("subscribe_calls", 0) == 0
     assert [profile(object_id_of(i)) for i in range(0, SEED, 97)] == before
+    assert states(dr)["announce_changes"] == "skipped" and asset_events(dr) == {}  # nothing written
 
 
 def test_mailso_night_writes_mailso_properties_and_a_second_night_costs_nothing(
@@ -244,6 +254,7 @@ def test_mailso_night_writes_mailso_properties_and_a_second_night_costs_nothing(
         "verified": "success",
         "load_back[0]": "success",
         "report": "success",
+        "announce_changes": "success",
     }
     extract = xcom(first, "extract_delta")
     assert (

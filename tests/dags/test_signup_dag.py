@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dag_runs import shipped_dag, states, xcom
+from dag_runs import asset_events, shipped_dag, states, xcom
 
 from clearout_provider.clevertap_rules import date_value
 from clearout_provider.demo import sandbox_connections
@@ -98,10 +98,14 @@ def test_new_sign_ups_get_their_verdict_the_invalid_one_the_prompt_and_a_rerun_c
     assert "MSG-email" not in invalid  # sign-ups are asked to fix their address, not unsubscribed
     assert xcom(first, "advance") is not None and Watermark(DAG_ID).read() is not None
     assert "Accounting: ✓ all" in xcom(first, "report")["summary"]
+    [event] = asset_events(first)["clevertap://clevertap_default/validated_signups"]
+    assert event["changed"] == event["updated"] == 4  # the four sign-ups got their result
 
     second = dag.test(run_conf=CONF)
 
-    assert set(states(second).values()) == {"success"}, states(second)
+    # Nobody signed up since: nothing written, so no asset event (the asset's DAGs are not woken).
+    assert states(second).pop("announce_changes") == "skipped" and asset_events(second) == {}
+    assert {v for k, v in states(second).items() if k != "announce_changes"} == {"success"}
     assert xcom(second, "extract_signups")["exported"] == 0  # nobody signed up since the first run
     assert xcom(second, "validate")["sent"] == 0 and credits_used(server) == 3
 

@@ -42,3 +42,68 @@ def test_demo_prints_a_report_whose_accounting_adds_up(tmp_path: Path) -> None:
     [report] = (root / "data" / "clevertap_nightly_list_cleaning").glob("*/report/report.html")
     assert "<svg" in report.read_text()
     assert (root / "airflow" / "airflow.db").exists()  # its own Airflow home, not the suite's
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT + 60)
+def test_finder_demo_writes_the_found_addresses_onto_the_seeded_leads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo-finder``: the seed's leads are looked up and the answers land in the sandbox's profile
+    store (kept in ``--root``), as the sandbox's finder decides them: found for some, not for others."""
+    from clearout_provider.demo import sandbox_connections
+    from clearout_provider.hooks.clevertap import CleverTapHook
+    from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+    from clearout_provider.sandbox.clearout_finder import find_email
+    from clearout_provider.sandbox.clevertap_seed import SeedProfiles
+
+    root, contacts = tmp_path / "demo", 3000
+    done = subprocess.run(
+        [sys.executable, "-m", "clearout_provider.demo", "--dag", "finder", "--contacts", str(contacts)]
+        + ["--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+        check=False,
+    )
+
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    summary = re.search(r"(\d+) leads looked up, (\d+) found, (\d+) not found", out)
+    assert summary, out[-2000:]
+    looked_up, found, not_found = map(int, summary.groups())
+    assert found > 0 and not_found > 0 and looked_up == found + not_found
+    assert "@" not in out.split("leads looked up")[1].replace("***@", "")  # addresses printed masked
+
+    seed = SeedProfiles(contacts)
+    leads = [
+        p
+        for p in map(seed.profile, range(contacts))
+        if p.name and "Company Domain" in p.profile_data and p.email is None and not p.email_in_profile_data
+    ]
+    assert len(leads) == looked_up
+    # The profile store the demo left behind, served again by a sandbox on the same state folder.
+    settings = SandboxSettings(seed_contacts=contacts, state_dir=str(root / "sandbox"))
+    with SandboxProcess(settings, log_path=tmp_path / "sandbox.log") as server:
+        for name, value in sandbox_connections(server).items():
+            monkeypatch.setenv(name, value)
+        hook = CleverTapHook()
+        answers = []
+        for lead in leads:
+            record = (
+                hook.get_profile(identity=lead.identity)
+                if lead.identity
+                else hook.get_profile(object_id=lead.object_id)
+            )
+            assert record is not None, lead.index
+            answers.append((find_email(lead.name or "", lead.profile_data["Company Domain"]), record))
+    for expected, record in answers:
+        data = record["profileData"]
+        if expected.found:
+            assert data["Clearout Finder Status"] == "found"
+            assert data["Clearout Finder Email Address"] == expected.email
+            assert data["Clearout Verified Email"] == expected.email.lower()  # verified, by default
+        else:
+            assert (
+                data["Clearout Finder Status"] == "not_found" and "Clearout Finder Email Address" not in data
+            )
+    assert sum(1 for expected, _ in answers if expected.found) == found

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clearout_provider.clearout.models import BulkProgress, VerifyResult
+from clearout_provider.clearout.models import BulkProgress, Credits, VerifyResult
 from clearout_provider.clearout.statuses import CANCELLED_CODE
 from clearout_provider.exceptions import (
     CLEAROUT_ITEM_FAILURES,
@@ -29,6 +29,8 @@ from clearout_provider.verification.verifier import SPECS, BulkKind
 if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
+
+    from clearout_provider.credit_check import Funds
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +141,13 @@ class ClearoutVerifier(ClearoutLists):
     def balance(self) -> int | None:
         return self.hook.get_credits().available
 
-    def check_funds(self, to_send: int) -> int:
-        """Fail before uploading when the balance or the daily limit cannot cover every address."""
-        credits = self.hook.get_credits()
+    def funds(self) -> Credits:
+        return self.hook.get_credits()
+
+    def check_funds(self, to_send: int, funds: Funds | None = None) -> int:
+        """Fail before uploading when the balance or the daily limit cannot cover every address (``funds``:
+        a balance just read; None: read it now)."""
+        credits = funds or self.hook.get_credits()
         if credits.available < to_send:
             raise ClearoutCreditsError(
                 f"The Clearout account has {credits.available} credits but this list has {to_send} addresses "

@@ -4,12 +4,15 @@ The Clearout x CleverTap integration's "Append" export writes a verdict as "Clea
 those names never change for Clearout users. A Mail.so verdict lands under "Mail.so ..." names (seed
 004's campaigns branch on "Mailso Result" == "deliverable"). Both tables read the neutral result columns
 of :mod:`clearout_provider.verification.model` (plus Clearout's own status and code), and every name can
-be renamed per DAG. The unsubscribe markers (:data:`UNSUBSCRIBED_REASON_PROPERTY`) are this provider's own
-and shared by every verifier, so a Mail.so verdict can lift an unsubscribe a Clearout verdict made.
+be renamed: deployment-wide in ``include/clevertap_property_names.json`` (:func:`deployment_renames`),
+and per DAG run on top of that (the ``renames`` param). The unsubscribe markers
+(:data:`UNSUBSCRIBED_REASON_PROPERTY`) are this provider's own and shared by every verifier, so a Mail.so
+verdict can lift an unsubscribe a Clearout verdict made.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +170,40 @@ def resolve_column(name: str, verifier: str = DEFAULT_VERIFIER) -> str:
     return found
 
 
+#: The file under ``include/`` renaming properties for the whole deployment, per verifier:
+#: ``{"clearout": {"Clearout Safe To Send": "Email Safe"}, "mailso": {}}`` (keys: result columns or
+#: default property names, as in the ``renames`` param).
+PROPERTY_NAMES_FILE = "clevertap_property_names.json"
+
+
+def deployment_renames(verifier: str = DEFAULT_VERIFIER) -> dict[str, str]:
+    """``verifier``'s renames in ``include/`` :data:`PROPERTY_NAMES_FILE` (result column → property name);
+    {} when the deployment has no such file. Read on every call, so an edit applies to the next task.
+
+    Every DAG that writes or reads back properties builds its mapping through
+    :meth:`PropertyMapping.from_params`, which applies these first: the nightly, backfill and sign-up DAGs
+    then agree on the names without repeating them in each DAG's params.
+    """
+    from clearout_provider.include_files import include_file
+
+    path = include_file(PROPERTY_NAMES_FILE)
+    if path is None:
+        return {}
+    try:
+        overrides = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(overrides, dict) or not set(overrides) <= set(VERIFIERS):
+        raise ValueError(f"{path} must be a JSON object keyed by verifier ({list(VERIFIERS)})")
+    renames = overrides.get(verifier) or {}
+    if not isinstance(renames, dict):
+        raise ValueError(f"{path}: {verifier!r} must map columns or property names to new names")
+    try:
+        return {resolve_column(k, verifier): str(v).strip() for k, v in renames.items()}
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class PropertyMapping:
     """Which result columns become which CleverTap properties (the Append export, user-overridable).
@@ -211,7 +248,10 @@ class PropertyMapping:
         *,
         verifier: str = DEFAULT_VERIFIER,
     ) -> PropertyMapping:
-        """From DAG params: names may be result columns or default property names; None = all columns."""
+        """From DAG params: names may be result columns or default property names; None = all columns.
+
+        ``renames`` apply on top of the deployment's (:func:`deployment_renames`): a run's own rename wins.
+        """
         chosen = (
             tuple(dict.fromkeys(resolve_column(c, verifier) for c in columns))
             if columns
@@ -219,7 +259,10 @@ class PropertyMapping:
         )
         return cls(
             columns=chosen,
-            renames={resolve_column(k, verifier): str(v).strip() for k, v in (renames or {}).items()},
+            renames={
+                **deployment_renames(verifier),
+                **{resolve_column(k, verifier): str(v).strip() for k, v in (renames or {}).items()},
+            },
             verifier=verifier,
         )
 

@@ -104,6 +104,18 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _CURSOR_RE = re.compile(r"[A-Za-z0-9%._~+/=-]{1,4096}")
 
 
+def resolve_region(region: str | None) -> str:
+    """A connection's ``region`` extra as CleverTap names it (None = the default, eu1); raises
+    CleverTapConfigError for a region CleverTap does not have."""
+    name = str(region or DEFAULT_REGION).strip().lower()
+    if name not in REGION_HOSTS:
+        raise CleverTapConfigError(
+            f"Unknown CleverTap region {region!r}: choose one of {', '.join(REGION_HOSTS)} "
+            "(the sub-domain of your dashboard URL, e.g. in1 for in1.dashboard.clevertap.com)"
+        )
+    return name
+
+
 def resolve_base_url(region: str | None, host: str | None = None, port: int | None = None) -> str:
     """The API root (without ``/1``) for a region, or for a host override (scheme optional).
 
@@ -112,12 +124,7 @@ def resolve_base_url(region: str | None, host: str | None = None, port: int | No
     >>> resolve_base_url("eu1", "http://127.0.0.1:8765/clevertap")
     'http://127.0.0.1:8765/clevertap'
     """
-    name = str(region or DEFAULT_REGION).strip().lower()
-    if name not in REGION_HOSTS:
-        raise CleverTapConfigError(
-            f"Unknown CleverTap region {region!r}: choose one of {', '.join(REGION_HOSTS)} "
-            "(the sub-domain of your dashboard URL, e.g. in1 for in1.dashboard.clevertap.com)"
-        )
+    name = resolve_region(region)
     if not host or not host.strip():
         return f"https://{REGION_HOSTS[name]}"
     url = host.strip().rstrip("/")
@@ -174,6 +181,9 @@ def interpret_response(http_status: int, body: Any, *, secrets: Sequence[str] = 
 class _Credentials:
     base_url: str
     account_id: str
+    region: str
+    """The project's region (eu1, in1, ...), also with a host override: with the account id it names the
+    project in lineage (:mod:`clearout_provider.lineage`)."""
     passcode: str = field(repr=False)
 
 
@@ -286,13 +296,14 @@ class CleverTapHook(BaseHook):
         extra = conn.extra_dejson or {}
         if not isinstance(extra, Mapping):
             raise CleverTapConfigError(f"{where}: the extra must be a JSON object")
-        base_url = resolve_base_url(_extra(extra, "region"), conn.host, conn.port)
+        region = resolve_region(_extra(extra, "region"))
+        base_url = resolve_base_url(region, conn.host, conn.port)
         insecure = as_flag(_extra(extra, ALLOW_INSECURE_HTTP))
         if insecure is None:
             raise CleverTapConfigError(f"{where}: extra {ALLOW_INSECURE_HTTP!r} must be true or false")
         if problem := url_problem(base_url, allow_insecure_http=insecure):
             raise CleverTapConfigError(f"{where}: the host {origin(base_url)} {problem}")
-        return _Credentials(base_url=base_url, account_id=account_id, passcode=passcode)
+        return _Credentials(base_url=base_url, account_id=account_id, region=region, passcode=passcode)
 
     @property
     def base_url(self) -> str:

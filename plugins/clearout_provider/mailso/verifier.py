@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
 
+    from clearout_provider.credit_check import Funds
+
 log = logging.getLogger(__name__)
 
 #: Mail.so failures that concern one address only: refused as input, or an unreadable answer.
@@ -180,7 +182,11 @@ class MailsoVerifier:
         """Mail.so publishes no balance endpoint: spending is counted from the answers (one each)."""
         return None
 
-    def check_funds(self, to_send: int) -> None:
+    def funds(self) -> None:
+        """No balance endpoint: the low-credit check has nothing to read."""
+        return None
+
+    def check_funds(self, to_send: int, funds: Funds | None = None) -> None:
         """Mail.so publishes no balance: nothing to check before creating (a plan or quota refusal comes
         with the first ``POST /batch``, before anything is charged)."""
         return None

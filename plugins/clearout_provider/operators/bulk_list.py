@@ -56,6 +56,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
+from clearout_provider import metrics
 from clearout_provider.exceptions import DuplicateSubmission, JobSlotsFull, JobUnavailable
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
 from clearout_provider.run_files import read_json, task_folder, write_json
@@ -130,6 +131,8 @@ class ListRecord:
     """Id of the try that uploaded ``list_id`` (a resumed list has another try's id)."""
     credits_before: int | None = None
     """The balance just before ``list_id`` was uploaded, for ``credits_spent``."""
+    uploaded_at: float | None = None
+    """Unix time ``list_id`` was uploaded (None: adopted, not uploaded here), for ``bulk_list_seconds``."""
     completed: bool = False
     abandoned: list[str] = field(default_factory=list)
     """Lists of this content that are cancelled, removed or expired: never resumed."""
@@ -156,10 +159,16 @@ class ListRecord:
         write_json(path, asdict(self))
 
     def adopt(
-        self, list_id: str | None, *, uploaded_by: str | None = None, credits_before: int | None = None
+        self,
+        list_id: str | None,
+        *,
+        uploaded_by: str | None = None,
+        credits_before: int | None = None,
+        uploaded_at: float | None = None,
     ) -> None:
         """Make ``list_id`` this task's list (None: no list); what was known about the previous one goes."""
         self.list_id, self.uploaded_by, self.credits_before = list_id, uploaded_by, credits_before
+        self.uploaded_at = uploaded_at
         self.completed = False
 
     def abandon(self, list_id: str) -> None:
@@ -438,7 +447,7 @@ class BulkListOperator(BaseOperator):
             self.log.info("%s: the maximum of %ss is running; trying again later", full, self.list_noun)
             return False
         self.log.info("Uploaded %d rows as %s %s", to_send, self._job_noun, list_id)
-        record.adopt(list_id, uploaded_by=attempt, credits_before=credits)
+        record.adopt(list_id, uploaded_by=attempt, credits_before=credits, uploaded_at=time.time())
         return True
 
     def _bulk_slot_wait(self, record: ListRecord) -> float:
@@ -483,6 +492,9 @@ class BulkListOperator(BaseOperator):
             record.abandon(list_id)
             record.save(state_path)
             return self.execute(context)
+        if not record.completed and record.uploaded_at is not None:  # once per list, not per re-download
+            metrics.bulk_list_seconds(time.time() - record.uploaded_at, verifier=self.verifier_name,
+                                      dag_id=self.dag_id, kind=self.clearout_kind)  # fmt: skip
         record.completed = True
         record.save(state_path)
         credits_spent = None

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
+from clearout_provider.credit_check import LowCreditAction, check_credits, low_credit_action
 from clearout_provider.exceptions import JobUnavailable
 from clearout_provider.hooks.clearout import ClearoutHook, Optimize
 from clearout_provider.hooks.mailso import MailsoHook
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from clearout_provider.contacts import ContactCounts, Freshness
+    from clearout_provider.lineage import Lineage
 
 __all__ = ["STATE_FILE", "ClearoutBulkSlotTimeout", "ClearoutBulkVerifyOperator"]
 
@@ -89,13 +91,17 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         Templated.
     :param dry_run: upload nothing: the result marks the addresses that would be sent (no verdict, nothing
         written for them downstream) and ``credits_needed`` says what the list may cost. Templated.
+    :param low_credit: ``"warn"`` or ``"fail"`` when the balance is low before the upload (below what the
+        list may cost, or below Clearout's low-credit threshold; :mod:`clearout_provider.credit_check`);
+        None: ``[clearout] low_credit_action``.
 
     Returns (XCom) ``{"result_path", "list_id", "rows", "counts", "by_sub_status_code", "by_decided_by",
-    "prepared", "credits_spent", "sent", "reused", "credits_needed", "dry_run"}``; ``counts`` is rows per
-    status over ALL input rows; ``reused`` addresses were answered by the ledger, ``sent`` were in the
-    list; ``credits_spent`` the account balance before the upload minus after the download (other work on
-    the same account during the run counts too; None when the list was resumed without a recorded balance,
-    and for Mail.so, which publishes no balance). ``list_id`` is the job id (Mail.so: its batch ids).
+    "prepared", "credits_spent", "sent", "reused", "credits_needed", "dry_run", "verifier"}``; ``counts``
+    is rows per status over ALL input rows; ``reused`` addresses were answered by the ledger, ``sent``
+    were in the list; ``credits_spent`` the account balance before the upload minus after the download
+    (other work on the same account during the run counts too; None when the list was resumed without a
+    recorded balance, and for Mail.so, which publishes no balance). ``list_id`` is the job id (Mail.so:
+    its batch ids); ``verifier`` who verified.
     """
 
     template_fields: Sequence[str] = (
@@ -124,11 +130,14 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         result_format: Literal["parquet", "csv"] = "parquet",
         freshness: Freshness | Mapping[str, Any] | str | None = None,
         dry_run: bool | str = False,
+        low_credit: LowCreditAction | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if result_format not in RESULT_FORMATS:
             raise ValueError(f"result_format must be one of {RESULT_FORMATS}, not {result_format!r}")
+        if low_credit is not None:
+            low_credit_action(low_credit)  # a typo fails when the DAG is parsed
         if not templated(verifier):
             spec(verifier)  # refuses an unknown verifier when the DAG is parsed (a template: when it runs)
         self.source = source
@@ -142,6 +151,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         self.result_format = result_format
         self.freshness = freshness
         self.dry_run_enabled = dry_run
+        self.low_credit = low_credit
         self._journal: ObjectStoragePath | None = None
 
     @property
@@ -206,8 +216,16 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         pq.write_table(self.bulk.download(list_id, dest.parent), dest)
 
     def _check_credits(self, to_send: int) -> int | None:
-        """Fail before uploading when the balance or the daily limit cannot cover every address."""
-        return self.bulk.check_funds(to_send)
+        """Before uploading: the low-credit check (warn or fail), then fail when the balance or the daily
+        limit cannot cover every address (one balance read). ``_check_credits(0)``, after the download,
+        reads the balance."""
+        if not to_send:
+            return self.bulk.check_funds(0)
+        action = low_credit_action(self.low_credit)
+        funds = check_credits(
+            self.bulk, to_send, action=action, verifier_name=self.verifier_name, dag_id=self.dag_id
+        )
+        return self.bulk.check_funds(to_send, funds)
 
     def _harvest(self, context: Mapping[str, Any], list_id: str) -> int:
         """Record the verdicts a cancelled job processed (the verifier leaves out the rows it did not)."""
@@ -256,7 +274,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         out = folder / f"clearout-result.{self.result_format}"
         summary = join_results(rows_path, pa.concat_tables(parts), out)
         sent = 0 if list_id is None else prepared["to_verify"] - reused.num_rows
-        return {
+        self._lineage_facts = {
             "result_path": str(out),
             "list_id": list_id,
             "rows": summary.rows,
@@ -269,7 +287,19 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
             "reused": reused.num_rows,
             "credits_needed": prepared["to_verify"] - reused.num_rows,
             "dry_run": pending is not None,
+            "verifier": self.verifier_name,
         }
+        return self._lineage_facts
+
+    #: What the last run returned, for OpenLineage (None until a run finished).
+    _lineage_facts: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage (the ``openlineage`` extra): the contacts file read, the bulk job (a Clearout list,
+        Mail.so batches) the addresses went to, the verdicts file written."""
+        from clearout_provider.lineage import verify_lineage
+
+        return verify_lineage(self.verifier_name, self._conn_id, self.source, self._lineage_facts)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from clearout_provider.clevertap.selection import (
     delta_parts,
 )
 from clearout_provider.exceptions import AccountingError
+from clearout_provider.lineage import property_type
 from clearout_provider.operators.settings import (
     resolve_flag,
     resolve_freshness,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from clearout_provider.contacts import Freshness, StoragePath
     from clearout_provider.hooks.clevertap import CleverTapHook
     from clearout_provider.hooks.clevertap_models import RecordRejection, UploadReport
+    from clearout_provider.lineage import Lineage
 
 OUTPUT_FORMATS = ("parquet", "csv")
 #: Column the extract adds: why the profile is verified (a :class:`FreshnessReason`, null when fresh).
@@ -326,7 +328,17 @@ class CleverTapExtractProfilesOperator(BaseOperator):
             result["to_verify"],
             result["by_reason"],
         )
+        self._lineage_facts = result
         return result
+
+    #: What the last run returned, for OpenLineage (None until a run finished).
+    _lineage_facts: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage (the ``openlineage`` extra): the segment read, the contacts file written."""
+        from clearout_provider.lineage import extract_lineage
+
+        return extract_lineage(self.clevertap_conn_id, self._query(), self._lineage_facts)
 
 
 def _partitioning(partition_by: Mapping[str, Any] | str) -> tuple[str, datetime, int]:
@@ -627,6 +639,7 @@ class _CleverTapLoadOperator(BaseOperator):
                 upload = _upload(hook, planned, dry_run=dry_run)
                 writer.write_table(_settle(planned, upload, subscriptions(planned, upload), tally))
         summary = tally.summary(str(outcome_path))
+        self._lineage_facts = {"written": tally.written, "profiles": tally.profiles_written}
         self.log.info(
             "CleverTap load%s: %d rows: %d updated, %d unsubscribed only, %d unchanged, %d not verified %s, "
             "%d rejected %s; %d unsubscribed %s, %d resubscribed",
@@ -644,6 +657,20 @@ class _CleverTapLoadOperator(BaseOperator):
             summary["resubscribed"],
         )
         return summary
+
+    #: What the last run read and wrote, for OpenLineage (None until a run finished).
+    _lineage_facts: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage (the ``openlineage`` extra): the file read, the profile properties written."""
+        from clearout_provider.lineage import load_lineage
+
+        facts = self._lineage_facts or {"written": None, "profiles": 0}  # None: the load did not finish
+        return load_lineage(self.clevertap_conn_id, self._source(), facts["written"], facts["profiles"])
+
+    def _source(self) -> str:
+        """The file the load reads (each load names its parameter)."""
+        raise NotImplementedError
 
 
 def _unanswered(row: Mapping[str, Any], why: str) -> RowPlan:
@@ -720,6 +747,9 @@ class CleverTapLoadVerificationOperator(_CleverTapLoadOperator):
         written = (*mapping.property_names().values(), *MANAGED_PROPERTIES)
         return self._load(context, iter_result_batches(self.result_path), plan, written)
 
+    def _source(self) -> str:
+        return self.result_path
+
 
 class CleverTapLoadPropertiesOperator(_CleverTapLoadOperator):
     """Write property columns of a table file onto CleverTap profiles, sending only what differs.
@@ -787,6 +817,9 @@ class CleverTapLoadPropertiesOperator(_CleverTapLoadOperator):
 
         batches = iter_table_batches(self.source, required=list(columns), what="property file")
         return self._load(context, batches, plan, [p for c, p in columns.items() if p != c])
+
+    def _source(self) -> str:
+        return self.source
 
 
 def property_columns(properties: Mapping[str, str] | Sequence[str] | str) -> dict[str, str]:
@@ -926,6 +959,18 @@ class _Tally:
     by_rejection_code: Counter[str] = field(default_factory=Counter)
     by_unsubscribe_reason: Counter[str] = field(default_factory=Counter)
     by_no_verdict: Counter[str] = field(default_factory=Counter)
+    written: dict[str, str | None] = field(default_factory=dict)
+    """Property → its value type (:func:`clearout_provider.lineage.property_type`) for every property an
+    applied profile update wrote or cleared: what lineage shows as written (empty in a dry run)."""
+    profiles_written: int = 0
+    """Profiles whose update CleverTap applied (0 in a dry run)."""
+
+    def wrote(self, update: Mapping[str, Any]) -> None:
+        """Count one applied profile update."""
+        self.profiles_written += 1
+        for prop, value in update.items():
+            if self.written.get(prop) is None:
+                self.written[prop] = property_type(value)
 
     def summary(self, outcome_path: str) -> dict[str, Any]:
         """The operator's return value; raises when input != updated + unsubscribed_only + unchanged +
@@ -992,6 +1037,8 @@ def _settle(
         unsubscribed = outcome != Outcome.REJECTED and unsubscribes
         resubscribed = outcome != Outcome.REJECTED and plan.resubscribe
         tally.by_outcome[outcome] += 1
+        if plan.update and n in upload and up is None and not dry_run:
+            tally.wrote(plan.update)
         tally.resubscribed += resubscribed
         if unsubscribed and plan.unsubscribe_reason is not None:  # (unsubscribing implies a reason)
             tally.unsubscribed += 1

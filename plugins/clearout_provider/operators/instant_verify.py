@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, Context
 
+from clearout_provider.credit_check import LowCreditAction, check_credits, low_credit_action
 from clearout_provider.exceptions import ContactsError
 from clearout_provider.hooks.clearout import ClearoutHook
 from clearout_provider.instant_calls import DEFAULT_MAX_CONCURRENCY, Checkpoint, call_each
@@ -38,6 +39,7 @@ from clearout_provider.verification.verifier import InstantVerifier, spec, verif
 
 if TYPE_CHECKING:
     from clearout_provider.contacts import Freshness, StoragePath
+    from clearout_provider.lineage import Lineage
     from clearout_provider.verification.ledger import LedgerJournal
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,9 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         Freshness` or a dict of its fields; None = its defaults). Templated.
     :param dry_run: send nothing; the result marks what would be sent (no verdict) and the return value
         says how many credits it may cost. Templated.
+    :param low_credit: ``"warn"`` or ``"fail"`` when the balance is low before the first call (below one
+        credit per address to send, or below Clearout's low-credit threshold;
+        :mod:`clearout_provider.credit_check`); None: ``[clearout] low_credit_action``.
 
     Returns ``{"result_path", "list_id" (None), "rows", "counts", "by_verdict", "by_sub_status_code",
     "by_decided_by", "prepared", "credits_spent", "mode": "instant", "verifier", "sent", "reused",
@@ -148,11 +153,14 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         result_format: Literal["parquet", "csv"] = "parquet",
         freshness: Freshness | dict[str, Any] | str | None = None,
         dry_run: bool | str = False,
+        low_credit: LowCreditAction | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if result_format not in RESULT_FORMATS:
             raise ValueError(f"result_format must be one of {RESULT_FORMATS}, not {result_format!r}")
+        if low_credit is not None:
+            low_credit_action(low_credit)  # a typo fails when the DAG is parsed
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
         if timeout_ms is not None and not 0 < timeout_ms <= 180_000:
@@ -174,6 +182,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         self.result_format = result_format
         self.freshness = freshness
         self.dry_run_enabled = dry_run
+        self.low_credit = low_credit
 
     def execute(self, context: Context) -> dict[str, Any]:
         import pyarrow as pa
@@ -221,7 +230,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
                 len(outcome.failures),
                 who.label,
             )
-        return {
+        self._lineage_facts = {
             "result_path": summary.out_path,
             "list_id": None,
             "rows": summary.rows,
@@ -240,6 +249,7 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             "credits_needed": plan.to_send,
             "dry_run": dry_run,
         }
+        return self._lineage_facts
 
     def _verify(
         self, emails: list[str], ledger: Any, paid_by: str, folder: Any, batched: bool
@@ -249,7 +259,14 @@ class ClearoutInstantVerifyOperator(BaseOperator):
         else:
             verifier = verifier_for("clearout", self.clearout_conn_id, timeout_ms=self.timeout_ms)
         try:
-            before = verifier.balance()
+            funds = check_credits(  # warns or fails (nothing sent yet) when the balance is low
+                verifier,
+                len(emails),
+                action=low_credit_action(self.low_credit),
+                verifier_name=verifier.spec.name,
+                dag_id=self.dag_id,
+            )
+            before = funds.available if funds is not None else None
             with ledger.journal(source="batch" if batched else "instant", recorded_by=paid_by) as journal:
                 if batched:
                     outcome = _verify_in_batches(verifier, emails, journal, folder)
@@ -264,6 +281,17 @@ class ClearoutInstantVerifyOperator(BaseOperator):
             return outcome, len(outcome.verdicts) if verifier.spec.charges_unknown else None
         finally:
             verifier.close()
+
+    #: What the last run returned, for OpenLineage (None until a run finished).
+    _lineage_facts: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage (the ``openlineage`` extra): the contacts file read, the instant calls (Mail.so:
+        or batches) the addresses went to, the verdicts file written."""
+        from clearout_provider.lineage import verify_lineage
+
+        conn_id = self.mailso_conn_id if self.verifier == "mailso" else self.clearout_conn_id
+        return verify_lineage(self.verifier, conn_id, self.source, self._lineage_facts)
 
 
 def _verify_in_batches(

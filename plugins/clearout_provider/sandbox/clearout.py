@@ -326,7 +326,7 @@ class _ClearoutApi:
                 "reset_daily_verify_limit_date": iso_utc(reset) if reset else None,
                 "total": state.balance,
             },
-            "low_credit_balance_min_threshold": 0,
+            "low_credit_balance_min_threshold": self.settings.low_credit_threshold,
         }
 
     def _instant_input(self, call: Call) -> tuple[str, int]:

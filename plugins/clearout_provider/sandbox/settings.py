@@ -25,6 +25,9 @@ class SandboxSettings:
     """The API token the Clearout endpoints accept (any of the three Authorization header forms)."""
     credits: int = 100_000
     """Starting credit balance of the Clearout account (402 / 1002 when a request needs more)."""
+    low_credit_threshold: int = 0
+    """What getcredits answers as ``low_credit_balance_min_threshold`` (the account's low-balance alert
+    level, set in the Clearout app); 0 = none."""
     rpm: int = 300
     """Instant-verify requests allowed per rate window (Clearout's plans: 10..400 per minute)."""
     finder_rpm: int = 190

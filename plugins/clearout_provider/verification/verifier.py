@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
 
+    from clearout_provider.credit_check import Funds
+
 #: What a bulk job holds: Clearout's bulk verify or bulk Email Finder lists (Mail.so: verify only).
 BulkKind = Literal["verify", "finder"]
 BULK_KINDS: tuple[str, ...] = ("verify", "finder")
@@ -113,6 +115,11 @@ class InstantVerifier(Protocol):
         """Credits left, when the vendor says (to report what a run spent); None when it does not."""
         ...
 
+    def funds(self) -> Funds | None:
+        """The balance and the account's low-credit threshold (the low-credit check); None when the vendor
+        publishes none."""
+        ...
+
     def close(self) -> None:
         """Release the connection pool."""
         ...
@@ -178,13 +185,18 @@ class BulkVerifier(BulkJobs, Protocol):
         verdict, they stay due. ``scratch`` is a local folder for files the vendor hands over."""
         ...
 
-    def check_funds(self, to_send: int) -> int | None:
+    def check_funds(self, to_send: int, funds: Funds | None = None) -> int | None:
         """Fail (a typed accounting error, nothing sent) when the account cannot cover ``to_send``
-        addresses; return the balance, or None when the vendor publishes none."""
+        addresses; return the balance, or None when the vendor publishes none. ``funds``: a balance just
+        read (by the low-credit check), else it is read now."""
         ...
 
     def balance(self) -> int | None:
         """Credits left, or None when the vendor publishes no balance."""
+        ...
+
+    def funds(self) -> Funds | None:
+        """The balance and the account's low-credit threshold; None when the vendor publishes none."""
         ...
 
 

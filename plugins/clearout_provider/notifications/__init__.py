@@ -1,0 +1,1 @@
+"""Airflow notifiers of this provider (``on_failure_callback`` and friends)."""
