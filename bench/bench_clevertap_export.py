@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import peak_rss_bytes
+from _util import judge, peak_rss_bytes
 
 TARGET_PEAK_BYTES = 500 * 10**6
 
@@ -104,7 +104,22 @@ def main() -> int:
         f"{figures['peak_rss'] / TARGET_PEAK_BYTES:.0%} of the 500 MB "
         f"target -> {'met' if peak_ok else 'MISSED'}; sandbox peak RSS {server_peak / 1e6:,.0f} MB"
     )
-    return 0 if requests_ok and peak_ok and rows_ok else 1
+    ok = judge(
+        f"export requests, {args.profiles:,} profiles in pages of {args.batch_size}",
+        "= 1 (of ceil(N / batch) + 1)",
+        f"{figures['requests']:,} requests, sandbox counted "
+        f"{stats['export_cursors'] + stats['export_pages']:,}, expected {expected_requests:,}",
+        figures["requests"] / expected_requests,
+        requests_ok and rows_ok,
+    )
+    ok &= judge(
+        f"export peak RSS, {args.profiles:,} profiles ({args.format})",
+        "<= 1 (of 500 MB)",
+        f"{figures['peak_rss'] / 1e6:,.0f} MB ({rate:,.0f} profiles/s)",
+        figures["peak_rss"] / TARGET_PEAK_BYTES,
+        peak_ok,
+    )
+    return 0 if ok else 1
 
 
 def _rows_in(path: Path) -> int:

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import _util  # noqa: F401  (sys.path and AIRFLOW_HOME for a checkout)
+from _util import judge  # (and sys.path and AIRFLOW_HOME for a checkout)
 
 SEEDED = 100_000
 
@@ -110,7 +110,15 @@ def main() -> int:
         f"sandbox witness: every run processed all {args.records:,} records, never more than "
         f"{args.concurrency} requests in flight, no 429: {complete}"
     )
-    return 0 if ratio >= 0.8 and complete else 1
+    ok = judge(
+        f"upload rate at {args.latency_ms} ms latency vs min(ceiling, CPU floor)",
+        ">= 0.8",
+        f"{rate:,.0f} records/s; floor {floor:,.0f}, ceiling {ceiling:,.0f}; "
+        f"sandbox witness complete: {complete}",
+        ratio,
+        ratio >= 0.8 and complete,
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import _util  # noqa: F401 - puts the package on sys.path and AIRFLOW_HOME out of ~/airflow
+from _util import judge  # (and the package on sys.path, AIRFLOW_HOME out of ~/airflow)
 
 TARGET_RATIO = 0.95
 
@@ -99,7 +99,14 @@ def main() -> int:
         and len(outcome.answers) == total
         and stats["instant_calls"] == total
     )
-    print(f"targets: {'met' if ok else 'MISSED'}")
+    ok = judge(
+        f"instant calls per window vs the account's RPM ({args.rpm} per {args.window:g} s)",
+        f">= {TARGET_RATIO}",
+        f"{per_window:.1f} per window, {stats['rate_limited']} answered 429, "
+        f"{len(outcome.answers):,} of {total:,} verified",
+        ratio,
+        ok,
+    )
     return 0 if ok else 1
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from _util import generate_contacts, peak_rss_bytes
+from _util import generate_contacts, judge, peak_rss_bytes
 
 TARGET_PEAK_BYTES = 1_000_000_000  # 1 GB, decimal: the stricter reading
 MISSING_SHARE = 0.005  # answers dropped from the result, as when a cancelled list comes back short
@@ -113,7 +113,14 @@ def main() -> int:
             figures = json.loads(completed.stdout.strip().splitlines()[-1])
             peak = figures["peak_rss"]
             within = peak < TARGET_PEAK_BYTES and figures["rows"] == args.rows
-            ok &= within
+            ok &= judge(
+                f"result join peak RSS, {args.rows:,} rows ({suffix[1:]})",
+                "<= 1 (of 1 GB)",
+                f"{peak / 1e6:,.0f} MB, normalise {figures['normalise_s']:.1f} s "
+                f"+ join {figures['join_s']:.1f} s",
+                peak / TARGET_PEAK_BYTES,
+                within,
+            )
             print(
                 f"{suffix[1:]:>7}: normalise {figures['normalise_s']:.2f} s + "
                 f"join {figures['join_s']:.2f} s; "

@@ -193,7 +193,14 @@ def clevertap_backfill_historical_contacts() -> None:
         "verifier": "{{ params.verifier }}",
     }
     extract = CleverTapExtractProfilesOperator(
-        task_id="extract", query=segment_query(), only_delta=True, mapping=mapping
+        task_id="extract",
+        query=segment_query(),
+        only_delta=True,
+        mapping=mapping,
+        # Each run is one period's slice of the base, exported whole and checked locally (an address
+        # changed since an earlier verification is found too); the nightly's delta selection is for a
+        # segment asked again every night.
+        selection="full",
     )
 
     @task
