@@ -72,12 +72,16 @@ def create_app() -> FastAPI:
     """The app: ``GET /`` the runs and their trend (``?dag_id=`` one DAG), ``GET /runs/{dag_id}/{run_id}``
     one run's report."""
     from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.core_api.security import GetUserDep
-    from fastapi import FastAPI, HTTPException, Request, status
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import Depends, FastAPI, HTTPException, Request, status
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
     app = FastAPI(title="Clearout reports", docs_url=None, redoc_url=None, openapi_url=None)
+    # Who is asking: Airflow's own dependency (the UI's session cookie, or a bearer token). A default
+    # rather than an Annotated type: the annotations of this module are strings FastAPI resolves in
+    # the module's globals, where the lazily imported dependency is not.
+    caller = Depends(get_user)
 
     @app.exception_handler(HTTPException)
     async def login(request: Request, error: HTTPException) -> Response:
@@ -88,15 +92,13 @@ def create_app() -> FastAPI:
         return await http_exception_handler(request, error)
 
     @app.get("/", response_class=HTMLResponse)
-    def runs_page(user: GetUserDep, dag_id: str | None = None) -> HTMLResponse:
+    def runs_page(dag_id: str | None = None, user: BaseUser = caller) -> HTMLResponse:
         from clearout_provider.run_files import base_folder
         from clearout_provider.ui.facts import read_reports
         from clearout_provider.ui.trend import trend_charts, trend_runs
 
-        readable = _readable_dag_ids(user)
-        reports = read_reports(base_folder(), [dag_id] if dag_id in readable else readable)
-        if dag_id and dag_id not in readable:
-            reports = []
+        every = read_reports(base_folder(), _readable_dag_ids(user))
+        reports = [r for r in every if dag_id in (None, r.dag_id)]
         reports.sort(key=lambda r: (r.written_at is not None, r.written_at, r.run_id), reverse=True)
         shown = trend_runs(reports)
         return _page(
@@ -105,11 +107,11 @@ def create_app() -> FastAPI:
             charts=trend_charts(shown),
             trend_count=len(shown),
             dag_id=dag_id,
-            dag_ids=sorted({r.dag_id for r in reports} | ({dag_id} if dag_id else set())),
+            dag_ids=sorted({r.dag_id for r in every}),
         )
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
-    def run_page(user: GetUserDep, dag_id: str, run_id: str) -> HTMLResponse:
+    def run_page(dag_id: str, run_id: str, user: BaseUser = caller) -> HTMLResponse:
         from clearout_provider.run_files import base_folder
         from clearout_provider.ui.facts import find_report, report_html, report_markdown
 

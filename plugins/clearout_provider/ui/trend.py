@@ -98,10 +98,13 @@ def _slots(count: int) -> tuple[float, float]:
 
 
 def _x_ticks(runs: Sequence[ReportFacts]) -> tuple[Tick, ...]:
+    """Each run's date under its slot (with the time when two runs share a day), thinned to fit."""
     start, slot = _slots(len(runs))
     every = max(1, math.ceil(len(runs) / _MAX_X_LABELS))
+    days = [r.written_at.date() for r in runs if r.written_at]
+    form = "%m-%d" if len(days) == len(set(days)) else "%m-%d %H:%M"
     return tuple(
-        Tick(start + (i + 0.5) * slot, r.written_at.strftime("%m-%d") if r.written_at else "?")
+        Tick(start + (i + 0.5) * slot, r.written_at.strftime(form) if r.written_at else "?")
         for i, r in enumerate(runs)
         if i % every == 0
     )

@@ -98,3 +98,8 @@ def test_a_run_that_verified_nothing_has_no_share_and_no_runs_no_chart() -> None
     _, shares, _ = trend_charts([run(0, verified=0, statuses={})])
     assert [m.value for s in shares.series for m in s.marks] == [0.0, 0.0]
     assert trend_charts([]) == []
+
+
+def test_runs_sharing_a_day_are_told_apart_by_their_time() -> None:
+    same_day = [run(0), run(0, run_id="manual__again", written_at=DAY + timedelta(hours=3))]
+    assert [t.text for t in trend_charts(same_day)[0].x_ticks] == ["03-01 02:00", "03-01 05:00"]
