@@ -243,13 +243,13 @@ def test_the_reports_in_a_browser(served: Served, tmp_path: Path) -> None:
             "the run's Clearout report tab",
             lambda d: d.find_elements(By.CSS_SELECTOR, "iframe[title='Clearout report']"),
         )
-        shots.take(driver, "dag-run-tab")
         driver.switch_to.frame(frame[0])
         heading = wait_for(
             driver, "the report inside the tab", lambda d: d.find_elements(By.CSS_SELECTOR, "main.report h1")
         )
         assert DAG_ID in heading[0].text
         driver.switch_to.default_content()
+        shots.take(driver, "dag-run-tab")  # once the report has rendered inside the tab
 
         driver.get(f"{served.url}/plugin/clearout-reports")
         frame = wait_for(
