@@ -65,7 +65,13 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Clearout", "python-modules": ["clearout_provider.triggers.bulk_job"]},
         ],
-        "extra-links": ["clearout_provider.operators.links.ClearoutListLink"],
+        "extra-links": [
+            "clearout_provider.operators.links.RunReportLink",
+            "clearout_provider.operators.links.ClearoutListLink",
+        ],
+        # The UI plugin (clearout_provider.ui.plugin) is registered through the "airflow.plugins" entry
+        # point, not a "plugins" entry here: Airflow 3.3 reads this one only with
+        # [core] lazy_discover_providers = False, and would then find the plugin twice.
         # Asset("clevertap://<region>/<account-id>/profiles") (or clevertap://<connection-id>/<name>, the
         # shipped DAGs' form) is checked and normalised, and becomes the OpenLineage dataset the operators
         # emit (clearout_provider.lineage). Airflow 3.3 reads "asset-uris" only (no "dataset-uris").

@@ -52,7 +52,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, BaseOperatorLink, ObjectStoragePath
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
@@ -229,7 +229,7 @@ class BulkListOperator(BaseOperator):
     clearout_kind: ClassVar[Literal["verify", "finder"]]
     #: How logs and errors name this kind of list.
     list_noun: ClassVar[str]
-    operator_extra_links = (ClearoutListLink(),)
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (ClearoutListLink(),)
     #: Whose jobs these are (:data:`~clearout_provider.verification.verifier.SPECS`): the trigger builds
     #: that verifier's :class:`~clearout_provider.verification.verifier.BulkJobs` from it.
     verifier_name: str = "clearout"

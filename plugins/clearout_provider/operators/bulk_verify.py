@@ -49,6 +49,7 @@ from clearout_provider.operators.bulk_list import (
     ClearoutBulkSlotTimeout,
     local_dir,
 )
+from clearout_provider.operators.links import BULK_VERIFY_LINKS
 from clearout_provider.operators.settings import resolve_flag, resolve_freshness, templated
 from clearout_provider.run_files import task_folder
 from clearout_provider.verification.model import JobProgress
@@ -114,6 +115,7 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     )
     clearout_kind = "verify"
     list_noun = "bulk list"
+    operator_extra_links = BULK_VERIFY_LINKS
     ui_color = "#d3f1ff"
 
     def __init__(
