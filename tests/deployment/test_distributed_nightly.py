@@ -243,7 +243,7 @@ def test_nightly_dag_runs_on_celery_with_the_bulk_step_deferred_in_the_triggerer
 
     # Files crossed workers through the store: written by one worker's tasks, read by the other's.
     crossed = hand_offs(s3.requests(), WORKERS)
-    print(f"Tasks by worker: {workers_of}")
+    print(f"Tasks by worker (last run): {workers_of}; verify_bulk[0] deferred on {deferred_by}")
     print("Files that crossed workers (the task folder names the writing task):")
     for handoff in crossed:
         print(f"  {handoff.key}: written by {handoff.writer}, read by {handoff.reader}")
