@@ -67,6 +67,27 @@ def _local_path(path: ObjectStoragePath | Path) -> Path | None:
 
 
 @contextmanager
+def scratch_dir(folder: ObjectStoragePath) -> Iterator[Path]:
+    """A local folder for the files a hook streams to or from while one try works on them (an upload's
+    local copy, a downloaded result): ``folder`` itself on local disk, where they stay next to the task's
+    other files; on an object store a fresh temporary folder, removed when the block ends.
+
+    Removed because nothing there may outlive the block: another task or try runs on another worker, so
+    what it needs goes to ``folder`` (the store), and a worker's disk must not collect the addresses of
+    every night's lists.
+    """
+    local = _local_path(folder)
+    if local is not None:
+        yield local
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="clearout-provider-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
 def staged_file(target: ObjectStoragePath | Path) -> Iterator[Path]:
     """A local path to write ``target`` through: ``target`` itself on local disk; on an object store a
     scratch file, copied up when the block ends without error (and removed either way).

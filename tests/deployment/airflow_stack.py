@@ -1,8 +1,12 @@
 """Run a real Airflow deployment as separate processes on 127.0.0.1 for deployment tests.
 
-Each component (api-server, dag-processor, scheduler, triggerer and, with CeleryExecutor, a celery worker)
+Each component (api-server, dag-processor, scheduler, triggerer and, with CeleryExecutor, celery workers)
 is its own process sharing one environment, exactly as in the docker-compose stack, but without Docker.
 The stack talks to its REST API (``SIMPLE_AUTH_MANAGER_ALL_ADMINS`` lets tests call it without a token).
+
+Celery workers (:class:`CeleryWorker`) can each get a scratch folder of their own as HOME, TMPDIR, cwd and
+AIRFLOW_HOME, as separate machines would have: a file one task leaves on local disk is then invisible to
+a task on another worker. Each records its own name as its task instances' hostname.
 
 Waiting: every wait is for a condition (a health answer, a parsed DAG, a state), polled every
 :data:`POLL_INTERVAL` seconds up to a generous ceiling, never a fixed sleep. On a busy 2-core machine an
@@ -29,6 +33,10 @@ from clearout_provider.operators.bulk_list import BULK_LIST_POOL, MAX_CONCURRENT
 from clearout_provider.sandbox.process import free_port
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+#: This folder: workers import worker_hostname.py from it.
+DEPLOYMENT_TESTS = Path(__file__).resolve().parent
+#: The queue every task of the shipped DAGs goes to (``[operators] default_queue``).
+DEFAULT_QUEUE = "default"
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 #: Ceiling of each start-up step (api-server healthy, DAG parsed, worker ready, heartbeats). Idle: 5-30 s.
@@ -63,6 +71,26 @@ def seen_in_state(snapshots: list[Snapshot], task: str, state: str) -> tuple[int
     return len(times), (times[-1] - times[0]) if times else 0.0
 
 
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One celery worker of a stack.
+
+    ``name`` is its celery node name (``<name>@localhost``), its log file (``<home>/<name>.log``) and the
+    hostname its task instances record (tests/deployment/worker_hostname.py). With ``scratch``, a folder
+    of its own, the worker runs there: it is its HOME, TMPDIR, cwd and AIRFLOW_HOME.
+    ``env`` overrides the stack's shared environment for this worker only (its own credentials, say).
+    """
+
+    name: str = "celery-worker"
+    scratch: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    concurrency: int = 2
+
+    @property
+    def node(self) -> str:
+        return f"{self.name}@localhost"
+
+
 @dataclass
 class AirflowStack:
     """A throwaway Airflow home plus the processes that serve it."""
@@ -73,6 +101,7 @@ class AirflowStack:
     sql_alchemy_conn: str | None = None
     celery_broker_url: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    workers: tuple[CeleryWorker, ...] = (CeleryWorker(),)
     api_port: int = field(default_factory=free_port)
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list, init=False)
 
@@ -110,6 +139,24 @@ class AirflowStack:
         env.update(self.extra_env)
         return env
 
+    def worker_env(self, worker: CeleryWorker) -> dict[str, str]:
+        """The shared environment, with this worker's name as its hostname, its scratch folder as HOME,
+        TMPDIR and AIRFLOW_HOME (logs stay in the shared folder), and its own overrides."""
+        from worker_hostname import WORKER_NAME_ENV
+
+        env = self.env()
+        path = [str(DEPLOYMENT_TESTS), *filter(None, [env.get("PYTHONPATH")])]
+        env.update(
+            PYTHONPATH=os.pathsep.join(path),
+            AIRFLOW__CORE__HOSTNAME_CALLABLE="worker_hostname.hostname",
+            **{WORKER_NAME_ENV: worker.name},
+        )
+        if worker.scratch is not None:
+            home = str(worker.scratch)
+            env.update(HOME=home, TMPDIR=home, AIRFLOW_HOME=str(worker.scratch / "airflow"))
+        env.update(worker.env)
+        return env
+
     def __post_init__(self) -> None:
         from cryptography.fernet import Fernet
 
@@ -129,10 +176,17 @@ class AirflowStack:
             )
         return done
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen(
-            [AIRFLOW, *args], env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [AIRFLOW, *args],
+            env=self.env() if env is None else env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._procs.append((name, proc))
         return proc
@@ -147,9 +201,41 @@ class AirflowStack:
     def start_triggerer(self) -> None:
         self._spawn("triggerer", "triggerer", "--skip-serve-logs")
 
+    def start_worker(self, worker: CeleryWorker) -> None:
+        if worker.scratch is not None:
+            (worker.scratch / "airflow").mkdir(parents=True, exist_ok=True)
+        args = [
+            "--celery-hostname",
+            worker.node,
+            "--concurrency",
+            str(worker.concurrency),
+            "--skip-serve-logs",
+        ]
+        self._spawn(worker.name, "celery", "worker", *args, env=self.worker_env(worker), cwd=worker.scratch)
+
+    def stop_taking_tasks(self, worker_name: str, queue: str = DEFAULT_QUEUE) -> None:
+        """Make one worker stop consuming ``queue`` (celery's ``cancel_consumer`` remote control): the
+        tasks queued from now on go to the other workers. It finishes what it already runs."""
+        from celery import Celery
+
+        [worker] = [w for w in self.workers if w.name == worker_name]
+        app = Celery(broker=self.celery_broker_url)
+        try:
+            replies = app.control.cancel_consumer(
+                queue, destination=[worker.node], reply=True, timeout=HTTP_TIMEOUT
+            )
+        finally:
+            app.close()
+        if not any(worker.node in reply for reply in replies):
+            raise RuntimeError(f"{worker.node} did not confirm it stopped consuming {queue}: {replies}")
+
     def log(self, name: str) -> str:
         path = self.home / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def worker_logs(self) -> str:
+        """Every celery worker's log, one after the other."""
+        return "".join(self.log(worker.name) for worker in self.workers)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
         """Every log file of one task (all attempts, the trigger's too), concatenated.
@@ -200,8 +286,12 @@ class AirflowStack:
         self._spawn("scheduler", "scheduler", "--skip-serve-logs")
         self.start_triggerer()
         if self.executor == "CeleryExecutor":
-            self._spawn("celery-worker", "celery", "worker", "--concurrency", "2", "--skip-serve-logs")
-            self.wait_until("celery worker ready", lambda: "ready" in self.log("celery-worker"))
+            for worker in self.workers:
+                self.start_worker(worker)
+            for worker in self.workers:
+                self.wait_until(
+                    f"celery worker {worker.name} ready", lambda w=worker: "ready" in self.log(w.name)
+                )
         self.wait_until("scheduler and triggerer heartbeats", self._components_healthy)
         return self
 

@@ -44,7 +44,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -59,7 +58,7 @@ from airflow.sdk.exceptions import AirflowException
 from clearout_provider import metrics
 from clearout_provider.exceptions import DuplicateSubmission, JobSlotsFull, JobUnavailable
 from clearout_provider.operators.links import LIST_ID_XCOM_KEY, ClearoutListLink
-from clearout_provider.run_files import read_json, task_folder, write_json
+from clearout_provider.run_files import read_json, scratch_dir, task_folder, write_json
 from clearout_provider.triggers.bulk_job import ClearoutBulkJobTrigger, raise_for_event
 from clearout_provider.verification.model import JobProgress, JobState
 from clearout_provider.verification.verifier import BulkJobs, bulk_jobs, spec
@@ -189,23 +188,6 @@ def upload_file_name(dag_id: str, run_id: str, task_id: str, map_index: int, con
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', readable)[:80]}.{digest}.csv"
 
 
-def local_dir(folder: ObjectStoragePath) -> Path:
-    """Where files the hook reads or writes live: the task folder itself when local, else a temp folder
-    (the hook streams to and from local files)."""
-    from clearout_provider.contacts import resolve_path
-
-    local = resolve_path(folder)
-    if isinstance(local, Path):
-        return local
-    scratch = (
-        Path(tempfile.gettempdir())
-        / "clearout_provider"
-        / hashlib.sha256(str(folder).encode()).hexdigest()[:16]
-    )
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch
-
-
 def file_sha256(path: Path | ObjectStoragePath) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
@@ -290,9 +272,10 @@ class BulkListOperator(BaseOperator):
         the vendor publishes none). ``_check_credits(0)`` reads the balance after the download."""
         raise NotImplementedError
 
-    def _result_file(self, folder: ObjectStoragePath, list_id: str) -> Path:
-        """Where ``_download_result`` puts the result (local: the hook streams to local files)."""
-        return local_dir(folder) / f"clearout-{self.clearout_kind}-result-{list_id}.csv"
+    def _result_file(self, scratch: Path, list_id: str) -> Path:
+        """Where in ``scratch`` (:func:`~clearout_provider.run_files.scratch_dir`) ``_download_result``
+        puts the result: the hook streams to local files."""
+        return scratch / f"clearout-{self.clearout_kind}-result-{list_id}.csv"
 
     def _harvest(self, context: Mapping[str, Any], list_id: str) -> int:
         """Keep what a cancelled list already processed (paid for); return how many results were kept.
@@ -320,29 +303,32 @@ class BulkListOperator(BaseOperator):
         self, context: Context, folder: ObjectStoragePath, prepared: PreparedUpload, to_send: int
     ) -> dict[str, Any]:
         """Upload (or resume) the prepared list, wait for it, and finish: the operator's whole ``execute``."""
-        upload, content_sha256 = self._stage_upload(context, folder, prepared.upload_path)
-        state_path = folder / STATE_FILE
-        record = ListRecord.for_upload(state_path, content_sha256, prepared)
-        attempt = f"{context['ti'].id}/{context['ti'].try_number}"  # new per try and per clear
-        if record.attempt != attempt:  # a new try (or a cleared task) gets a fresh deadline
-            record.attempt, record.deadline = attempt, time.time() + self.timeout
-        record.save(state_path)
-
-        try:
-            while not self._resume(context, record) and not self._upload(
-                context, record, upload, to_send, attempt
-            ):
-                wait = self._bulk_slot_wait(record)
-                record.save(state_path)
-                if self.deferrable:
-                    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-
-                    self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload")
-                time.sleep(wait)
-        except _Harvested:
+        with scratch_dir(folder) as scratch:  # the upload's local copy, for the hook to stream
+            upload, content_sha256 = self._stage_upload(context, scratch, prepared.upload_path)
+            state_path = folder / STATE_FILE
+            record = ListRecord.for_upload(state_path, content_sha256, prepared)
+            attempt = f"{context['ti'].id}/{context['ti'].try_number}"  # new per try and per clear
+            if record.attempt != attempt:  # a new try (or a cleared task) gets a fresh deadline
+                record.attempt, record.deadline = attempt, time.time() + self.timeout
             record.save(state_path)
-            self.log.info("Preparing again without the addresses the cancelled list already verified")
-            return self.execute(context)
+
+            try:
+                while not self._resume(context, record) and not self._upload(
+                    context, record, upload, to_send, attempt
+                ):
+                    wait = self._bulk_slot_wait(record)
+                    record.save(state_path)
+                    if self.deferrable:
+                        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+                        self.defer(
+                            trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="retry_upload"
+                        )
+                    time.sleep(wait)
+            except _Harvested:
+                record.save(state_path)
+                self.log.info("Preparing again without the addresses the cancelled list already verified")
+                return self.execute(context)
         record.save(state_path)
         assert record.list_id is not None
         if self.verifier_name == "clearout":  # the "Clearout list" link: Mail.so batches have no app page
@@ -376,13 +362,13 @@ class BulkListOperator(BaseOperator):
         return self.execute(context)
 
     def _stage_upload(
-        self, context: Mapping[str, Any], folder: ObjectStoragePath, source: Path | ObjectStoragePath
+        self, context: Mapping[str, Any], scratch: Path, source: Path | ObjectStoragePath
     ) -> tuple[Path, str]:
-        """The upload file under its deterministic name, on local disk for the hook to stream; its sha256."""
+        """The upload file under its deterministic name in ``scratch``, for the hook to stream; its sha256."""
         ti = context["ti"]
         content = file_sha256(source)
         name = upload_file_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), content)
-        target = local_dir(folder) / name
+        target = scratch / name
         if isinstance(source, Path):
             os.replace(source, target)
         else:
@@ -481,28 +467,29 @@ class BulkListOperator(BaseOperator):
         """Download the completed list's result and finish; a resumed list whose result is gone is redone."""
         state_path = folder / STATE_FILE
         list_id = str(record.list_id)
-        raw = self._result_file(folder, list_id)
-        try:
-            self._download_result(list_id, raw)
-        except JobUnavailable as gone:
-            if record.uploaded_by == record.attempt:
-                raise  # uploaded by this very try: uploading again could loop and spend again
-            self.log.warning("The result of resumed %s %s is gone (%s): uploading it again",
-                             self.list_noun, list_id, gone)  # fmt: skip
-            record.abandon(list_id)
+        with scratch_dir(folder) as scratch:  # the downloaded result, until _finish_list has read it
+            raw = self._result_file(scratch, list_id)
+            try:
+                self._download_result(list_id, raw)
+            except JobUnavailable as gone:
+                if record.uploaded_by == record.attempt:
+                    raise  # uploaded by this very try: uploading again could loop and spend again
+                self.log.warning("The result of resumed %s %s is gone (%s): uploading it again",
+                                 self.list_noun, list_id, gone)  # fmt: skip
+                record.abandon(list_id)
+                record.save(state_path)
+                return self.execute(context)
+            if not record.completed and record.uploaded_at is not None:  # once per list, not per re-download
+                metrics.bulk_list_seconds(time.time() - record.uploaded_at, verifier=self.verifier_name,
+                                          dag_id=self.dag_id, kind=self.clearout_kind)  # fmt: skip
+            record.completed = True
             record.save(state_path)
-            return self.execute(context)
-        if not record.completed and record.uploaded_at is not None:  # once per list, not per re-download
-            metrics.bulk_list_seconds(time.time() - record.uploaded_at, verifier=self.verifier_name,
-                                      dag_id=self.dag_id, kind=self.clearout_kind)  # fmt: skip
-        record.completed = True
-        record.save(state_path)
-        credits_spent = None
-        if record.credits_before is not None and (balance := self._check_credits(0)) is not None:
-            credits_spent = record.credits_before - balance
-        return self._finish_list(
-            context, folder, record.rows_path, record.prepared, list_id, raw, credits_spent
-        )
+            credits_spent = None
+            if record.credits_before is not None and (balance := self._check_credits(0)) is not None:
+                credits_spent = record.credits_before - balance
+            return self._finish_list(
+                context, folder, record.rows_path, record.prepared, list_id, raw, credits_spent
+            )
 
     def on_kill(self) -> None:
         """Killed while waiting on the worker (non-deferrable): cancel the list, best effort.

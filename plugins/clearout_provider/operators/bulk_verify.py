@@ -47,11 +47,10 @@ from clearout_provider.operators.bulk_list import (
     STATE_FILE,
     BulkListOperator,
     ClearoutBulkSlotTimeout,
-    local_dir,
 )
 from clearout_provider.operators.links import BULK_VERIFY_LINKS
 from clearout_provider.operators.settings import resolve_flag, resolve_freshness, templated
-from clearout_provider.run_files import task_folder
+from clearout_provider.run_files import scratch_dir, task_folder
 from clearout_provider.verification.model import JobProgress
 from clearout_provider.verification.verifier import BulkVerifier, spec, verifier_for
 
@@ -206,10 +205,10 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
     def _list_progress(self, list_id: str) -> JobProgress:
         return self.bulk.progress(list_id)
 
-    def _result_file(self, folder: ObjectStoragePath, list_id: str) -> Path:
+    def _result_file(self, scratch: Path, list_id: str) -> Path:
         """The job's verdicts as Parquet, named by a digest (a Mail.so job id is many batch ids long)."""
         digest = hashlib.sha256(list_id.encode()).hexdigest()[:16]
-        return local_dir(folder) / f"{self.verifier_name}-verify-verdicts-{digest}.parquet"
+        return scratch / f"{self.verifier_name}-verify-verdicts-{digest}.parquet"
 
     def _download_result(self, list_id: str, dest: Path) -> None:
         """Download the job's verdicts (result columns) and keep them in ``dest`` for ``_finish_list``."""
@@ -233,9 +232,9 @@ class ClearoutBulkVerifyOperator(BulkListOperator):
         """Record the verdicts a cancelled job processed (the verifier leaves out the rows it did not)."""
         from clearout_provider.verification.ledger import VerdictLedger, recorded_by
 
-        scratch = local_dir(task_folder(context, self.workdir))
         try:
-            processed = self.bulk.download(list_id, scratch)
+            with scratch_dir(task_folder(context, self.workdir)) as scratch:
+                processed = self.bulk.download(list_id, scratch)
         except JobUnavailable as gone:
             self.log.warning(
                 "The result of cancelled job %s is not available (%s): nothing kept", list_id, gone
