@@ -242,29 +242,8 @@ def change_emails(server: SandboxProcess, extracted: Path, count: int) -> int:
     )
     if not report.ok:
         sys.exit(f"changing emails failed: {report.rejections[:3]}")
-    raise_events(server, chosen, EMAIL_CHANGED)
+    server.raise_clevertap_events(EMAIL_CHANGED, [{"objectId": o} for o in chosen])
     return len(chosen)
-
-
-def raise_events(server: SandboxProcess, object_ids: list[str], name: str) -> None:
-    """What the app sends when a user changes their address: one event per profile (1000 per call)."""
-    import requests
-
-    headers = {
-        "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
-        "X-CleverTap-Passcode": server.settings.clevertap_passcode,
-    }
-    now = int(time.time())
-    for start in range(0, len(object_ids), 1000):
-        records = [
-            {"type": "event", "objectId": o, "evtName": name, "ts": now, "evtData": {}}
-            for o in object_ids[start : start + 1000]
-        ]
-        answer = requests.post(
-            f"{server.url}/clevertap/1/upload", json={"d": records}, headers=headers, timeout=120
-        )
-        if answer.json().get("status") != "success":
-            sys.exit(f"raising {name!r} events failed: {answer.text[:300]}")
 
 
 def export_requests(stats: dict[str, int]) -> int:

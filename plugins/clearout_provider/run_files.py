@@ -67,7 +67,7 @@ def _local_path(path: ObjectStoragePath | Path) -> Path | None:
 
 
 @contextmanager
-def scratch_dir(folder: ObjectStoragePath) -> Iterator[Path]:
+def scratch_dir(folder: ObjectStoragePath | Path) -> Iterator[Path]:
     """A local folder for the files a hook streams to or from while one try works on them (an upload's
     local copy, a downloaded result): ``folder`` itself on local disk, where they stay next to the task's
     other files; on an object store a fresh temporary folder, removed when the block ends.
@@ -100,14 +100,11 @@ def staged_file(target: ObjectStoragePath | Path) -> Iterator[Path]:
     if local is not None:
         yield local
         return
-    scratch = Path(tempfile.mkdtemp(prefix="clearout-provider-"))
-    try:
+    with scratch_dir(target) as scratch:  # a temporary folder, since ``target`` is not local
         staged = scratch / target.name
         yield staged
         with staged.open("rb") as src, target.open("wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_json(path: ObjectStoragePath | Path) -> dict[str, Any] | None:

@@ -165,7 +165,7 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
         [{"objectId": object_id, "profileData": {"Email": email}} for object_id, email in changed.items()]
     )
     assert moved.ok
-    raise_events("Email Changed", movers[:3], server)
+    server.raise_clevertap_events("Email Changed", [{"objectId": o} for o in movers[:3]])
 
     third = dag.test(run_conf={"email_change_event": "Email Changed"})
 
@@ -191,28 +191,6 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
     assert 0 < after_first["credits_available"] - after_fourth["credits_available"] <= 5
     for object_id, email in changed.items():
         assert profile(object_id)["profileData"]["Clearout Verified Email"] == email
-
-
-def raise_events(name: str, object_ids: list[str], server: SandboxProcess) -> None:
-    """What the app does when a user changes their address: upload event ``name`` for each profile."""
-    import time
-
-    import requests
-
-    records = [
-        {"type": "event", "objectId": o, "evtName": name, "ts": int(time.time()), "evtData": {}}
-        for o in object_ids
-    ]
-    answer = requests.post(
-        f"{server.url}/clevertap/1/upload",
-        json={"d": records},
-        headers={
-            "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
-            "X-CleverTap-Passcode": server.settings.clevertap_passcode,
-        },
-        timeout=60,
-    )
-    assert answer.json()["status"] == "success", answer.text
 
 
 def test_dry_run_writes_nothing_to_clevertap(server: SandboxProcess, data_dir: Path) -> None:

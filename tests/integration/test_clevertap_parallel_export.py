@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import requests
 
 from clearout_provider.clevertap.selection import Part, by_date_ranges, delta_parts
 from clearout_provider.contacts import Freshness, FreshnessReason, freshness_reasons
@@ -177,27 +176,9 @@ def test_uploaded_events_are_found_by_an_event_query(
     server = sandbox_factory(SandboxSettings(seed_contacts=300))
     hook = hook_for(monkeypatch, server)
     now = datetime.now(UTC)
-    records = [
-        {
-            "type": "event",
-            "identity": str(10_000_000 + i),
-            "evtName": "Email Changed",
-            "ts": int(now.timestamp()),
-            "evtData": {},
-        }
-        for i in (3, 7, 11)
-    ]
+    records = [{"identity": str(10_000_000 + i)} for i in (3, 7, 11)]
     # The app raises the event when a user changes the address (the hook uploads only profiles).
-    answer = requests.post(
-        f"{server.url}/clevertap/1/upload",
-        json={"d": records},
-        headers={
-            "X-CleverTap-Account-Id": server.settings.clevertap_account_id,
-            "X-CleverTap-Passcode": server.settings.clevertap_passcode,
-        },
-        timeout=60,
-    )
-    assert answer.json()["status"] == "success", answer.text
+    server.raise_clevertap_events("Email Changed", records)
     parts = delta_parts(
         {},
         verified_at="Clearout Verified At",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -85,15 +86,39 @@ class SandboxProcess:
         resp.raise_for_status()
         return resp.json()
 
-    def clevertap_stats(self) -> dict[str, int]:
-        """The CleverTap side's request counters (``GET /clevertap/1/_sandbox/stats``, its ``stats``)."""
-        headers = {
+    @property
+    def _clevertap_auth(self) -> dict[str, str]:
+        return {
             "X-CleverTap-Account-Id": self.settings.clevertap_account_id,
             "X-CleverTap-Passcode": self.settings.clevertap_passcode,
         }
-        resp = requests.get(f"{self.url}/clevertap/1/_sandbox/stats", headers=headers, timeout=30)
+
+    def clevertap_stats(self) -> dict[str, int]:
+        """The CleverTap side's request counters (``GET /clevertap/1/_sandbox/stats``, its ``stats``)."""
+        resp = requests.get(
+            f"{self.url}/clevertap/1/_sandbox/stats", headers=self._clevertap_auth, timeout=30
+        )
         resp.raise_for_status()
         return resp.json()["stats"]
+
+    def raise_clevertap_events(self, name: str, profiles: Sequence[Mapping[str, str]]) -> None:
+        """Upload event ``name`` (now) for each profile (``{"objectId": ...}`` or ``{"identity": ...}``),
+        as an app does when its users act, e.g. change their email (the hooks upload profiles only)."""
+        now = int(time.time())
+        for start in range(0, len(profiles), 1000):  # CleverTap's records per upload call
+            records = [
+                {"type": "event", **ref, "evtName": name, "ts": now, "evtData": {}}
+                for ref in profiles[start : start + 1000]
+            ]
+            resp = requests.post(
+                f"{self.url}/clevertap/1/upload",
+                json={"d": records},
+                headers=self._clevertap_auth,
+                timeout=120,
+            )
+            resp.raise_for_status()
+            if resp.json().get("status") != "success":
+                raise RuntimeError(f"uploading {name!r} events failed: {resp.text[:300]}")
 
     def mailso_stats(self) -> dict[str, Any]:
         """The Mail.so side's ledger and counters (``GET /mailso/v1/_sandbox/stats``: credits used,
