@@ -2,9 +2,11 @@
 
 Night 1 verifies the whole segment (no full sweep has run yet: ``selection`` auto exports it whole).
 Then 1 % of the exported profiles get a new email over CleverTap's API, the app's way: the profile
-upload plus an "Email Changed" event (``CleverTapHook.upload_profiles``, then the events upload), and
-night 2 runs with ``email_change_event`` set — a delta night, which asks CleverTap only for what can be
-due. Judged (issue 10), each against the same run's own first night or a machine-independent bound:
+upload that also deletes "Clearout Verified At" (``--signal reset``, the default: those profiles are
+never verified again, found by the delta's first part), or the upload plus an "Email Changed" event
+(``--signal event``: night 2 runs with ``email_change_event`` set, one more export part). Night 2 is a
+delta night, which asks CleverTap only for what can be due. Judged (issue 10), each against the same
+run's own first night or a machine-independent bound:
 
 * night 2's export requests <= 3 % of night 1's (the extract's count, witnessed by the sandbox's);
 * night 2 end to end <= 25 % of night 1's;
@@ -21,12 +23,14 @@ Airflow home. ``dags test`` runs every task in that one process, one after the o
   "[DAG TEST] starting task_id=..." lines the run prints;
 * **peak RSS per task** is the process's high-water mark (VmHWM) over the task's window: it is reset
   to the current RSS (``/proc/<pid>/clear_refs``, "5") when a task starts and read when the next
-  starts. Memory an earlier task left allocated counts in a later task's peak too, so the figures are
-  upper bounds; the RSS at the task's start is printed beside them. Child processes, if any, are
+  starts. After each task a benchmark-only listener (``task_processes/release_between_tasks.py``)
+  hands the memory it freed back to the OS, as the task's own process would by exiting; memory an
+  earlier task still references counts in a later task's peak, so the figures are upper bounds. The
+  RSS at the task's start is printed beside them. Child processes, if any, are
   polled with psutil and added.
 
     .venv/bin/python bench/bench_nightly.py [--contacts 1000000] [--bulk-rate 500000] [--root DIR]
-                                            [--changed-share 0.01]
+                                            [--changed-share 0.01] [--signal reset|event]
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ TARGET_REQUEST_SHARE = 0.03
 TARGET_TIME_SHARE = 0.25
 EMAIL_CHANGED = "Email Changed"
 MB = 1 << 20
+#: The plugin that makes the one ``dags test`` process hand memory back between tasks, as separate task
+#: processes would (see release_between_tasks.py).
+TASK_PROCESSES = Path(__file__).resolve().parent / "task_processes"
 STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
 
 
@@ -179,7 +186,7 @@ def run_nightly(env: dict[str, str], root: Path, name: str, conf: dict[str, obje
     started = time.monotonic()
     proc = subprocess.Popen(
         [airflow, "dags", "test", DAG_ID, *(["--conf", json.dumps(conf)] if conf else [])],
-        env=env,
+        env={**env, "AIRFLOW__CORE__PLUGINS_FOLDER": str(TASK_PROCESSES)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -229,20 +236,24 @@ def xcom_of(db: Path, task_id: str) -> dict[str, object]:
     return value
 
 
-def change_emails(server: SandboxProcess, extracted: Path, count: int) -> int:
-    """Give ``count`` of the exported profiles (evenly spread) a new, unique email, over CleverTap's API."""
+def change_emails(server: SandboxProcess, extracted: Path, count: int, signal: str) -> int:
+    """Give ``count`` of the exported profiles (evenly spread) a new, unique email, over CleverTap's API,
+    the app's way: with ``signal`` "reset" the same upload deletes "Clearout Verified At"; with "event"
+    the app raises the "Email Changed" event afterwards."""
     os.environ.update(sandbox_connections(server))
     from clearout_provider.hooks.clevertap import CleverTapHook
 
     object_ids = pq.read_table(extracted, columns=["objectId"]).column("objectId").to_pylist()
     chosen = object_ids[:: max(1, len(object_ids) // max(1, count))][:count]
+    reset = {"Clearout Verified At": {"$delete": 1}} if signal == "reset" else {}
     report = CleverTapHook().upload_profiles(
-        {"objectId": object_id, "profileData": {"Email": f"moved.{n}@newco{n % 97}.com"}}
+        {"objectId": object_id, "profileData": {"Email": f"moved.{n}@newco{n % 97}.com", **reset}}
         for n, object_id in enumerate(chosen)
     )
     if not report.ok:
         sys.exit(f"changing emails failed: {report.rejections[:3]}")
-    server.raise_clevertap_events(EMAIL_CHANGED, [{"objectId": o} for o in chosen])
+    if signal == "event":
+        server.raise_clevertap_events(EMAIL_CHANGED, [{"objectId": o} for o in chosen])
     return len(chosen)
 
 
@@ -258,6 +269,13 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument(
         "--changed-share", type=float, default=0.01, help="share of --contacts whose email changes"
+    )
+    parser.add_argument(
+        "--signal",
+        choices=("reset", "event"),
+        default="reset",
+        help="how the app signals a changed email: reset the verification in the same upload (no extra "
+        "export part) or raise an event (one more part)",
     )
     args = parser.parse_args()
 
@@ -275,12 +293,13 @@ def main() -> int:
         first_requests = export_requests(server.clevertap_stats())
         extracted = Path(str(first_extract.get("path", "")).removeprefix("file://"))
         to_change = round(args.contacts * args.changed_share)
-        changed = change_emails(server, extracted, to_change) if first.ok else 0
+        changed = change_emails(server, extracted, to_change, args.signal) if first.ok else 0
         credits_before, ct_before = (
             int(server.clearout_stats()["credits_available"]),
             server.clevertap_stats(),
         )
-        second = run_nightly(env, root, "changed", {"email_change_event": EMAIL_CHANGED})
+        conf = {"email_change_event": EMAIL_CHANGED} if args.signal == "event" else {}
+        second = run_nightly(env, root, "changed", conf)
         credits_spent = credits_before - int(server.clearout_stats()["credits_available"])
         ct_after = server.clevertap_stats()
         second_extract = xcom_of(db, "extract_delta") if second.ok else {}
@@ -302,7 +321,7 @@ def main() -> int:
     second_requests = export_requests(ct_after) - export_requests(ct_before)
     print(
         f"night 2 ({second_extract.get('selection')} selection) after {changed:,} profiles "
-        f"({args.changed_share:.0%}) changed their email: {second.wall:,.0f} s, "
+        f"({args.changed_share:.0%}) changed their email (signal: {args.signal}): {second.wall:,.0f} s, "
         f"{second_extract.get('exported', 0):,} exported in {second_requests} export requests "
         f"(parts {second_extract.get('by_part')}); run {'succeeded' if second.ok else 'FAILED'} "
         f"(exit {second.code}), output in {root / 'dags-test-changed.log'}"

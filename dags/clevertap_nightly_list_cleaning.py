@@ -7,10 +7,12 @@ Every night, for one CleverTap segment:
    verified, verified longer ago than the freshness TTL (`ttl_days`; `unknown` and `catch_all`
    verdicts after `uncertain_ttl_days`), or whose email changed since it was verified. The rest cost
    nothing tonight. On a normal night CleverTap itself selects those profiles (`selection` = auto:
-   CQL on the verification date and status the load writes, a few cursors paged side by side), so
-   the export costs what changed, not the size of the base; every `full_sweep_days` the whole
-   segment is exported and checked, which also catches an address changed without the app's
-   `email_change_event`. The report says which selection ran.
+   CQL on the verification date and the due date "Clearout Reverify After" the load writes, a few
+   cursors paged side by side), so the export costs what changed, not the size of the base. When
+   your app changes a profile's email, have it delete "Clearout Verified At" in the same upload
+   (`{"$delete": 1}`; or raise an event named in `email_change_event`): the next night verifies it.
+   Every `full_sweep_days` the whole segment is exported and checked, which also catches an address
+   changed without either signal. The report says which selection ran.
 2. **choose_mode** sends a small delta to Clearout's instant API (below `instant_threshold`
    addresses) and anything larger to bulk lists that wait in the triggerer, not on a worker.
    **split_for_bulk** cuts a large delta into files of at most 500,000 rows (Clearout's recommended
@@ -153,7 +155,7 @@ def clevertap_nightly_list_cleaning() -> None:
         "renames": "{{ params.renames }}",
         "verifier": "{{ params.verifier }}",
     }
-    # The extract's freshness and the verdict ledger's reuse are one rule.
+    # The extract's freshness, the verdict ledger's reuse and the due date the load writes are one rule.
     freshness = {"ttl_days": "{{ params.ttl_days }}", "uncertain_ttl_days": "{{ params.uncertain_ttl_days }}"}
     extract = CleverTapExtractProfilesOperator(
         task_id="extract_delta",
@@ -219,6 +221,7 @@ def clevertap_nightly_list_cleaning() -> None:
         task_id="load_back",
         mapping=mapping,
         unsubscribe="{{ params.unsubscribe }}",
+        freshness=freshness,
         dry_run="{{ params.dry_run or not params.write_back }}",
     ).expand(result_path=verification.map(lambda outcome: outcome["result_path"]))
 

@@ -42,7 +42,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -57,9 +57,9 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, ValidatedEmail, validate_email
 
-from clearout_provider.clearout.statuses import EMAIL_COLUMN_NAMES
+from clearout_provider.clearout.statuses import EMAIL_COLUMN_NAMES, VERDICT_OF_STATUS
 from clearout_provider.exceptions import AccountingError, ContactsError
-from clearout_provider.verification.model import RESULT_COLUMNS
+from clearout_provider.verification.model import RESULT_COLUMNS, UNCERTAIN_VERDICTS
 
 log = logging.getLogger(__name__)
 
@@ -993,6 +993,18 @@ def input_columns(rows_schema: pa.Schema) -> list[str]:
 FRESHNESS_COLUMNS = ("email", "verified_email", "verified_at", "status")
 
 
+#: Headline status words (lower case, "_" for spaces and dashes) whose verdict is uncertain: the neutral
+#: words themselves (Mail.so's results are neutral) and Clearout's statuses that map to them, plus
+#: "catchall" as some exports spell it.
+UNCERTAIN_STATUS_WORDS: frozenset[str] = frozenset(
+    {
+        *(str(v) for v in UNCERTAIN_VERDICTS),
+        *(s.value for s, v in VERDICT_OF_STATUS.items() if v in UNCERTAIN_VERDICTS),
+        "catchall",
+    }
+)
+
+
 class FreshnessReason(StrEnum):
     """Why a profile is (re-)verified; a null reason means its verification is fresh."""
 
@@ -1015,6 +1027,12 @@ class Freshness:
     def __post_init__(self) -> None:
         if self.ttl_days < 0 or self.uncertain_ttl_days < 0:
             raise ValueError(f"Freshness TTLs must be >= 0 days, got {self}")
+
+    def lifetime(self, verdict: str | None) -> timedelta:
+        """How long a neutral ``verdict`` stays good: an uncertain one (:data:`UNCERTAIN_VERDICTS`) for
+        ``uncertain_ttl_days``. The load writes verification time + this as the profile's due date, which
+        the delta selection asks CleverTap for (:mod:`clearout_provider.clevertap.selection`)."""
+        return timedelta(days=self.uncertain_ttl_days if verdict in UNCERTAIN_VERDICTS else self.ttl_days)
 
 
 def _column_or_nulls(table: pa.Table, name: str, type_: pa.DataType) -> pa.Array:
@@ -1066,7 +1084,7 @@ def freshness_reasons(table: pa.Table, freshness: Freshness, now: datetime) -> p
     at = _verified_at(_column_or_nulls(table, at_column, pa.string()))
     status = _column_or_nulls(table, status_column, pa.string()).cast(pa.string())
     status = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(status)), r"[\s-]+", "_")
-    uncertain = pc.is_in(status, value_set=pa.array(["catch_all", "catchall", "unknown", "risky"]))
+    uncertain = pc.is_in(status, value_set=pa.array(sorted(UNCERTAIN_STATUS_WORDS)))
 
     def older_than(days: float) -> pa.Array:
         return pc.less(at, pa.scalar(now - timedelta(days=days), _UTC))
@@ -1095,24 +1113,61 @@ def freshness_reasons(table: pa.Table, freshness: Freshness, now: datetime) -> p
 CHUNK_FILE = "chunk-{index:05d}-{digest}.parquet"
 
 
-def _grouped_order(emails: NormalisedEmails) -> tuple[np.ndarray, np.ndarray]:
+#: Rows normalised at a time while :func:`split_into_chunks` reads the addresses: big enough that the
+#: fast path's sampled re-check (:data:`FAST_PATH_SAMPLE` per call) stays a small cost, small enough
+#: that the normalisation's temporaries stay a small part of a task's memory.
+_GROUPING_ROWS = 1 << 18
+
+
+def _group_keys(emails: Iterable[pa.Array]) -> np.ndarray:
+    """Per row of the concatenated ``emails``: the first row of its address, keyed exactly as
+    :func:`prepare_contacts` dedupes (the normalised address of a valid row), or the row itself for a
+    row without a valid address.
+
+    Only the normalised valid addresses are kept between slices, and the rows of one address are found
+    by a stable sort rather than a hash table: at five million addresses ``dictionary_encode``'s table
+    peaks at several times the strings' size, the sort at a fraction of it.
+    """
+    keys = []
+    for slice_ in emails:
+        normalised = normalise_emails(slice_)
+        keys.append(pc.if_else(normalised.valid, normalised.normalised, _NO_TEXT))
+    if not keys:
+        return np.zeros(0, dtype=np.int64)
+    # One array: taking from a chunked one would concatenate it on every call.
+    addresses = pa.concat_arrays(keys)
+    del keys
+    pa.default_memory_pool().release_unused()  # the normalisation's temporaries, before the sort
+    by_address = pc.array_sort_indices(addresses, order="ascending", null_placement="at_end")
+    rows = by_address.to_numpy().astype(np.int32 if len(by_address) < 2**31 else np.int64)
+    n, valid = len(rows), len(addresses) - addresses.null_count
+    # In sorted order, where a new address starts (compared a slice at a time: no sorted copy whole).
+    starts = np.ones(valid, dtype=bool)
+    for begin in range(0, valid, _GROUPING_ROWS):
+        end = min(begin + _GROUPING_ROWS + 1, valid)
+        sorted_slice = addresses.take(by_address[begin:end])
+        different = pc.not_equal(sorted_slice[1:], sorted_slice[:-1]).to_numpy(zero_copy_only=False)
+        starts[begin + 1 : end] = different
+    del addresses, by_address
+    pa.default_memory_pool().release_unused()  # the strings are gone: give their memory back now
+    # The sort is stable: the first row of each address's run is its first row in the file.
+    run_start = np.where(starts, np.arange(valid, dtype=rows.dtype), 0)
+    del starts
+    np.maximum.accumulate(run_start, out=run_start)
+    key = np.arange(n, dtype=rows.dtype)  # rows without a valid address: their own group
+    key[rows[:valid]] = rows[run_start]
+    return key
+
+
+def _grouped_order(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row order with each address's rows together, True where a group starts in that order).
 
-    Groups are keyed exactly as :func:`prepare_contacts` dedupes (the normalised address of a valid
-    row), ordered by their first row; a row without a valid address is a group of its own and keeps
-    its place. The sort is stable, so the order is a pure function of the input.
+    ``key`` is :func:`_group_keys`: groups are ordered by their first row, and a row without a valid
+    address keeps its place. The sort is stable, so the order is a pure function of the input.
     """
-    n = len(emails.valid)
-    rows = np.arange(n, dtype=np.int64)
-    encoded = pc.dictionary_encode(pc.if_else(emails.valid, emails.normalised, _NO_TEXT))
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-    grouped = codes >= 0
-    first_row = np.full(len(encoded.dictionary), n, dtype=np.int64)
-    np.minimum.at(first_row, codes[grouped], rows[grouped])
-    key = np.where(grouped, first_row[np.where(grouped, codes, 0)], rows)
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
-    starts = np.ones(n, dtype=bool)
+    starts = np.ones(len(key), dtype=bool)
     starts[1:] = sorted_key[1:] != sorted_key[:-1]
     return order, starts
 
@@ -1133,6 +1188,72 @@ def _chunk_bounds(starts: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
         bounds.append((start, end))
         start = end
     return bounds
+
+
+class _Rows:
+    """A contacts file as :func:`split_into_chunks` reads it: one column at a time, then the rows in
+    batches, so a Parquet input (what the extract writes) is never held whole. A CSV is parsed whole
+    once (:func:`read_contacts`), as before."""
+
+    def __init__(self, source: StoragePath) -> None:
+        path = resolve_path(source)
+        with path.open("rb") as stream:
+            magic = stream.read(4)
+        self._parquet: pq.ParquetFile | None = None
+        self._table: pa.Table | None = None
+        if magic == b"PAR1":
+            self._stream = path.open("rb")
+            try:
+                self._parquet = pq.ParquetFile(self._stream)
+            except (pa.ArrowException, OSError) as error:
+                self._stream.close()
+                raise MalformedContactsFile(f"{source} is not a readable Parquet file: {error}") from None
+            self.schema = self._parquet.schema_arrow
+            self.num_rows = self._parquet.metadata.num_rows
+        else:
+            self._table = read_contacts(source, max_rows=np.iinfo(np.int64).max)
+            self.schema = self._table.schema
+            self.num_rows = self._table.num_rows
+
+    def column(self, name: str, rows: int) -> Iterator[pa.Table]:
+        """Just column ``name``, ``rows`` rows at a time, as one-column tables."""
+        if self._parquet is not None:
+            for batch in self._parquet.iter_batches(batch_size=rows, columns=[name]):
+                yield pa.Table.from_batches([batch])
+        else:
+            assert self._table is not None
+            for start in range(0, self.num_rows, rows):
+                yield self._table.select([name]).slice(start, rows)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Every row, in order, a batch of at most :data:`_ROW_GROUP_ROWS` rows at a time."""
+        if self._parquet is not None:
+            yield from self._parquet.iter_batches(batch_size=_ROW_GROUP_ROWS)
+        else:
+            assert self._table is not None
+            yield from self._table.to_batches(max_chunksize=_ROW_GROUP_ROWS)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._stream.close()
+
+
+def _chunk_table(rows: _Rows, chunk_of_row: np.ndarray, index: int, wanted: np.ndarray) -> pa.Table:
+    """The rows of chunk ``index`` (``chunk_of_row`` == index), in the order ``wanted`` gives their ids.
+
+    One pass over the file per chunk keeps only that chunk's rows in memory: at most ``chunk_rows``
+    rows, however large the file.
+    """
+    pieces, ids, offset = [], [], 0
+    for batch in rows.batches():
+        mine = np.flatnonzero(chunk_of_row[offset : offset + batch.num_rows] == index)
+        if len(mine):
+            pieces.append(batch.take(pa.array(mine)))
+            ids.append(mine + offset)
+        offset += batch.num_rows
+    table = pa.Table.from_batches(pieces, schema=rows.schema)
+    # The pieces are in file order (ascending ids); put them in ``wanted``'s order.
+    return table.take(pa.array(np.searchsorted(np.concatenate(ids), wanted)))
 
 
 def split_into_chunks(
@@ -1159,22 +1280,33 @@ def split_into_chunks(
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    table = read_contacts(source, max_rows=np.iinfo(np.int64).max)
-    _check_column_names(table.column_names, str(source))
-    column = find_email_column(table.column_names, email_column)
-    order, starts = _grouped_order(normalise_emails(email_text(table, column, str(source))))
-    folder = resolve_path(workdir)
-    if isinstance(folder, Path):
-        folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, (start, end) in enumerate(_chunk_bounds(starts, chunk_rows)):
-        buffer = io.BytesIO()
-        pq.write_table(table.take(pa.array(order[start:end])), buffer, row_group_size=_ROW_GROUP_ROWS)
-        digest = hashlib.sha256(buffer.getbuffer()).hexdigest()[:16]
-        path = folder / CHUNK_FILE.format(index=index, digest=digest)
-        with path.open("wb") as stream:
-            stream.write(buffer.getbuffer())
-        paths.append(str(path))
-    rows = table.num_rows
-    log.info("Split %d rows of %s into %d chunks of at most %d rows", rows, source, len(paths), chunk_rows)
+    rows = _Rows(source)
+    try:
+        _check_column_names(rows.schema.names, str(source))
+        column = find_email_column(rows.schema.names, email_column)
+        emails = (email_text(part, column, str(source)) for part in rows.column(column, _GROUPING_ROWS))
+        order, starts = _grouped_order(_group_keys(emails))
+        bounds = _chunk_bounds(starts, chunk_rows)
+        chunk_of_row = np.empty(rows.num_rows, dtype=np.int32)
+        for index, (start, end) in enumerate(bounds):
+            chunk_of_row[order[start:end]] = index
+        folder = resolve_path(workdir)
+        if isinstance(folder, Path):
+            folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, (start, end) in enumerate(bounds):
+            buffer = io.BytesIO()
+            chunk = _chunk_table(rows, chunk_of_row, index, order[start:end])
+            pq.write_table(chunk, buffer, row_group_size=_ROW_GROUP_ROWS)
+            del chunk
+            digest = hashlib.sha256(buffer.getbuffer()).hexdigest()[:16]
+            path = folder / CHUNK_FILE.format(index=index, digest=digest)
+            with path.open("wb") as stream:
+                stream.write(buffer.getbuffer())
+            paths.append(str(path))
+    finally:
+        rows.close()
+    log.info(
+        "Split %d rows of %s into %d chunks of at most %d rows", rows.num_rows, source, len(paths), chunk_rows
+    )
     return paths

@@ -124,6 +124,9 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
     valid = profile(object_id_of(0))["profileData"]
     assert valid["Clearout Verification Status"] == "valid" and valid["Clearout Safe To Send"] is True
     assert valid["Clearout Verified Email"] == "valid@example.com" and "Clearout Verified At" in valid
+    # Due again after the 30-day TTL (the DAG's default), counted from the verification.
+    due_in = int(valid["Clearout Reverify After"][3:]) - int(valid["Clearout Verified At"][3:])
+    assert due_in == 30 * 86_400
     for object_id, row in result[result["decided_by"] == "clearout_bulk"].head(50).iterrows():
         data = profile(object_id)["profileData"]
         assert data["Clearout Verification Status"] == row["clearout_status"], object_id
@@ -157,26 +160,32 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
     )
     assert server.clevertap_stats()["saving_upload_calls"] == ct["saving_upload_calls"]
 
-    # ---- 3. five users change their email, three of them through the app's "Email Changed" event:
-    # the delta night verifies those three; the two without a signal wait for the full sweep.
-    movers = list(result[result["decided_by"] == "clearout_bulk"].index[:5])
+    # ---- 3. six users change their email: two through the app's "Email Changed" event, two with the
+    # app resetting the verification in the same upload; the delta night verifies those four; the two
+    # without any signal wait for the full sweep.
+    movers = list(result[result["decided_by"] == "clearout_bulk"].index[:6])
     changed = {object_id: f"new.address{n}@acme-rockets.com" for n, object_id in enumerate(movers)}
+    reset = {"Clearout Verified At": {"$delete": 1}}
     moved = CleverTapHook().upload_profiles(
-        [{"objectId": object_id, "profileData": {"Email": email}} for object_id, email in changed.items()]
+        [
+            {"objectId": object_id, "profileData": {"Email": email, **(reset if n in (2, 3) else {})}}
+            for n, (object_id, email) in enumerate(changed.items())
+        ]
     )
     assert moved.ok
-    server.raise_clevertap_events("Email Changed", [{"objectId": o} for o in movers[:3]])
+    server.raise_clevertap_events("Email Changed", [{"objectId": o} for o in movers[:2]])
 
     third = dag.test(run_conf={"email_change_event": "Email Changed"})
 
     assert states(third)["verify_instant"] == "success" and states(third)["report"] == "success"
     extract3 = xcom(third, "extract_delta")
-    assert extract3["selection"] == "delta" and extract3["by_part"]["email_change_event"] == 3
-    assert extract3["to_verify"] == 3 and extract3["by_reason"]["email_changed"] == 3
+    assert extract3["selection"] == "delta" and extract3["by_part"]["email_change_event"] == 2
+    assert extract3["by_part"]["never_verified"] == 2 and extract3["to_verify"] == 4
+    assert extract3["by_reason"] == {"email_changed": 2, "never_verified": 2, "stale": 0}
     check_report(data_dir, third)
     after_third = server.clearout_stats()
-    assert after_third["bulk_uploads"] == 1 and after_third["instant_calls"] == 3
-    for object_id in movers[:3]:
+    assert after_third["bulk_uploads"] == 1 and after_third["instant_calls"] == 4
+    for object_id in movers[:4]:
         assert profile(object_id)["profileData"]["Clearout Verified Email"] == changed[object_id]
 
     # ---- 4. the full sweep (weekly under "auto"; asked for here) finds the other two
@@ -187,8 +196,8 @@ def test_full_night_then_delta_nights_then_a_sweep_verify_only_what_changed(
     assert extract4["to_verify"] == 2 and extract4["by_reason"]["email_changed"] == 2
     assert "full selection" in check_report(data_dir, fourth)
     after_fourth = server.clearout_stats()
-    assert after_fourth["instant_calls"] == 5
-    assert 0 < after_first["credits_available"] - after_fourth["credits_available"] <= 5
+    assert after_fourth["instant_calls"] == 6
+    assert 0 < after_first["credits_available"] - after_fourth["credits_available"] <= 6
     for object_id, email in changed.items():
         assert profile(object_id)["profileData"]["Clearout Verified Email"] == email
 

@@ -17,13 +17,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from clearout_provider.clearout.statuses import VERDICT_OF_STATUS, Status
+from clearout_provider.clevertap.mapping import PropertyMapping
 from clearout_provider.clevertap.selection import Part, by_date_ranges, delta_parts
 from clearout_provider.contacts import Freshness, FreshnessReason, freshness_reasons
 from clearout_provider.hooks.clevertap import CleverTapHook
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 
 FAST = {"retry_wait": 0.01, "retry_max_wait": 0.05, "not_ready_wait": 0.01, "throttle_wait": 0.02}
-PROPS = ("Clearout Verified At", "Clearout Verification Status", "Clearout Verified Email", "Signup Date")
+VERIFIED_AT, VERIFIED_EMAIL, REVERIFY_AFTER = (
+    "Clearout Verified At",
+    "Clearout Verified Email",
+    "Clearout Reverify After",
+)
+PROPS = (VERIFIED_AT, "Clearout Verification Status", VERIFIED_EMAIL, REVERIFY_AFTER, "Signup Date")
 
 
 def hook_for(monkeypatch: pytest.MonkeyPatch, server: SandboxProcess, **kwargs: object) -> CleverTapHook:
@@ -112,62 +119,78 @@ def test_delta_parts_select_what_the_local_check_finds_due(
     server = sandbox_factory(SandboxSettings(seed_contacts=2000))
     hook = hook_for(monkeypatch, server)
     now = datetime.now(UTC)
-    day = 86_400
-    recent = [  # verified lately: fresh, or uncertain and due after its shorter TTL
+    freshness = Freshness(ttl_days=30, uncertain_ttl_days=1)
+    mapping = PropertyMapping()
+    # Verified lately, as the load writes a verdict (verification time, address, due date): fresh, or
+    # uncertain and due after its shorter TTL, or past the long one.
+    recent = []
+    for i in range(100, 300):
+        status = ("valid", "catch_all", "unknown", "invalid")[i % 4]
+        row = {
+            "clearout_status": status,
+            "verdict": VERDICT_OF_STATUS[Status(status)].value,
+            "verified_at": now - timedelta(days=(i % 5) + (31 if i % 50 == 0 else 0), minutes=1),
+            "verified_email": f"someone{i}@example.com",
+        }
+        data = {k: v for k, v in mapping.properties(row, freshness=freshness).items() if v is not None}
+        recent.append(
+            {"identity": str(10_000_000 + i), "profileData": {**data, "Email": row["verified_email"]}}
+        )
+    # The app changed three addresses and reset their verification in the same upload.
+    reset = [
         {
             "identity": str(10_000_000 + i),
-            "profileData": {
-                "Clearout Verified At": f"$D_{int(now.timestamp()) - (i % 5) * day}",
-                "Clearout Verification Status": ("valid", "catch_all", "unknown", "invalid")[i % 4],
-            },
+            "profileData": {"Email": f"new{i}@example.com", VERIFIED_AT: {"$delete": 1}},
         }
-        for i in range(100, 300)
+        for i in (100, 104, 108)  # verified today: fresh until the change
     ]
-    assert hook.upload_profiles(recent).rejected == 0
-    freshness = Freshness(ttl_days=30, uncertain_ttl_days=1)
+    assert hook.upload_profiles(recent).ok and hook.upload_profiles(reset).ok
     segment = {"common_profile_properties": {"profile_fields": [{"name": "Email", "operator": "exists"}]}}
-    parts = delta_parts(
-        segment,
-        verified_at="Clearout Verified At",
-        status="Clearout Verification Status",
-        ttl_days=freshness.ttl_days,
-        uncertain_ttl_days=freshness.uncertain_ttl_days,
-        now=now,
-    )
+    parts = delta_parts(segment, verified_at=VERIFIED_AT, due_at=REVERIFY_AFTER, now=now)
+    assert [p.label for p in parts] == ["never_verified", "due"]
     delta = hook.export_partitions([p.query for p in parts], tmp_path / "delta.parquet", properties=PROPS)
     full = hook.export_profiles(segment, tmp_path / "full.parquet", properties=PROPS)
 
     table = pq.read_table(tmp_path / "full.parquet")
     roles = {
-        "Clearout Verified At": "verified_at",
+        VERIFIED_AT: "verified_at",
         "Clearout Verification Status": "status",
-        "Clearout Verified Email": "verified_email",
+        VERIFIED_EMAIL: "verified_email",
     }
     reasons = freshness_reasons(
         table.rename_columns([roles.get(c, c) for c in table.column_names]), freshness, now
     )
-    due = set(pc.filter(table.column("objectId"), pc.is_valid(reasons)).to_pylist())
-    changed = set(
+    objects = table.column("objectId")
+    due = set(pc.filter(objects, pc.is_valid(reasons)).to_pylist())
+    # Verified by another tool (the seed's old verifications: no due date) or changed without a signal:
+    # only the full sweep sees those.
+    unseen = set(
         pc.filter(
-            table.column("objectId"), pc.equal(reasons, FreshnessReason.EMAIL_CHANGED.value)
+            objects,
+            pc.or_(
+                pc.and_(pc.is_valid(table.column(VERIFIED_AT)), pc.is_null(table.column(REVERIFY_AFTER))),
+                pc.equal(reasons, FreshnessReason.EMAIL_CHANGED.value),
+            ),
         ).to_pylist()
     )
     selected = set(ids(tmp_path / "delta.parquet"))
-    assert delta.duplicates == 0 and full.count > delta.count > 0
-    # Everything due is selected, but an email change (only the full sweep sees it) ...
-    assert due - changed <= selected
-    # ... and nothing fresh is: the server-side cut-offs are the local ones.
+    # One profile is in both parts (its due date passed, then the app reset it): the merge keeps it once.
+    assert delta.duplicates == 1 and full.count > delta.count == len(selected) > 0
+    # Everything due that the delta can see is selected ...
+    assert due - unseen <= selected
+    # ... and nothing fresh is: the server-side due dates are the local cut-offs.
     assert selected <= due
-    in_segment = set(table.column("identity").to_pylist())
-    uncertain_recent = {
-        r["identity"]
+    by_identity = dict(
+        zip(table.column("identity").to_pylist(), table.column("objectId").to_pylist(), strict=True)
+    )
+    assert {by_identity[r["identity"]] for r in reset} <= selected  # the reset made them never verified
+    recent_due = {
+        by_identity[r["identity"]]
         for r in recent
-        if r["profileData"]["Clearout Verification Status"] in ("catch_all", "unknown")
-        and int(r["profileData"]["Clearout Verified At"][3:]) < now.timestamp() - day
-        and r["identity"] in in_segment
+        if int(r["profileData"][REVERIFY_AFTER][3:]) < now.timestamp() and r["identity"] in by_identity
     }
-    assert uncertain_recent  # the test exercises the uncertain part
-    assert delta.part_counts[2] == len(uncertain_recent)
+    assert len(recent_due) > 30  # the test exercises both TTL classes through the one "due" part
+    assert delta.part_counts[1] == len(recent_due)
 
 
 def test_uploaded_events_are_found_by_an_event_query(
@@ -181,10 +204,8 @@ def test_uploaded_events_are_found_by_an_event_query(
     server.raise_clevertap_events("Email Changed", records)
     parts = delta_parts(
         {},
-        verified_at="Clearout Verified At",
-        status="Clearout Verification Status",
-        ttl_days=30,
-        uncertain_ttl_days=1,
+        verified_at=VERIFIED_AT,
+        due_at=REVERIFY_AFTER,
         now=now,
         email_change_event="Email Changed",
         since=now - timedelta(days=1),

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from clearout_provider.clearout.results import normalise_instant_result
+from clearout_provider.clevertap.mapping import DUE_COLUMN
 from clearout_provider.clevertap_rules import date_value
 from clearout_provider.contacts import FRESHNESS_COLUMNS, Freshness, freshness_reasons
 from clearout_provider.hooks import clevertap_models
@@ -43,6 +44,7 @@ from clearout_provider.verdicts import (
 from clearout_provider.verification.model import DETAIL_COLUMNS
 
 VERIFIED_ON = datetime(2026, 2, 3, 4, 5, 6, 789_000, tzinfo=UTC)
+DAY = 86_400
 
 #: Sub-status code → (status, bounce, reason under the default policy). Written out from the fact sheet.
 SUB_STATUS_EXPECTED: dict[int, tuple[str, str | None, str | None]] = {
@@ -154,6 +156,7 @@ def test_each_clearout_test_address_maps_to_properties_and_an_unsubscribe_decisi
     row = result_row(address)
     props = PropertyMapping().properties(row)
     outcome = TEST_ADDRESSES[local]
+    lifetime_days = 1 if status in ("unknown", "catch_all") else 30
     assert props == {
         "Clearout Verification Status": status,
         "Clearout Safe To Send": safe,
@@ -167,8 +170,33 @@ def test_each_clearout_test_address_maps_to_properties_and_an_unsubscribe_decisi
         "Clearout Suggested Email": outcome.suggested or None,
         "Clearout Verified At": f"$D_{int(VERIFIED_ON.timestamp())}",
         "Clearout Verified Email": address,
+        # Due after the default TTLs: 1 day for the uncertain statuses, 30 for the rest.
+        "Clearout Reverify After": f"$D_{int(VERIFIED_ON.timestamp()) + DAY * lifetime_days}",
     }
     assert UnsubscribePolicy().reason(row) == reason
+
+
+def test_the_due_date_is_the_verification_time_plus_the_verdicts_lifetime() -> None:
+    at = int(VERIFIED_ON.timestamp())
+    freshness = Freshness(ttl_days=10, uncertain_ttl_days=0.5)
+    for local, lifetime in (
+        ("valid", 10 * DAY),
+        ("catch_all", DAY // 2),
+        ("unknown", DAY // 2),
+        ("invalid", 10 * DAY),
+    ):
+        props = PropertyMapping().properties(result_row(f"{local}@{TEST_DOMAIN}"), freshness=freshness)
+        assert props["Clearout Reverify After"] == f"$D_{at + lifetime}", local
+    # A locally decided verdict is due from when it was decided; without any date there is no due date.
+    row = {"verified_email": "not-an-email", "clearout_status": "invalid", "verdict": "undeliverable"}
+    decided = datetime(2026, 1, 1, tzinfo=UTC)
+    dated = PropertyMapping().properties(row, verified_at_default=decided, freshness=freshness)
+    assert dated["Clearout Reverify After"] == f"$D_{int(decided.timestamp()) + 10 * DAY}"
+    assert PropertyMapping().properties(row)["Clearout Reverify After"] is None
+    # Renamed like any property; Mail.so's verdicts have their own.
+    renamed = PropertyMapping.from_params(None, {"reverify_after": "Verify Again After"})
+    assert "Verify Again After" in renamed.properties(result_row(f"valid@{TEST_DOMAIN}"))
+    assert "Mailso Reverify After" in PropertyMapping.from_params(verifier="mailso").property_names().values()
 
 
 def test_property_values_round_trip_through_the_export_text_form() -> None:
@@ -183,8 +211,9 @@ def test_property_values_round_trip_through_the_export_text_form() -> None:
 def test_verification_properties_moved_to_verdicts_and_still_importable_from_the_models() -> None:
     assert clevertap_models.VERIFICATION_PROPERTIES is VERIFICATION_PROPERTIES
     assert tuple(CLEVERTAP_PROPERTIES.values()) == VERIFICATION_PROPERTIES
-    # Every Clearout column is written except the ones no Clearout answer fills or that only say who decided.
-    assert set(CLEVERTAP_PROPERTIES) == set(RESULT_COLUMNS) - {
+    # Every Clearout column is written (plus the due date the load computes) except the ones no Clearout
+    # answer fills or that only say who decided.
+    assert set(CLEVERTAP_PROPERTIES) - {DUE_COLUMN} == set(RESULT_COLUMNS) - {
         "decided_by",
         "verifier",
         "verdict",
@@ -206,6 +235,7 @@ def test_chosen_columns_by_either_name_plus_the_always_written_ones() -> None:
         "Clearout Safe To Send",
         "Clearout Verified At",
         "Clearout Verified Email",
+        "Clearout Reverify After",
     ]
 
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clearout_provider.clevertap_rules import check_key, date_value
+from clearout_provider.clevertap_rules import check_key, date_value, parse_date_value
 from clearout_provider.verification.model import LEGACY_COLUMNS, RESULT_KINDS, Kind, Verdict
+
+if TYPE_CHECKING:
+    from clearout_provider.contacts import Freshness
 
 #: Result column → default CleverTap property name, per verifier (the Append export's column names).
 PROPERTY_TABLES: dict[str, dict[str, str]] = {
@@ -35,6 +38,7 @@ PROPERTY_TABLES: dict[str, dict[str, str]] = {
         "suggested_email": "Clearout Suggested Email",
         "verified_at": "Clearout Verified At",
         "verified_email": "Clearout Verified Email",
+        "reverify_after": "Clearout Reverify After",
     },
     "mailso": {
         "verdict": "Mailso Result",
@@ -48,6 +52,7 @@ PROPERTY_TABLES: dict[str, dict[str, str]] = {
         "suggested_email": "Mailso Suggested Email",
         "verified_at": "Mailso Verified At",
         "verified_email": "Mailso Verified Email",
+        "reverify_after": "Mailso Reverify After",
         "prompt_email_fix": "Mailso Prompt Email Fix",
     },
 }
@@ -71,9 +76,15 @@ DERIVED_COLUMNS: dict[str, Callable[[Mapping[str, Any]], Any]] = {"prompt_email_
 #: Clearout's table, under its 0.1 name.
 CLEVERTAP_PROPERTIES: dict[str, str] = PROPERTY_TABLES["clearout"]
 
+#: The due date of a verification: its time plus the verdict's lifetime (:meth:`Freshness.lifetime`),
+#: computed by the load rather than read from a result column. The delta selection asks CleverTap for
+#: the profiles past it, which spares it one query per TTL class.
+DUE_COLUMN = "reverify_after"
+
 #: Result columns always written, chosen or not: the freshness filter reads them back on the next run
-#: (the verification date for "stale", the verified address for "email changed").
-ALWAYS_WRITTEN: tuple[str, ...] = ("verified_email", "verified_at")
+#: (the verification date for "stale", the verified address for "email changed"), the delta selection
+#: the due date.
+ALWAYS_WRITTEN: tuple[str, ...] = ("verified_email", "verified_at", DUE_COLUMN)
 
 #: What the Clearout x CleverTap integration recommends appending (seed 001): the DAGs' default choice.
 RECOMMENDED_APPEND: tuple[str, ...] = ("Clearout Safe To Send", "Clearout Verification Status")
@@ -134,7 +145,13 @@ def clevertap_value(column: str, value: Any) -> Any:
     ``$D_<epoch>``, text trimmed; missing or blank as None (the property is then absent)."""
     if is_missing(value):
         return None
-    kind = Kind.FLAG if column in DERIVED_COLUMNS else RESULT_KINDS.get(column, Kind.TEXT)
+    kind = (
+        Kind.FLAG
+        if column in DERIVED_COLUMNS
+        else Kind.TIME
+        if column == DUE_COLUMN
+        else RESULT_KINDS.get(column, Kind.TEXT)
+    )
     if kind is Kind.TIME:
         return date_value(value)
     if kind is Kind.INT:
@@ -276,17 +293,30 @@ class PropertyMapping:
         written = dict.fromkeys((*self.columns, *ALWAYS_WRITTEN))
         return {c: self.renames.get(c, p) for c, p in self.defaults.items() if c in written}
 
-    def properties(self, row: Mapping[str, Any], *, verified_at_default: Any = None) -> dict[str, Any]:
+    def properties(
+        self, row: Mapping[str, Any], *, verified_at_default: Any = None, freshness: Freshness | None = None
+    ) -> dict[str, Any]:
         """The profile properties for one result row: property name → CleverTap value (None = absent).
 
         ``verified_at_default`` stands in for a missing verification time (a verdict decided locally,
-        such as a syntax error, carries none), so freshness still sees when it was decided.
+        such as a syntax error, carries none), so freshness still sees when it was decided. The due date
+        (:data:`DUE_COLUMN`) is that time plus ``freshness``'s lifetime of the row's neutral verdict (None:
+        the default TTLs).
         """
+        from clearout_provider.contacts import Freshness  # pyarrow and email-validator: not at DAG parse
+
         values = {}
-        for column, name in self.property_names().items():
+        names = self.property_names()
+        for column, name in names.items():
+            if column == DUE_COLUMN:
+                continue
             derive = DERIVED_COLUMNS.get(column)
             raw = derive(row) if derive else row.get(column)
             if column == "verified_at" and is_missing(raw):
                 raw = verified_at_default
             values[name] = clevertap_value(column, raw)
+        verified = parse_date_value(values[names["verified_at"]])
+        lifetime = (freshness or Freshness()).lifetime(row.get("verdict")).total_seconds()
+        due = None if verified is None else verified + lifetime
+        values[names[DUE_COLUMN]] = clevertap_value(DUE_COLUMN, due)
         return values

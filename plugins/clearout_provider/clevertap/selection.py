@@ -1,21 +1,24 @@
-"""What a night asks CleverTap for: the delta of a segment as CQL, split into disjoint export parts.
+"""What a night asks CleverTap for: the delta of a segment as CQL, split into export parts.
 
 A nightly run needs only the profiles whose verification can be due, and CleverTap can select them
 server-side from the properties the load writes (:data:`~clearout_provider.clevertap.mapping.ALWAYS_WRITTEN`):
 
 * ``never_verified``: the verification date property does not exist;
-* ``stale``: verified before ``now - ttl_days``;
-* ``uncertain``: verified between ``now - ttl_days`` and ``now - uncertain_ttl_days`` with an uncertain
-  headline status (catch-all, unknown, risky expire sooner: :class:`~clearout_provider.contacts.Freshness`);
+* ``due``: the due date the load wrote ("Clearout Reverify After": the verification time plus the
+  verdict's lifetime, :meth:`~clearout_provider.contacts.Freshness.lifetime`, so uncertain verdicts
+  come back sooner) has passed;
 * ``email_change_event`` (optional): profiles that raised the app's own "email changed" event since the
-  last delta night, the one cheap signal of a changed address (CQL cannot compare two properties).
+  last delta night (CQL cannot compare two properties).
 
-The date ranges make the first three parts disjoint, so they are exported side by side and merged with
-no profile twice. An address changed without such an event is caught by the periodic FULL sweep (the
-whole segment, every ``full_sweep_days``), whose rows the extract checks locally as before
-(:func:`clearout_provider.contacts.freshness_reasons`, which also finds "email_changed"). A profile
-the delta missed (a verification date that is not a date, a status spelled in a way CQL's
-case-sensitive ``equals`` does not list) waits at most until that sweep; none is lost.
+Each part costs at least two requests (the cursor and its last page), so there are as few as the
+selection allows: one query for every TTL class thanks to the due date, and none for email changes when
+the app resets the verification as it changes the address — ``{"Clearout Verified At": {"$delete": 1}}``
+in the same upload, which makes the profile ``never_verified``. An address changed with neither signal
+is caught by the periodic FULL sweep (the whole segment, every ``full_sweep_days``), whose rows the
+extract checks locally as before (:func:`clearout_provider.contacts.freshness_reasons`, which also finds
+"email_changed"). So is a profile the delta cannot see: verified before the load wrote due dates (or by
+another tool), or under a TTL that has since been shortened. It waits at most until that sweep; none is
+lost, and the local check applies tonight's TTLs to every row the delta brings.
 
 A large part is split further by date ranges of a profile date property (:func:`by_date_ranges`), so
 one segment is exported as several cursors at once within CleverTap's concurrency limit.
@@ -33,19 +36,6 @@ from typing import Any, Literal
 #: How a night selects: the delta queries, or the whole segment (the periodic sweep).
 Mode = Literal["delta", "full"]
 MODES: tuple[Mode, ...] = ("delta", "full")
-
-#: Headline statuses that expire after ``uncertain_ttl_days``, in the spellings CleverTap may hold
-#: (CQL ``equals`` is case-sensitive; the local check normalises case and separators instead).
-UNCERTAIN_STATUS_SPELLINGS: tuple[str, ...] = (
-    "catch_all",
-    "catchall",
-    "Catch All",
-    "catch-all",
-    "unknown",
-    "Unknown",
-    "risky",
-    "Risky",
-)
 
 
 @dataclass(frozen=True)
@@ -84,46 +74,25 @@ def delta_parts(
     segment: Mapping[str, Any],
     *,
     verified_at: str,
-    status: str | None,
-    ttl_days: float,
-    uncertain_ttl_days: float,
+    due_at: str,
     now: datetime,
     email_change_event: str | None = None,
     since: datetime | None = None,
 ) -> list[Part]:
-    """The disjoint parts of ``segment`` whose verification can be due at ``now`` (see the module doc).
+    """The parts of ``segment`` whose verification can be due at ``now`` (see the module doc).
 
-    ``verified_at`` and ``status`` are the CleverTap property names of the verification date and the headline
-    status (None when the load does not write it: uncertain verdicts then last ``ttl_days``, as the local
-    check reads them). ``email_change_event`` adds the profiles that raised that event from ``since`` (the
-    last delta night; today when None) to today — only when the segment has no event filter of its own (CQL
-    allows one event per query), and possibly overlapping the other parts (the merge drops repeats).
+    ``verified_at`` and ``due_at`` are the CleverTap property names of the verification date and the due
+    date. ``email_change_event`` adds the profiles that raised that event from ``since`` (the last delta
+    night; today when None) to today — only when the segment has no event filter of its own (CQL allows
+    one event per query). Parts may overlap (a profile with a due date but no verification date): the
+    merge keeps each profile once.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    stale_before = now - timedelta(days=ttl_days)
     parts = [
         Part("never_verified", with_fields(segment, {"name": verified_at, "operator": "does_not_exist"})),
-        Part(
-            "stale",
-            with_fields(
-                segment, {"name": verified_at, "operator": "less_than", "value": _date(stale_before)}
-            ),
-        ),
+        Part("due", with_fields(segment, {"name": due_at, "operator": "less_than", "value": _date(now)})),
     ]
-    if status and uncertain_ttl_days < ttl_days:
-        uncertain_before = now - timedelta(days=uncertain_ttl_days)
-        parts.append(
-            Part(
-                "uncertain",
-                with_fields(
-                    segment,
-                    {"name": verified_at, "operator": "greater_than_equals", "value": _date(stale_before)},
-                    {"name": verified_at, "operator": "less_than", "value": _date(uncertain_before)},
-                    {"name": status, "operator": "equals", "value": list(UNCERTAIN_STATUS_SPELLINGS)},
-                ),
-            )
-        )
     if email_change_event and "event_name" not in segment:
         start = min(since or now, now)
         event = {"event_name": email_change_event, "from": _yyyymmdd(start), "to": _yyyymmdd(now)}

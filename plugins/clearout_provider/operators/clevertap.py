@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 from airflow.sdk import BaseOperator
 
 from clearout_provider.clevertap.mapping import (
+    DUE_COLUMN,
     MANAGED_PROPERTIES,
     UNSUBSCRIBE_PROPERTY,
     UNSUBSCRIBED_AT_PROPERTY,
@@ -222,20 +223,17 @@ class CleverTapExtractProfilesOperator(BaseOperator):
         return dict(query)
 
     def _parts(
-        self, mode: Mode, names: Mapping[str, str], headline: str, now: datetime, since: datetime | None
+        self, mode: Mode, names: Mapping[str, str], now: datetime, since: datetime | None
     ) -> list[Part]:
         """The export parts of tonight's selection (see :mod:`clearout_provider.clevertap.selection`)."""
         segment = self._query()
         if mode == "full":
             parts = [Part("segment", segment)]
         else:
-            freshness = resolve_freshness(self.freshness)
             parts = delta_parts(
                 segment,
                 verified_at=names["verified_at"],
-                status=names.get(headline),
-                ttl_days=freshness.ttl_days,
-                uncertain_ttl_days=freshness.uncertain_ttl_days,
+                due_at=names[DUE_COLUMN],
                 now=now,
                 email_change_event=self.email_change_event or None,
                 since=since,
@@ -272,7 +270,7 @@ class CleverTapExtractProfilesOperator(BaseOperator):
             if self.only_delta
             else "full"
         )
-        parts = self._parts(mode, names, headline, now, history.last_night())
+        parts = self._parts(mode, names, now, history.last_night())
         self.log.info("CleverTap extract: %s selection in %d export part(s)", mode, len(parts))
         counts: Counter[str] = Counter()
         with staged_file(folder / "clevertap-export.parquet") as raw:
@@ -390,13 +388,15 @@ def plan_row(
     *,
     exported: frozenset[str],
     decided_at: datetime,
+    freshness: Freshness | None = None,
 ) -> RowPlan:
     """What to send for one result row (input columns + RESULT_COLUMNS), sending only what differs.
 
     ``exported`` names the property columns the export read back; a property not among them is always
     sent. Values are compared in the export's text form (:func:`as_text`), so what this run writes and
     what the next export reads compare equal. ``decided_at`` dates a verdict that carries no time of
-    its own (decided locally, e.g. a syntax error). A row without any verdict must not reach here: its
+    its own (decided locally, e.g. a syntax error); ``freshness`` sets its due date (None: the default
+    TTLs). A row without any verdict must not reach here: its
     "unknown" would overwrite an earlier good verdict.
 
     An address the pipeline found malformed itself (``decided_by == "local_syntax"``) is unsubscribed
@@ -405,7 +405,8 @@ def plan_row(
     and would report a correctly handled row as "rejected" on every run (~3% of a real list). The
     profile is the only place such an address can be switched off.
     """
-    plan = _plan_properties(row, mapping.properties(row, verified_at_default=decided_at), exported=exported)
+    values = mapping.properties(row, freshness=freshness, verified_at_default=decided_at)
+    plan = _plan_properties(row, values, exported=exported)
     _plan_subscription(plan, row, policy, exported=exported, decided_at=decided_at)
     return plan
 
@@ -693,6 +694,9 @@ class CleverTapLoadVerificationOperator(_CleverTapLoadOperator):
     :param mapping: which result columns to write under which names (:class:`PropertyMapping`, or
         ``{"columns": [...], "renames": {...}}``); None = every column under its default name.
     :param unsubscribe: :class:`UnsubscribePolicy` or a dict of its fields; None = the defaults.
+    :param freshness: the TTLs of the extract (:class:`Freshness` or a dict of its fields; None = the
+        defaults): each profile's due date ("Clearout Reverify After") is its verification time plus its
+        verdict's lifetime, and the next delta night asks CleverTap for the profiles past it.
     :param dry_run: validate the updates with CleverTap's ``dryRun`` and send no unsubscribe; the
         outcome file shows what would change.
     :param max_concurrency: concurrent CleverTap requests (CleverTap allows 15 uploads per account).
@@ -711,7 +715,14 @@ class CleverTapLoadVerificationOperator(_CleverTapLoadOperator):
     addresses already sent to the Subscribe API are kept across batches (each is sent once per run).
     """
 
-    template_fields: Sequence[str] = ("result_path", "workdir", "mapping", "unsubscribe", "dry_run_enabled")
+    template_fields: Sequence[str] = (
+        "result_path",
+        "workdir",
+        "mapping",
+        "unsubscribe",
+        "freshness",
+        "dry_run_enabled",
+    )
 
     def __init__(
         self,
@@ -719,22 +730,27 @@ class CleverTapLoadVerificationOperator(_CleverTapLoadOperator):
         result_path: str,
         mapping: PropertyMapping | Mapping[str, Any] | str | None = None,
         unsubscribe: UnsubscribePolicy | Mapping[str, Any] | str | None = None,
+        freshness: Freshness | Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.result_path = result_path
         self.mapping = mapping
         self.unsubscribe = unsubscribe
+        self.freshness = freshness
         # Plain settings fail at parse time; templated ones when the task renders them.
         if not templated(mapping):
             resolve_mapping(mapping)
         if not templated(unsubscribe):
             resolve_unsubscribe(unsubscribe)
+        if freshness is not None and not templated(freshness):
+            resolve_freshness(freshness)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from clearout_provider.verification.model import NO_VERDICT
 
         mapping, policy = resolve_mapping(self.mapping), resolve_unsubscribe(self.unsubscribe)
+        freshness = resolve_freshness(self.freshness)
         decided_at = written_at(self.result_path)
 
         def plan(row: Mapping[str, Any], exported: frozenset[str]) -> RowPlan:
@@ -742,7 +758,9 @@ class CleverTapLoadVerificationOperator(_CleverTapLoadOperator):
                 return _unanswered(
                     row, f"{row['decided_by']}: {row.get('verdict_reason') or 'no verdict to write'}"
                 )
-            return plan_row(row, mapping, policy, exported=exported, decided_at=decided_at)
+            return plan_row(
+                row, mapping, policy, freshness=freshness, exported=exported, decided_at=decided_at
+            )
 
         written = (*mapping.property_names().values(), *MANAGED_PROPERTIES)
         return self._load(context, iter_result_batches(self.result_path), plan, written)

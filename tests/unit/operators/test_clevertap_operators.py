@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,9 +146,11 @@ def test_extract_after_a_recorded_sweep_asks_only_for_the_delta(hook: mock.Magic
     queries = hook.export_partitions.call_args.args[0]
     assert second["selection"] == "delta" and list(second["by_part"])[0] == "never_verified/no Signup Date"
     conditions = [q["common_profile_properties"]["profile_fields"] for q in queries]
-    assert len(queries) == 3 * 3  # never verified, stale, uncertain; each without a sign-up date + 2 ranges
+    assert len(queries) == 2 * 3  # never verified, due; each without a sign-up date + 2 ranges
     assert conditions[0][0] == {"name": VERIFIED_AT, "operator": "does_not_exist"}
-    assert any(c["name"] == STATUS and c["operator"] == "equals" for c in conditions[-1])
+    due = conditions[-1][0]
+    assert due["name"] == "Clearout Reverify After" and due["operator"] == "less_than"
+    assert abs(int(due["value"].removeprefix("$D_")) - time.time()) < 600  # due by now
     # A run that failed after its sweep recorded nothing: asking again still sweeps (days counted from
     # the last SUCCESSFUL sweep); so does selection="full" whatever the history says.
     full = CleverTapExtractProfilesOperator(
