@@ -1129,15 +1129,18 @@ def _group_keys(emails: Iterable[pa.Array]) -> np.ndarray:
     peaks at several times the strings' size, the sort at a fraction of it.
     """
     keys = []
+    pool = pa.default_memory_pool()
     for slice_ in emails:
         normalised = normalise_emails(slice_)
         keys.append(pc.if_else(normalised.valid, normalised.normalised, _NO_TEXT))
+        del normalised
+        pool.release_unused()  # the slice's temporaries: the allocator would keep them otherwise
     if not keys:
         return np.zeros(0, dtype=np.int64)
     # One array: taking from a chunked one would concatenate it on every call.
     addresses = pa.concat_arrays(keys)
     del keys
-    pa.default_memory_pool().release_unused()  # the normalisation's temporaries, before the sort
+    pool.release_unused()
     by_address = pc.array_sort_indices(addresses, order="ascending", null_placement="at_end")
     rows = by_address.to_numpy().astype(np.int32 if len(by_address) < 2**31 else np.int64)
     n, valid = len(rows), len(addresses) - addresses.null_count
@@ -1149,7 +1152,7 @@ def _group_keys(emails: Iterable[pa.Array]) -> np.ndarray:
         different = pc.not_equal(sorted_slice[1:], sorted_slice[:-1]).to_numpy(zero_copy_only=False)
         starts[begin + 1 : end] = different
     del addresses, by_address
-    pa.default_memory_pool().release_unused()  # the strings are gone: give their memory back now
+    pool.release_unused()  # the strings are gone: give their memory back now
     # The sort is stable: the first row of each address's run is its first row in the file.
     run_start = np.where(starts, np.arange(valid, dtype=rows.dtype), 0)
     del starts
