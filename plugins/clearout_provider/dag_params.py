@@ -231,10 +231,12 @@ def selection_params() -> dict[str, Param]:
             type="string",
             enum=["auto", "delta", "full"],
             title="CleverTap selection",
-            description_md="*auto*: only the profiles that can be due (never verified, stale, uncertain; "
-            "selected by CleverTap), with a full sweep of the segment every *Full sweep every* days. "
-            "*delta*: never the sweep. *full*: the whole segment tonight (also finds addresses changed "
-            "without an email-change event).",
+            description_md="*auto*: only the profiles that can be due (never verified, or past the due "
+            'date "Clearout Reverify After" the load writes; selected by CleverTap), with a full sweep '
+            "of the segment every *Full sweep every* days. *delta*: never the sweep. *full*: the whole "
+            "segment tonight (also finds addresses changed without a signal: an app that changes an "
+            'email should delete "Clearout Verified At" in the same upload, or raise the event named in '
+            "*Email-change event*).",
         ),
         "full_sweep_days": Param(
             7,

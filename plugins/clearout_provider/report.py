@@ -47,7 +47,7 @@ from clearout_provider.verification.model import Bounce, DecidedBy, Verdict
 _MODES = ("instant", "bulk")
 #: What each CleverTap selection of the extract asked for (the report's words).
 _SELECTIONS = {
-    "delta": "delta: only profiles never verified, stale or uncertain (server-side CQL)",
+    "delta": "delta: only profiles never verified or past their due date (server-side CQL)",
     "full": "full sweep: the whole segment, checked locally (also finds changed addresses)",
 }
 _BOUNCE_COLUMN = "bounce"
