@@ -963,18 +963,28 @@ def finish_run(
     metrics.record_run(facts, verifier=metrics.verifier_of(verified))  # before the checks: spend is spend
     check_accounting(facts)
     check_rejections(facts, float(params["max_rejected_share"]))
-    record_selections(extracted)
+    # A sweep counts only when every due profile got its verdict written: one left without (no
+    # answer, a CleverTap rejection, a dry run) may be one the delta cannot see (no due date yet).
+    swept = facts.not_verified == 0 and facts.rejected == 0 and facts.write_back and not facts.dry_run
+    record_selections(extracted, full_sweep_done=swept)
     return facts, files
 
 
-def record_selections(extracted: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+def record_selections(
+    extracted: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, full_sweep_done: bool = True
+) -> None:
     """Remember, once the run has passed its checks, when each extract selected and how: the next
-    night's email-change window and sweep schedule (:mod:`clearout_provider.clevertap.selection`)."""
+    night's email-change window and sweep schedule (:mod:`clearout_provider.clevertap.selection`).
+
+    ``full_sweep_done`` False records a full night as a delta one, so the sweep stays due: the next
+    night sweeps again instead of leaving what this one could not write for a week.
+    """
     from datetime import datetime
 
-    from clearout_provider.clevertap.selection import SelectionHistory
+    from clearout_provider.clevertap.selection import Mode, SelectionHistory
 
     for chunk in _chunks(extracted):
         if chunk.get("selection_key") and chunk.get("selection") in ("delta", "full"):
             history = SelectionHistory(str(chunk["selection_key"]), chunk.get("selection_workdir"))
-            history.record(chunk["selection"], datetime.fromisoformat(str(chunk["selected_at"])))
+            mode: Mode = chunk["selection"] if full_sweep_done else "delta"
+            history.record(mode, datetime.fromisoformat(str(chunk["selected_at"])))
