@@ -43,6 +43,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -786,15 +787,22 @@ def _malformed(
     return MalformedContactsFile(f"{source} is not a well-formed CSV: {str(error).split(':')[0]}")
 
 
+@contextmanager
+def _parquet_errors(source: str) -> Iterator[None]:
+    """Pyarrow's failures on an unreadable Parquet file as :class:`MalformedContactsFile`, whether they
+    come when it is opened or at a corrupt page further in (a plain OSError)."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as error:
+        raise MalformedContactsFile(f"{source} is not a readable Parquet file: {error}") from None
+
+
 def _read_parquet(path: Path | ObjectStoragePath, source: str, max_rows: int) -> pa.Table:
-    with path.open("rb") as stream:
-        try:
-            parquet = pq.ParquetFile(stream)
-            if parquet.metadata.num_rows > max_rows:  # fail before reading the data
-                raise TooManyContacts(source, parquet.metadata.num_rows, max_rows)
-            return parquet.read()
-        except (pa.ArrowException, OSError) as error:  # a corrupt page raises a plain OSError
-            raise MalformedContactsFile(f"{source} is not a readable Parquet file: {error}") from None
+    with path.open("rb") as stream, _parquet_errors(source):
+        parquet = pq.ParquetFile(stream)
+        if parquet.metadata.num_rows > max_rows:  # fail before reading the data
+            raise TooManyContacts(source, parquet.metadata.num_rows, max_rows)
+        return parquet.read()
 
 
 #: First bytes of files that are not CSV or Parquet, and what to say about them.
@@ -1204,13 +1212,15 @@ class _Rows:
             magic = stream.read(4)
         self._parquet: pq.ParquetFile | None = None
         self._table: pa.Table | None = None
+        self._source = str(source)
         if magic == b"PAR1":
             self._stream = path.open("rb")
             try:
-                self._parquet = pq.ParquetFile(self._stream)
-            except (pa.ArrowException, OSError) as error:
+                with _parquet_errors(self._source):
+                    self._parquet = pq.ParquetFile(self._stream)
+            except MalformedContactsFile:
                 self._stream.close()
-                raise MalformedContactsFile(f"{source} is not a readable Parquet file: {error}") from None
+                raise
             self.schema = self._parquet.schema_arrow
             self.num_rows = self._parquet.metadata.num_rows
         else:
@@ -1221,8 +1231,9 @@ class _Rows:
     def column(self, name: str, rows: int) -> Iterator[pa.Table]:
         """Just column ``name``, ``rows`` rows at a time, as one-column tables."""
         if self._parquet is not None:
-            for batch in self._parquet.iter_batches(batch_size=rows, columns=[name]):
-                yield pa.Table.from_batches([batch])
+            with _parquet_errors(self._source):
+                for batch in self._parquet.iter_batches(batch_size=rows, columns=[name]):
+                    yield pa.Table.from_batches([batch])
         else:
             assert self._table is not None
             for start in range(0, self.num_rows, rows):
@@ -1231,7 +1242,8 @@ class _Rows:
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Every row, in order, a batch of at most :data:`_ROW_GROUP_ROWS` rows at a time."""
         if self._parquet is not None:
-            yield from self._parquet.iter_batches(batch_size=_ROW_GROUP_ROWS)
+            with _parquet_errors(self._source):
+                yield from self._parquet.iter_batches(batch_size=_ROW_GROUP_ROWS)
         else:
             assert self._table is not None
             yield from self._table.to_batches(max_chunksize=_ROW_GROUP_ROWS)

@@ -14,6 +14,7 @@ from clearout_provider.contacts import (
     ContactCounts,
     EmailColumnNotFound,
     EmptyContactsFile,
+    MalformedContactsFile,
     prepare_contacts,
     split_into_chunks,
 )
@@ -154,3 +155,16 @@ def test_bad_inputs_get_the_contacts_errors(tmp_path: Path) -> None:
     (tmp_path / "noemail.csv").write_text("id,phone\n1,2\n")
     with pytest.raises(EmailColumnNotFound, match="columns present: \\['id', 'phone'\\]"):
         split_into_chunks(tmp_path / "noemail.csv", tmp_path / "chunks", 10)
+
+
+def test_a_corrupt_page_deep_in_a_parquet_file_is_a_named_error(tmp_path: Path) -> None:
+    """The split reads a Parquet input a batch at a time: a bad page found late is still
+    MalformedContactsFile, not pyarrow's own OSError."""
+    table = pa.table({"email": [f"user{i}@example.com" for i in range(200_000)]})
+    pq.write_table(table, tmp_path / "good.parquet", row_group_size=50_000, compression="none")
+    data = bytearray((tmp_path / "good.parquet").read_bytes())
+    middle = len(data) * 3 // 4
+    data[middle : middle + 4000] = b"\xff" * 4000
+    (tmp_path / "bad.parquet").write_bytes(bytes(data))
+    with pytest.raises(MalformedContactsFile, match="not a readable Parquet file"):
+        split_into_chunks(tmp_path / "bad.parquet", tmp_path / "chunks", 100_000)
