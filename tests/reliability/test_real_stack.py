@@ -1,9 +1,9 @@
 """The nightly DAG under a real scheduler and triggerer (separate processes, LocalExecutor on SQLite):
 the triggerer killed while the bulk task waits in it, and a user clearing the deferred bulk task.
 
-Each test gets a fresh account: a new sandbox on the port the stack's connections name, and an empty
-verdict ledger. Judged like every scenario (``judge_end_state``): credits = the clean night's, every
-profile = its verdict.
+Each test gets a fresh account: a new sandbox on the port the stack's connections name, an empty
+verdict ledger and no selection history. Judged like every scenario (``judge_end_state``): credits =
+the clean night's, every profile = its verdict.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
 
 
 def fresh_account(stack: AirflowStack, tmp_path: Path, **settings: Any) -> SandboxProcess:
+    """A new sandbox account, an empty verdict ledger and no selection history: the first night on a
+    fresh account is a full sweep (another test's night must not make this one a delta)."""
     shutil.rmtree(stack.home.parent / "verdict-ledger", ignore_errors=True)
+    shutil.rmtree(stack.home.parent / "clearout_data" / "watermarks", ignore_errors=True)
     settings = {**settings, "state_dir": str(tmp_path / "sandbox-state")}
     return SandboxProcess(account_settings(**settings), port=PORT, log_path=tmp_path / "sandbox.log").start()
 
