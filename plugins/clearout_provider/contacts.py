@@ -815,17 +815,23 @@ _FOREIGN_SIGNATURES = (
 )
 
 
+def _is_parquet(path: Path | ObjectStoragePath, source: str) -> bool:
+    """Whether a contacts file is Parquet (else it is read as CSV), told by its first bytes, never by its
+    name; a file of another known kind (gzip, xlsx, UTF-16) is refused with what to give instead."""
+    with path.open("rb") as stream:
+        magic = stream.read(4)
+    for signature, what in _FOREIGN_SIGNATURES:
+        if magic.startswith(signature):
+            raise MalformedContactsFile(f"{source} is {what}")
+    return magic == b"PAR1"
+
+
 def read_contacts(source: StoragePath, *, max_rows: int = DEFAULT_MAX_ROWS) -> pa.Table:
     """Read a CSV (every column as text) or Parquet file; the format is told by its first bytes, never by
     the file name (a Parquet file named .csv is read as Parquet)."""
     path = resolve_path(source)
     name = str(source)
-    with path.open("rb") as stream:
-        magic = stream.read(4)
-    for signature, what in _FOREIGN_SIGNATURES:
-        if magic.startswith(signature):
-            raise MalformedContactsFile(f"{name} is {what}")
-    table = _read_parquet(path, name, max_rows) if magic == b"PAR1" else _read_csv(path, name)
+    table = _read_parquet(path, name, max_rows) if _is_parquet(path, name) else _read_csv(path, name)
     if table.num_rows > max_rows:
         raise TooManyContacts(name, table.num_rows, max_rows)
     return table
@@ -1040,7 +1046,20 @@ class Freshness:
         """How long a neutral ``verdict`` stays good: an uncertain one (:data:`UNCERTAIN_VERDICTS`) for
         ``uncertain_ttl_days``. The load writes verification time + this as the profile's due date, which
         the delta selection asks CleverTap for (:mod:`clearout_provider.clevertap.selection`)."""
-        return timedelta(days=self.uncertain_ttl_days if verdict in UNCERTAIN_VERDICTS else self.ttl_days)
+        return self._lifetime(verdict in UNCERTAIN_VERDICTS)
+
+    def oldest_fresh(self, uncertain: pa.Array | pa.ChunkedArray, now: datetime) -> pa.Array:
+        """Per row, the oldest verification time still fresh at ``now``, the row's verdict being
+        ``uncertain`` (null counts as certain): :meth:`lifetime`'s rule for a column, shared by the
+        extract's check (:func:`freshness_reasons`) and the ledger's reuse."""
+        return pc.if_else(
+            pc.fill_null(uncertain, False),
+            pa.scalar(now - self._lifetime(True), _UTC),
+            pa.scalar(now - self._lifetime(False), _UTC),
+        )
+
+    def _lifetime(self, uncertain: bool) -> timedelta:
+        return timedelta(days=self.uncertain_ttl_days if uncertain else self.ttl_days)
 
 
 def _column_or_nulls(table: pa.Table, name: str, type_: pa.DataType) -> pa.Array:
@@ -1093,15 +1112,7 @@ def freshness_reasons(table: pa.Table, freshness: Freshness, now: datetime) -> p
     status = _column_or_nulls(table, status_column, pa.string()).cast(pa.string())
     status = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(status)), r"[\s-]+", "_")
     uncertain = pc.is_in(status, value_set=pa.array(sorted(UNCERTAIN_STATUS_WORDS)))
-
-    def older_than(days: float) -> pa.Array:
-        return pc.less(at, pa.scalar(now - timedelta(days=days), _UTC))
-
-    stale = pc.if_else(
-        pc.fill_null(uncertain, False),
-        older_than(freshness.uncertain_ttl_days),
-        older_than(freshness.ttl_days),
-    )
+    stale = pc.less(at, freshness.oldest_fresh(uncertain, now))
     changed = pc.fill_null(pc.not_equal(email, verified), False)
     fresh = pa.scalar(None, pa.string())
     return pc.if_else(
@@ -1208,12 +1219,10 @@ class _Rows:
 
     def __init__(self, source: StoragePath) -> None:
         path = resolve_path(source)
-        with path.open("rb") as stream:
-            magic = stream.read(4)
         self._parquet: pq.ParquetFile | None = None
         self._table: pa.Table | None = None
         self._source = str(source)
-        if magic == b"PAR1":
+        if _is_parquet(path, self._source):
             self._stream = path.open("rb")
             try:
                 with _parquet_errors(self._source):

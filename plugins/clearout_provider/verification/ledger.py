@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Self, TextIO
@@ -364,21 +364,8 @@ def _latest(records: pa.Table) -> pa.Table:
 
 def _fresh(records: pa.Table, freshness: Freshness, now: datetime) -> pa.Array:
     at = pc.coalesce(records["verified_at"], records["recorded_at"])
-    uncertain = pc.fill_null(
-        pc.is_in(records["verdict"], value_set=pa.array(sorted(UNCERTAIN_VERDICTS))), False
-    )
-
-    def since(days: float) -> pa.Scalar:
-        return pa.scalar(now - timedelta(days=days), _TIME)
-
-    return pc.fill_null(
-        pc.if_else(
-            uncertain,
-            pc.greater_equal(at, since(freshness.uncertain_ttl_days)),
-            pc.greater_equal(at, since(freshness.ttl_days)),
-        ),
-        False,
-    )
+    uncertain = pc.is_in(records["verdict"], value_set=pa.array(sorted(UNCERTAIN_VERDICTS)))
+    return pc.fill_null(pc.greater_equal(at, freshness.oldest_fresh(uncertain, now)), False)
 
 
 def _json_default(value: Any) -> Any:
