@@ -142,21 +142,23 @@ def first_of_each_profile(parts: Sequence[str | os.PathLike[str]]) -> list[pa.Ar
     """Per part, a boolean mask: True for each profile's first row across all parts in order.
 
     A profile is keyed by its CleverTap ID (every record has one), else its identity; a row with
-    neither is always kept. Only the two key columns are read, so 5,000,000 profiles cost a few hundred MB.
+    neither is always kept. Only the two key columns are read, and the repeats are found by a sort
+    (:func:`~clearout_provider.grouping.first_rows`): 5,000,000 profiles cost a few hundred MB.
     """
     import numpy as np
     import pyarrow.compute as pc
+
+    from clearout_provider.grouping import first_rows
 
     keys = [
         pc.coalesce(t.column("objectId"), pc.binary_join_element_wise("identity:", t.column("identity"), ""))
         for t in (pq.read_table(p, columns=["objectId", "identity"]) for p in parts)
     ]
     sizes = [len(k) for k in keys]
-    every = pa.chunked_array([c for k in keys for c in k.chunks], pa.string()).combine_chunks()
-    codes = pc.fill_null(every.dictionary_encode().indices, -1).to_numpy(zero_copy_only=False)
-    keep = codes < 0
-    _, first = np.unique(codes, return_index=True)
-    keep[first[codes[first] >= 0]] = True
+    every = pa.chunked_array([c for k in keys for c in k.chunks], pa.string())
+    del keys
+    keep = first_rows(every) == np.arange(len(every))
+    del every
     bounds = np.cumsum([0, *sizes])
     return [pa.array(keep[bounds[i] : bounds[i + 1]]) for i in range(len(parts))]
 
