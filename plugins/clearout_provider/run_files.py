@@ -45,8 +45,9 @@ def base_folder(workdir: str | None = None) -> ObjectStoragePath:
     return ObjectStoragePath(root)
 
 
-def _safe(part: str) -> str:
-    """Run ids contain ':' and '+'; keep folder names portable across filesystems and object stores."""
+def folder_name(part: str) -> str:
+    """A dag id, run id or task name as a folder name: run ids contain ":" and "+", and folder names must
+    stay portable across filesystems and object stores (the UI finds a run's folder with it too)."""
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", part)
 
 
@@ -54,7 +55,7 @@ def task_folder(context: Mapping[str, Any], workdir: str | None = None) -> Objec
     """The folder of the running task instance, created if missing."""
     ti = context["ti"]
     name = ti.task_id if getattr(ti, "map_index", -1) in (-1, None) else f"{ti.task_id}__{ti.map_index}"
-    folder = base_folder(workdir) / _safe(ti.dag_id) / _safe(ti.run_id) / _safe(name)
+    folder = base_folder(workdir) / folder_name(ti.dag_id) / folder_name(ti.run_id) / folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

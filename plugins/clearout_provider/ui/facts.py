@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from airflow.sdk import ObjectStoragePath
 
 from clearout_provider.clearout.statuses import STATUS_LABELS
-from clearout_provider.run_files import _safe as folder_name  # the run folder's name for a run id
+from clearout_provider.run_files import folder_name
 from clearout_provider.verification.model import Verdict
 from clearout_provider.verification.verifier import SPECS
 
