@@ -25,7 +25,9 @@ From the tasks themselves: ``credit_balance`` (gauge, every balance the low-cred
 ``low_credit`` (counter, each time that check finds the balance low) and ``bulk_list_seconds`` (timer,
 upload of a bulk list to its result downloaded; tagged ``kind``: verify or finder).
 
-A retried report task sends its run's counters again: count runs by ``dag_id`` when that matters.
+A retried or cleared report task sends only what its run's counters grew by since its earlier try
+(kept in the report's task folder, ``metrics-sent.json``): a counter summed over runs counts each run
+once. A report task killed between sending and keeping that file sends again (at least once).
 """
 
 from __future__ import annotations
@@ -78,12 +80,24 @@ def verifier_of(verified: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
     return str(first.get("verifier") or "clearout")
 
 
-def record_run(facts: RunFacts, *, verifier: str) -> None:
-    """Send the run's counters (the report task calls this once its report is written)."""
-    counts = run_counts(facts)
-    for metric, value in counts.items():
-        _send("incr", metric, value, verifier=verifier, dag_id=facts.dag_id)
-    log.info("Metrics %s.* sent for %s: %s", PREFIX, verifier, counts)
+def record_run(
+    facts: RunFacts, *, verifier: str, already_sent: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Send the run's counters (the report task calls this once its report is written), less what an
+    earlier try of the same run already sent (``already_sent``: what this returned then), so a retried
+    or cleared report task adds only what grew and a counter summed over runs counts each run once.
+
+    Returns what the run has now sent in all, per counter, for the next try. A counter that shrank (a
+    cleared run verified what its first try got no answer for) cannot be taken back: it stays as sent.
+    """
+    sent = dict(already_sent or {})
+    for metric, value in run_counts(facts).items():
+        more = value - sent.get(metric, 0)
+        if more > 0:
+            _send("incr", metric, more, verifier=verifier, dag_id=facts.dag_id)
+            sent[metric] = value
+    log.info("Metrics %s.* sent for %s, in all for this run: %s", PREFIX, verifier, sent)
+    return sent
 
 
 def credit_balance(available: int, *, verifier: str, dag_id: str) -> None:

@@ -24,6 +24,7 @@ Use, in a DAG's last task::
 from __future__ import annotations
 
 import html
+import json
 import re
 import string
 from collections import Counter
@@ -45,6 +46,8 @@ from clearout_provider.exceptions import AccountingError
 from clearout_provider.verification.model import Bounce, DecidedBy, Verdict
 
 _MODES = ("instant", "bulk")
+#: In the report's task folder: the counters the run has sent so far (see :func:`finish_run`).
+METRICS_SENT_FILE = "metrics-sent.json"
 #: What each CleverTap selection of the extract asked for (the report's words).
 _SELECTIONS = {
     "delta": "delta: only profiles never verified or past their due date (server-side CQL)",
@@ -960,7 +963,11 @@ def finish_run(
     files = write_report(facts, folder)
     (folder / "summary.txt").write_text(files.summary)  # the few lines `make demo` prints last
     print(files.summary)
-    metrics.record_run(facts, verifier=metrics.verifier_of(verified))  # before the checks: spend is spend
+    # Before the checks (spend is spend), and once per run however often this task runs.
+    sent_file = folder / METRICS_SENT_FILE
+    already = json.loads(sent_file.read_text()) if sent_file.exists() else {}
+    sent = metrics.record_run(facts, verifier=metrics.verifier_of(verified), already_sent=already)
+    sent_file.write_text(json.dumps(sent, sort_keys=True))
     check_accounting(facts)
     check_rejections(facts, float(params["max_rejected_share"]))
     # A sweep counts only when every due profile got its verdict written: one left without (no

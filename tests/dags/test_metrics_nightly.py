@@ -15,12 +15,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from airflow.sdk.observability import stats
 from dag_runs import shipped_dag, states, xcom
 from statsd_listener import StatsdListener, statsd_metrics
 from webhook_receiver import webhook_receiver
 
 from clearout_provider.demo import sandbox_connections
-from clearout_provider.report import RunFacts
+from clearout_provider.report import RunFacts, finish_run
 from clearout_provider.sandbox import SandboxProcess, SandboxSettings
 
 pytestmark = pytest.mark.usefixtures("airflow_db", "data_dir")
@@ -83,6 +84,22 @@ def test_a_bulk_night_counts_what_the_sandbox_charged_and_the_report_says(
     assert 0 < list_ms < wall * 1000
     assert not any("@" in m.name for m in listener.metrics())  # no address in any metric name
     assert webhook == []  # nothing failed
+
+    # The report task run again for the same run (a retry, a clear): its counters are not sent twice.
+    with statsd_metrics(monkeypatch) as again:
+        finish_run(
+            {"ti": dr.get_task_instance("report"), "params": shipped_dag(DAG_ID).params.dump()},
+            extract,
+            verified,
+            loaded,
+            mode="bulk",
+        )
+        stats.incr("after_the_report")  # sent after anything the report sent: once it is here, all is
+        deadline = time.monotonic() + 60
+        while not again.metrics("airflow.after_the_report") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert again.metrics("airflow.after_the_report")
+    assert again.metrics("airflow.clearout.") == []
 
 
 def test_warn_goes_on_below_the_accounts_threshold_and_counts_it(

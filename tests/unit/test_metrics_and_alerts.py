@@ -190,3 +190,25 @@ def test_a_low_credit_stop_reads_as_such_and_other_service_errors_do_not() -> No
     assert failure_message(_context(ClearoutAuthError("Invalid API token", code=1000))).startswith(
         "Task failed"
     )
+
+
+def test_a_run_sent_again_adds_only_what_its_counters_grew_by(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cleared run that verified more on its second try sends the difference; nothing shrinks."""
+    from clearout_provider import metrics
+
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(metrics, "_send", lambda method, metric, value, **tags: sent.append((metric, value)))
+    first = metrics.record_run(FACTS, verifier="clearout")
+    assert (
+        dict(sent)
+        == {k: v for k, v in run_counts(FACTS).items() if v > 0}
+        == {k: v for k, v in first.items() if v > 0}
+    )
+    sent.clear()
+    assert metrics.record_run(FACTS, verifier="clearout", already_sent=first) == first
+    assert sent == []
+    grown = replace(FACTS, fresh=FACTS.fresh + 4)
+    total = metrics.record_run(grown, verifier="clearout", already_sent=first)
+    assert sent == [("skipped_fresh", 4)] and total["skipped_fresh"] == FACTS.fresh + 4
+    sent.clear()
+    assert metrics.record_run(FACTS, verifier="clearout", already_sent=total) == total and sent == []
