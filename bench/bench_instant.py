@@ -4,9 +4,10 @@ Target (issue 3): instant verification sustains >= 95 % of the sandbox's RPM wit
 compressed window. A sandbox is started with ``--rpm`` requests per ``--window`` seconds (Clearout's 60 s
 window, compressed), and ``--windows`` x RPM addresses are verified through the operator's own path
 (:func:`clearout_provider.operators.instant_verify.verify_addresses`: thread pool + the hook's shared rate
-limiter + the checkpoint).
+limiter + the verdict ledger's journal).
 
-How it is measured, from the server's side: each answer's ``verified_on`` is when the sandbox served it.
+How it is measured, from the server's side: each answer's ``verified_at`` (Clearout's ``verified_on``)
+is when the sandbox served it.
 Those times are grouped into windows exactly as the sandbox opens them (a window opens at the first
 request after the previous one closed and lasts ``--window`` seconds). The run used
 ``(start of last window - start of first) / window + 1`` window lengths, the idle gaps between windows
@@ -44,6 +45,11 @@ def windows_of(times: list[float], length: float) -> list[tuple[float, int]]:
     return windows
 
 
+def _moment(value: datetime | str) -> float:
+    """A verdict row's verification time (a datetime; ISO text in older rows) as epoch seconds."""
+    return (value if isinstance(value, datetime) else datetime.fromisoformat(value)).timestamp()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpm", type=int, default=120, help="requests per window the sandbox allows")
@@ -53,10 +59,10 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=20, help="network + service latency per call")
     args = parser.parse_args()
 
-    from clearout_provider.hooks.clearout import ClearoutHook
-    from clearout_provider.instant_calls import Checkpoint
-    from clearout_provider.operators.instant_verify import CHECKPOINT_NAME, verify_addresses
+    from clearout_provider.operators.instant_verify import verify_addresses
     from clearout_provider.sandbox import SandboxProcess, SandboxSettings
+    from clearout_provider.verification.ledger import VerdictLedger
+    from clearout_provider.verification.verifier import verifier_for
 
     settings = SandboxSettings(rpm=args.rpm, rate_window=args.window, latency_ms=args.latency_ms)
     total = args.windows * args.rpm
@@ -68,14 +74,16 @@ def main() -> int:
         os.environ["AIRFLOW_CONN_CLEAROUT_DEFAULT"] = json.dumps(
             {"conn_type": "clearout", "host": server.clearout_url, "password": settings.clearout_token}
         )
-        hook = ClearoutHook()
+        verifier = verifier_for("clearout")
+        ledger = VerdictLedger(Path(tmp) / "ledger", verifier="clearout")
         started = time.perf_counter()
-        with Checkpoint(Path(tmp), CHECKPOINT_NAME) as checkpoint:
-            outcome = verify_addresses(hook, emails, checkpoint, max_concurrency=args.concurrency)
+        with ledger.journal(source="instant", recorded_by="bench") as journal:
+            outcome = verify_addresses(verifier, emails, journal, max_concurrency=args.concurrency)
         elapsed = time.perf_counter() - started
+        verifier.close()
         stats = server.clearout_stats()
 
-    served = [datetime.fromisoformat(d["verified_on"]).timestamp() for d in outcome.answers.values()]
+    served = [_moment(d["verified_at"]) for d in outcome.verdicts.values()]
     windows = windows_of(served, args.window)
     spans = (windows[-1][0] - windows[0][0]) / args.window + 1
     per_window = len(served) / spans
@@ -83,7 +91,7 @@ def main() -> int:
 
     print(f"sandbox: {args.rpm} requests per {args.window:g} s window, latency {args.latency_ms} ms; "
           f"{total} addresses, max_concurrency {args.concurrency}")  # fmt: skip
-    print(f"verified: {len(outcome.answers)}, failed: {len(outcome.failures)}, client time {elapsed:.2f} s")
+    print(f"verified: {len(outcome.verdicts)}, failed: {len(outcome.failures)}, client time {elapsed:.2f} s")
     print("requests per window: " + ", ".join(
         f"{count} (+{start - windows[0][0]:.2f} s)" for start, count in windows))  # fmt: skip
     print(f"window lengths used: {spans:.3f} for {len(windows)} windows")
@@ -96,14 +104,14 @@ def main() -> int:
     ok = (
         ratio >= TARGET_RATIO
         and stats["rate_limited"] == 0
-        and len(outcome.answers) == total
+        and len(outcome.verdicts) == total
         and stats["instant_calls"] == total
     )
     ok = judge(
         f"instant calls per window vs the account's RPM ({args.rpm} per {args.window:g} s)",
         f">= {TARGET_RATIO}",
         f"{per_window:.1f} per window, {stats['rate_limited']} answered 429, "
-        f"{len(outcome.answers):,} of {total:,} verified",
+        f"{len(outcome.verdicts):,} of {total:,} verified",
         ratio,
         ok,
     )
