@@ -26,7 +26,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from _util import judge  # (and the package on sys.path, AIRFLOW_HOME out of ~/airflow)
@@ -43,11 +42,6 @@ def windows_of(times: list[float], length: float) -> list[tuple[float, int]]:
         start, count = windows[-1]
         windows[-1] = (start, count + 1)
     return windows
-
-
-def _moment(value: datetime | str) -> float:
-    """A verdict row's verification time (a datetime; ISO text in older rows) as epoch seconds."""
-    return (value if isinstance(value, datetime) else datetime.fromisoformat(value)).timestamp()
 
 
 def main() -> int:
@@ -83,7 +77,7 @@ def main() -> int:
         verifier.close()
         stats = server.clearout_stats()
 
-    served = [_moment(d["verified_at"]) for d in outcome.verdicts.values()]
+    served = [d["verified_at"].timestamp() for d in outcome.verdicts.values()]  # UTC datetimes
     windows = windows_of(served, args.window)
     spans = (windows[-1][0] - windows[0][0]) / args.window + 1
     per_window = len(served) / spans
